@@ -1,0 +1,312 @@
+//! The AgentTask kind: one agent run with an input, executed as a worker pod.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{
+    EnvFromSource, EnvVar, LocalObjectReference, ResourceRequirements, Toleration,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::common::{ConfigMapKeyRef, Duration, ProviderRef, SecretEnv, SecretKeyRef};
+
+/// Largest inline `input`; larger inputs come from a ConfigMap or Secret through `inputFrom`.
+pub const MAX_INLINE_INPUT_BYTES: u32 = 64 * 1024;
+
+/// AgentTask runs an agent once on an input, as a worker pod of a Job the operator owns, with a
+/// deadline, retries, queueing behind the agent's `maxConcurrentTasks`, and cleanup. The result
+/// is recorded in status.
+#[derive(CustomResource, Clone, Debug, PartialEq, Serialize, Deserialize, KubeSchema)]
+#[kube(
+    group = "agentoperator.dev",
+    version = "v1alpha1",
+    kind = "AgentTask",
+    plural = "agenttasks",
+    singular = "agenttask",
+    namespaced,
+    status = "AgentTaskStatus",
+    shortname = "atask",
+    category = "agents",
+    category = "agentoperator",
+    printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
+    printcolumn(name = "Agent", type_ = "string", json_path = ".spec.agentRef.name"),
+    printcolumn(name = "Attempts", type_ = "integer", json_path = ".status.attempts"),
+    printcolumn(name = "Duration", type_ = "string", json_path = ".status.duration"),
+    printcolumn(
+        name = "Reason",
+        type_ = "string",
+        json_path = ".status.reason",
+        priority = 1
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
+)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = kube::core::Rule::new("has(self.agentRef) != has(self.template)").message("set exactly one of spec.agentRef (run an existing AgentDeployment's agent) or spec.template (describe the worker inline)"))]
+#[x_kube(validation = kube::core::Rule::new("has(self.input) != has(self.inputFrom)").message("set exactly one of spec.input (inline text) or spec.inputFrom (a ConfigMap or Secret key)"))]
+#[x_kube(validation = kube::core::Rule::new(super::common::rule_on_durations(&["self.retryBackoff.initialDelay", "self.retryBackoff.maxDelay"], "duration(self.retryBackoff.initialDelay) <= duration(self.retryBackoff.maxDelay)")).message("spec.retryBackoff.initialDelay must not exceed spec.retryBackoff.maxDelay").field_path(".retryBackoff"))]
+#[x_kube(validation = kube::core::Rule::new("has(self.agentRef) == has(oldSelf.agentRef) && has(self.template) == has(oldSelf.template)").message("spec.agentRef and spec.template cannot be switched after creation: create a new AgentTask"))]
+#[x_kube(validation = kube::core::Rule::new("has(self.input) == has(oldSelf.input) && has(self.inputFrom) == has(oldSelf.inputFrom)").message("spec.input and spec.inputFrom cannot be added or removed after creation: create a new AgentTask"))]
+#[x_kube(validation = kube::core::Rule::new("!oldSelf.cancel || self.cancel").message("spec.cancel cannot be undone: a cancelled task stays cancelled, create a new AgentTask to run it again").field_path(".cancel"))]
+pub struct AgentTaskSpec {
+    /// Run the agent of this AgentDeployment (same namespace): its image, failover chain,
+    /// secrets, env and resources. Its `maxConcurrentTasks` queues this task. Immutable.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = kube::core::Rule::new("self == oldSelf").message("spec.agentRef is immutable: create a new AgentTask for another agent"))]
+    pub agent_ref: Option<AgentRef>,
+
+    /// Describe the worker inline instead of referring to an AgentDeployment. Immutable.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = kube::core::Rule::new("self == oldSelf").message("spec.template is immutable: create a new AgentTask"))]
+    pub template: Option<TaskTemplate>,
+
+    /// The input text, mounted into the worker as a file. At most 64 KiB; use `inputFrom` for
+    /// larger inputs. Immutable.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 65536))]
+    #[x_kube(validation = kube::core::Rule::new("self == oldSelf").message("spec.input is immutable: create a new AgentTask for a different input"))]
+    pub input: Option<String>,
+
+    /// Take the input from a ConfigMap or Secret key instead. Immutable.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = kube::core::Rule::new("self == oldSelf").message("spec.inputFrom is immutable: create a new AgentTask for a different input"))]
+    pub input_from: Option<InputSource>,
+
+    /// Named parameters passed to the worker as a mounted JSON file. Immutable.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(extend("maxProperties" = 64))]
+    #[x_kube(validation = kube::core::Rule::new("self.all(k, size(k) <= 253 && size(self[k]) <= 4096)").message("parameter names must be at most 253 characters and values at most 4096"))]
+    #[x_kube(validation = kube::core::Rule::new("self == oldSelf").message("spec.parameters are immutable: create a new AgentTask"))]
+    pub parameters: BTreeMap<String, String>,
+
+    /// Deadline of one attempt. An attempt still running then is stopped and counts as failed
+    /// with reason Timeout.
+    #[serde(default = "default_timeout")]
+    pub timeout: Duration,
+
+    /// Further attempts after a failed one. Failures caused by an unavailable provider do not
+    /// count.
+    #[serde(default = "default_backoff_limit")]
+    #[schemars(range(min = 0, max = 20))]
+    pub backoff_limit: i32,
+
+    /// Delay between attempts, doubling after each failure.
+    #[serde(default)]
+    pub retry_backoff: RetryBackoff,
+
+    /// Seconds after the task finishes at which its Jobs, pods and result ConfigMap are deleted.
+    /// The AgentTask itself, with its status and result summary, is kept. Unset keeps everything.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 31_536_000))]
+    pub ttl_seconds_after_finished: Option<i32>,
+
+    /// Set to true to stop the task: a running attempt is stopped and the task ends Cancelled.
+    /// Cannot be set back to false.
+    #[serde(default)]
+    pub cancel: bool,
+}
+
+fn default_timeout() -> Duration {
+    Duration::from_secs(30 * 60)
+}
+
+fn default_backoff_limit() -> i32 {
+    2
+}
+
+/// A reference to an AgentDeployment in the same namespace.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AgentRef {
+    /// Name of the AgentDeployment.
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+}
+
+/// Where the input comes from: exactly one of a ConfigMap key or a Secret key.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = kube::core::Rule::new("has(self.configMapKeyRef) != has(self.secretKeyRef)").message("spec.inputFrom needs exactly one of configMapKeyRef or secretKeyRef"))]
+pub struct InputSource {
+    /// A ConfigMap key holding the input.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config_map_key_ref: Option<ConfigMapKeyRef>,
+    /// A Secret key holding the input.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_key_ref: Option<SecretKeyRef>,
+}
+
+/// An inline worker description, for tasks that do not run an AgentDeployment's agent.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = kube::core::Rule::new("!has(self.providers) || self.providers.all(p, self.providers.exists_one(q, q.name == p.name))").message("spec.template.providers names the same LLMProvider twice: list each provider once, in failover order").field_path(".providers"))]
+pub struct TaskTemplate {
+    /// Container image of the worker.
+    #[schemars(length(min = 1, max = 512))]
+    pub image: String,
+    /// Entrypoint override for the worker container.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64))]
+    pub command: Vec<String>,
+    /// Arguments for the worker container.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 256))]
+    pub args: Vec<String>,
+    /// Environment variables of the worker container.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 128))]
+    pub env: Vec<EnvVar>,
+    /// ConfigMaps and Secrets whose keys become environment variables of the worker.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 32))]
+    pub env_from: Vec<EnvFromSource>,
+    /// CPU and memory requests and limits of the worker container.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequirements>,
+    /// The ordered failover chain of LLMProviders in this namespace.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 8))]
+    pub providers: Vec<ProviderRef>,
+    /// Extra Secret keys exposed as environment variables.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64))]
+    pub secrets: Vec<SecretEnv>,
+    /// ServiceAccount of the worker pod; defaults to the namespace's `default`, with its token
+    /// not mounted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
+    pub service_account_name: Option<String>,
+    /// Node labels the worker pod must match.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(extend("maxProperties" = 32))]
+    pub node_selector: BTreeMap<String, String>,
+    /// Tolerations of the worker pod.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 32))]
+    pub tolerations: Vec<Toleration>,
+    /// Secrets holding credentials for pulling the image.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16))]
+    pub image_pull_secrets: Vec<LocalObjectReference>,
+}
+
+/// Delay between attempts: `initialDelay` after the first failure, doubling up to `maxDelay`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RetryBackoff {
+    /// Delay after the first failed attempt.
+    #[serde(default = "default_initial_delay")]
+    pub initial_delay: Duration,
+    /// Longest delay between attempts.
+    #[serde(default = "default_max_delay")]
+    pub max_delay: Duration,
+}
+
+impl Default for RetryBackoff {
+    fn default() -> Self {
+        Self {
+            initial_delay: default_initial_delay(),
+            max_delay: default_max_delay(),
+        }
+    }
+}
+
+fn default_initial_delay() -> Duration {
+    Duration::from_secs(10)
+}
+
+fn default_max_delay() -> Duration {
+    Duration::from_secs(5 * 60)
+}
+
+/// The phase of a task, for display. Derived from the conditions, which are the source of truth.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum TaskPhase {
+    /// Accepted, not yet started.
+    Pending,
+    /// Waiting for a slot under the agent's `maxConcurrentTasks`, for a Ready provider, or for the
+    /// backoff delay before the next attempt.
+    Queued,
+    /// An attempt is running.
+    Running,
+    /// Finished successfully.
+    Succeeded,
+    /// Finished unsuccessfully; the `Failed` condition's reason says why.
+    Failed,
+    /// Stopped by `spec.cancel`.
+    Cancelled,
+}
+
+/// What the operator observed of the task.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AgentTaskStatus {
+    /// Pending, Queued, Running, Succeeded, Failed or Cancelled, derived from the conditions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<TaskPhase>,
+    /// `Complete` and `Failed`, with a reason from: Succeeded, Timeout, BackoffLimitExceeded,
+    /// WorkerError, ProviderUnavailable, Cancelled, InvalidReference.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
+    pub conditions: Vec<Condition>,
+    /// The spec generation this status was computed from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// Why the task is in its phase, in one word (the reason of the deciding condition).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// Attempts started so far, including the running one.
+    #[serde(default)]
+    pub attempts: i32,
+    /// When the first attempt started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_time: Option<Time>,
+    /// When the task finished.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub completion_time: Option<Time>,
+    /// From first start to completion, for display (`1m30s`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration: Option<String>,
+    /// Earliest time of the next attempt while backing off after a failure.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_attempt_time: Option<Time>,
+    /// The LLMProvider the current or last attempt was pointed at first.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provider: Option<String>,
+    /// The Job of the current or last attempt.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job_name: Option<String>,
+    /// The worker pod of the current or last attempt.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod_name: Option<String>,
+    /// The result of the successful attempt.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result: Option<TaskResult>,
+}
+
+/// The result of a task: a bounded summary here, the full result where `configMapRef` points.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TaskResult {
+    /// The first 1024 characters of the result.
+    #[serde(default)]
+    #[schemars(length(max = 1024))]
+    pub summary: String,
+    /// Whether `summary` is shorter than the full result.
+    #[serde(default)]
+    pub truncated: bool,
+    /// A ConfigMap owned by the task whose key `result` holds the full result.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config_map_ref: Option<LocalObjectReference>,
+}
+
+/// Condition types of an AgentTask.
+pub mod condition {
+    pub const COMPLETE: &str = "Complete";
+    pub const FAILED: &str = "Failed";
+}

@@ -1,0 +1,246 @@
+//! Small types shared by several kinds: references, durations and pod-shape fragments.
+
+use std::borrow::Cow;
+use std::fmt;
+use std::str::FromStr;
+
+use kube::KubeSchema;
+use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+/// The longest name a namespaced object may have (a DNS subdomain).
+pub const MAX_NAME_LENGTH: u32 = 253;
+
+/// A duration written as a string in Go's `time.ParseDuration` format (`30s`, `5m`, `1h30m`),
+/// the format every Kubernetes API uses.
+///
+/// The schema carries a CEL rule with the same grammar that the parser accepts, so a value the
+/// API server admits always deserializes here: an unparseable object in a watch stream would
+/// otherwise stall every reconcile of its kind.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Duration(std::time::Duration);
+
+/// Why a duration string was refused.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum DurationError {
+    #[error("{0}")]
+    Syntax(#[from] kube::core::duration::ParseError),
+    #[error("a duration must not be negative")]
+    Negative,
+}
+
+impl Duration {
+    pub const fn from_secs(secs: u64) -> Self {
+        Self(std::time::Duration::from_secs(secs))
+    }
+
+    pub const fn from_millis(millis: u64) -> Self {
+        Self(std::time::Duration::from_millis(millis))
+    }
+
+    pub fn as_std(&self) -> std::time::Duration {
+        self.0
+    }
+}
+
+impl From<std::time::Duration> for Duration {
+    fn from(value: std::time::Duration) -> Self {
+        Self(value)
+    }
+}
+
+impl FromStr for Duration {
+    type Err = DurationError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let parsed: kube::core::Duration = s.parse()?;
+        if parsed.is_negative() {
+            return Err(DurationError::Negative);
+        }
+        Ok(Self(parsed.into()))
+    }
+}
+
+/// Formats like Go's `time.Duration.String()` (`1h30m0s`, `500ms`), the form `kubectl` users
+/// know from every other Kubernetes duration.
+impl fmt::Display for Duration {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let total = self.0;
+        if total.is_zero() {
+            return f.write_str("0s");
+        }
+        if total < std::time::Duration::from_secs(1) {
+            return write!(f, "{}ms", total.as_millis());
+        }
+        let secs = total.as_secs();
+        let (hours, minutes, seconds) = (secs / 3600, (secs % 3600) / 60, secs % 60);
+        let millis = total.subsec_millis();
+        let seconds = if millis == 0 {
+            format!("{seconds}s")
+        } else {
+            let fraction = format!("{millis:03}");
+            format!("{seconds}.{}s", fraction.trim_end_matches('0'))
+        };
+        match (hours, minutes) {
+            (0, 0) => f.write_str(&seconds),
+            (0, m) => write!(f, "{m}m{seconds}"),
+            (h, m) => write!(f, "{h}h{m}m{seconds}"),
+        }
+    }
+}
+
+impl Serialize for Duration {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Duration {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = Cow::<str>::deserialize(deserializer)?;
+        text.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// The regular expression of a non-negative Go duration, as a CEL string literal.
+const DURATION_PATTERN: &str = r"'^([0-9]+(\\.[0-9]+)?(ns|us|ms|s|m|h))+$'";
+
+/// The CEL grammar check of a duration field; kept beside the type it validates.
+pub const DURATION_RULE: &str = r"self.matches('^([0-9]+(\\.[0-9]+)?(ns|us|ms|s|m|h))+$')";
+
+/// Guards a CEL rule that calls `duration()` on some fields so that it holds when any of them is
+/// not a valid duration: the field's own rule reports that clearly, and the guarded rule would
+/// only add a confusing "type conversion error".
+pub fn rule_on_durations(fields: &[&str], rule: &str) -> String {
+    let guards: Vec<String> = fields
+        .iter()
+        .map(|field| format!("!{field}.matches({DURATION_PATTERN})"))
+        .collect();
+    format!("{} || ({rule})", guards.join(" || "))
+}
+
+impl JsonSchema for Duration {
+    fn schema_name() -> Cow<'static, str> {
+        "Duration".into()
+    }
+
+    fn inline_schema() -> bool {
+        true
+    }
+
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({
+            "type": "string",
+            "maxLength": 32,
+            "x-kubernetes-validations": [{
+                "rule": DURATION_RULE,
+                "message": "must be a duration such as 500ms, 30s, 5m or 1h30m (units ms, s, m, h)",
+            }],
+        })
+    }
+}
+
+/// A key of a Secret in the same namespace as the object that refers to it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SecretKeyRef {
+    /// Name of the Secret, in the same namespace.
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+    /// Key within the Secret's data.
+    #[schemars(length(min = 1, max = 253))]
+    pub key: String,
+}
+
+/// A key of a ConfigMap in the same namespace as the object that refers to it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ConfigMapKeyRef {
+    /// Name of the ConfigMap, in the same namespace.
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+    /// Key within the ConfigMap's data.
+    #[schemars(length(min = 1, max = 253))]
+    pub key: String,
+}
+
+/// One link of a failover chain: an LLMProvider in the same namespace, optionally with the model
+/// to request from it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ProviderRef {
+    /// Name of an LLMProvider in the same namespace.
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+    /// Model to use with this provider. Defaults to the provider's `defaultModel`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 256))]
+    pub model: Option<String>,
+}
+
+/// An environment variable of the agent container taken from a Secret key, so the value is
+/// resolved by the kubelet and never copied into a pod spec.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SecretEnv {
+    /// Name of the environment variable in the agent container, e.g. `GITHUB_TOKEN`.
+    #[schemars(length(min = 1, max = 128))]
+    #[x_kube(validation = kube::core::Rule::new("self.matches('^[A-Za-z_][A-Za-z0-9_]*$')").message("must be a valid environment variable name: letters, digits and '_', not starting with a digit"))]
+    pub name: String,
+    /// The Secret key that holds the value.
+    pub secret_key_ref: SecretKeyRef,
+}
+
+/// A tool endpoint the agent may call. Tools are listed in the mounted agent config and, when
+/// the network policy is on, are the only destinations besides the providers the agent may reach.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Tool {
+    /// Name of the tool, unique within the agent.
+    #[schemars(length(min = 1, max = 63))]
+    #[x_kube(validation = kube::core::Rule::new("self.matches('^[a-z0-9]([-a-z0-9_]*[a-z0-9])?$')").message("must be lower-case letters, digits, '-' or '_', starting and ending with a letter or digit"))]
+    pub name: String,
+    /// URL of the tool's endpoint.
+    #[schemars(length(min = 1, max = 2048))]
+    #[x_kube(validation = kube::core::Rule::new("isURL(self) && url(self).getScheme() in ['http', 'https']").message("must be an absolute http:// or https:// URL"))]
+    pub url: String,
+    /// What the tool does, passed to the agent in its config.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 1024))]
+    pub description: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_round_trip_in_go_format() {
+        for text in ["30s", "5m0s", "1h30m0s", "500ms", "0s", "1.5s"] {
+            let parsed: Duration = text.parse().expect(text);
+            assert_eq!(parsed.to_string(), text);
+        }
+        assert_eq!(
+            "90s".parse::<Duration>().map(|d| d.as_std().as_secs()),
+            Ok(90)
+        );
+    }
+
+    #[test]
+    fn duration_rule_guard_names_every_field() {
+        let rule = rule_on_durations(
+            &["self.a", "self.b"],
+            "duration(self.a) <= duration(self.b)",
+        );
+        assert!(rule.starts_with("!self.a.matches('^"));
+        assert!(rule.contains("|| !self.b.matches('^"));
+        assert!(rule.ends_with("|| (duration(self.a) <= duration(self.b))"));
+    }
+
+    #[test]
+    fn negative_and_unitless_durations_are_rejected() {
+        assert!("-5s".parse::<Duration>().is_err());
+        assert!("5".parse::<Duration>().is_err());
+        assert!(serde_json::from_str::<Duration>("\"-1m\"").is_err());
+    }
+}

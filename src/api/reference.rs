@@ -1,0 +1,170 @@
+//! Renders `docs/api.md`, the field reference of every kind, from the CRD schemas themselves,
+//! so the reference cannot drift from what the API server enforces.
+
+use std::fmt::Write;
+
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{
+    CustomResourceDefinition, JSONSchemaProps, JSONSchemaPropsOrArray,
+};
+
+/// The whole reference document as Markdown.
+pub fn markdown(crds: &[CustomResourceDefinition]) -> String {
+    let mut out = String::new();
+    out.push_str("# API reference: `agentoperator.dev/v1alpha1`\n\n");
+    out.push_str(
+        "<!-- Generated from the CRD schemas by `UPDATE_GENERATED=1 cargo test --test generated`; do not edit. -->\n\n",
+    );
+    out.push_str("Every field below is also available through `kubectl explain`, e.g. ");
+    out.push_str("`kubectl explain agentdeployment.spec.autoscaling`.\n\n");
+    for crd in crds {
+        render_crd(&mut out, crd);
+    }
+    out
+}
+
+fn render_crd(out: &mut String, crd: &CustomResourceDefinition) {
+    let names = &crd.spec.names;
+    let _ = writeln!(out, "## {}\n", names.kind);
+    let Some(version) = crd.spec.versions.first() else {
+        return;
+    };
+    let Some(schema) = version
+        .schema
+        .as_ref()
+        .and_then(|s| s.open_api_v3_schema.as_ref())
+    else {
+        return;
+    };
+    if let Some(description) = &schema.description {
+        let _ = writeln!(out, "{}\n", description.trim());
+    }
+    let short = names.short_names.clone().unwrap_or_default().join(", ");
+    let categories = names.categories.clone().unwrap_or_default().join(", ");
+    let _ = writeln!(
+        out,
+        "Plural `{}`, short names `{}`, categories `{}`, scope {}.\n",
+        names.plural, short, categories, crd.spec.scope
+    );
+    if let Some(columns) = &version.additional_printer_columns {
+        let listed: Vec<String> = columns.iter().map(|c| c.name.clone()).collect();
+        let _ = writeln!(out, "`kubectl get` columns: {}.\n", listed.join(", "));
+    }
+    let properties = schema.properties.clone().unwrap_or_default();
+    for part in ["spec", "status"] {
+        if let Some(props) = properties.get(part) {
+            let _ = writeln!(out, "### {} `.{}`\n", names.kind, part);
+            render_rules(out, props);
+            out.push_str("| Field | Type | Default | Description |\n|---|---|---|---|\n");
+            render_fields(out, part, props);
+            out.push('\n');
+        }
+    }
+}
+
+fn render_rules(out: &mut String, schema: &JSONSchemaProps) {
+    let Some(rules) = &schema.x_kubernetes_validations else {
+        return;
+    };
+    out.push_str("Rules checked at admission:\n\n");
+    for rule in rules {
+        let message = rule.message.as_deref().unwrap_or("(no message)");
+        let _ = writeln!(out, "- {message}");
+    }
+    out.push('\n');
+}
+
+fn render_fields(out: &mut String, path: &str, schema: &JSONSchemaProps) {
+    let required = schema.required.clone().unwrap_or_default();
+    for (name, field) in schema.properties.iter().flatten() {
+        let field_path = format!("{path}.{name}");
+        let mut description = field
+            .description
+            .as_deref()
+            .unwrap_or("")
+            .replace('\n', " ")
+            .replace('|', "\\|");
+        if required.contains(name) {
+            description = format!("**Required.** {description}");
+        }
+        for rule in field.x_kubernetes_validations.iter().flatten() {
+            if let Some(message) = &rule.message {
+                let _ = write!(
+                    description,
+                    " Must hold: {}.",
+                    message.trim_end_matches('.')
+                );
+            }
+        }
+        let default = field
+            .default
+            .as_ref()
+            .map(|d| format!("`{}`", d.0))
+            .unwrap_or_default();
+        let _ = writeln!(
+            out,
+            "| `{field_path}` | {} | {default} | {description} |",
+            type_of(field)
+        );
+        // Kubernetes' own types (pod probes, affinity, metrics) are documented upstream;
+        // descending into them would repeat the Kubernetes reference.
+        if is_kubernetes_type(name) {
+            continue;
+        }
+        match (&field.type_.as_deref(), &field.items) {
+            (Some("object"), _) if field.properties.is_some() => {
+                render_fields(out, &field_path, field)
+            }
+            (Some("array"), Some(JSONSchemaPropsOrArray::Schema(items)))
+                if items.properties.is_some() =>
+            {
+                render_fields(out, &format!("{field_path}[]"), items)
+            }
+            _ => {}
+        }
+    }
+}
+
+fn type_of(schema: &JSONSchemaProps) -> String {
+    if schema.x_kubernetes_int_or_string == Some(true) {
+        return "int or string".to_string();
+    }
+    let base = schema.type_.clone().unwrap_or_else(|| "any".to_string());
+    match (base.as_str(), &schema.items) {
+        ("array", Some(JSONSchemaPropsOrArray::Schema(items))) => format!("[]{}", type_of(items)),
+        ("string", _) if schema.enum_.is_some() => {
+            let values: Vec<String> = schema
+                .enum_
+                .iter()
+                .flatten()
+                .map(|v| v.0.as_str().unwrap_or_default().to_string())
+                .collect();
+            format!("enum: {}", values.join(", "))
+        }
+        ("object", _) if schema.additional_properties.is_some() => "map".to_string(),
+        _ => base,
+    }
+}
+
+/// Fields whose type is Kubernetes' own (core/v1, autoscaling/v2, meta/v1). Their schemas are
+/// documented upstream, and schemars replaces the type's description with the field's, so they
+/// are recognised by name; descending into them would repeat the Kubernetes reference.
+const KUBERNETES_TYPED_FIELDS: [&str; 14] = [
+    "env",
+    "envFrom",
+    "resources",
+    "livenessProbe",
+    "readinessProbe",
+    "startupProbe",
+    "tolerations",
+    "affinity",
+    "imagePullSecrets",
+    "metrics",
+    "behavior",
+    "conditions",
+    "configMapRef",
+    "startTime",
+];
+
+fn is_kubernetes_type(field_name: &str) -> bool {
+    KUBERNETES_TYPED_FIELDS.contains(&field_name)
+}

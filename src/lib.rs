@@ -1,0 +1,5 @@
+//! agent-operator: a Kubernetes operator that runs AI agent workloads.
+//!
+//! Layers, from the bottom: [`api`] holds the custom resource types.
+
+pub mod api;

@@ -1,0 +1,8 @@
+//! Cluster-backed tests: everything here runs against the local control plane that
+//! `e2e/cluster/up` starts. Each test works in its own namespace.
+
+#[path = "../support/mod.rs"]
+mod support;
+
+mod api;
+mod local_cluster;

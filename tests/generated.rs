@@ -1,0 +1,68 @@
+//! Generated files are committed; these tests fail when they drift from the code.
+//! Regenerate with `UPDATE_GENERATED=1 cargo test --test generated`.
+
+use std::path::{Path, PathBuf};
+
+use agent_operator::api;
+
+fn repo_path(relative: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(relative)
+}
+
+/// Compares a committed file with its generated content, or rewrites it when asked to.
+fn check_generated(relative: &str, generated: &str) {
+    let path = repo_path(relative);
+    if std::env::var_os("UPDATE_GENERATED").is_some() {
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).expect("create parent folder");
+        }
+        std::fs::write(&path, generated).expect("write generated file");
+        return;
+    }
+    let committed = std::fs::read_to_string(&path).unwrap_or_default();
+    assert!(
+        committed == generated,
+        "{relative} is out of date with the code; run `UPDATE_GENERATED=1 cargo test --test generated` and commit the result"
+    );
+}
+
+#[test]
+fn crds_folder_matches_the_code() {
+    let crds = api::crds();
+    let mut expected: Vec<String> = Vec::new();
+    for crd in &crds {
+        let file = api::crd_file_name(crd);
+        check_generated(
+            &format!("crds/{file}"),
+            &api::crd_yaml(crd).expect("CRD renders"),
+        );
+        expected.push(file);
+    }
+    let mut present: Vec<String> = std::fs::read_dir(repo_path("crds"))
+        .expect("crds/ exists")
+        .filter_map(|entry| entry.ok()?.file_name().into_string().ok())
+        .collect();
+    present.sort();
+    expected.sort();
+    assert_eq!(present, expected, "crds/ holds exactly the generated CRDs");
+}
+
+#[test]
+fn api_reference_matches_the_schemas() {
+    check_generated("docs/api.md", &api::reference::markdown(&api::crds()));
+}
+
+#[test]
+fn crds_stay_far_below_the_last_applied_annotation_limit() {
+    // `kubectl apply` stores the whole object as JSON in an annotation limited to 256 KiB; a CRD
+    // above it cannot be applied the way users apply it.
+    const BUDGET: usize = 192 * 1024;
+    for crd in api::crds() {
+        let size = serde_json::to_vec(&crd).expect("serialize").len();
+        assert!(
+            size < BUDGET,
+            "{} is {size} bytes of JSON, over the budget of {BUDGET}",
+            crd.metadata.name.unwrap_or_default()
+        );
+    }
+}
