@@ -1,8 +1,6 @@
 //! The CRDs' CEL rules evaluated client-side (no cluster) against the same table of objects the
 //! cluster test sends to the API server, and the schema defaults applied to a minimal object.
 
-use std::collections::BTreeMap;
-
 use agent_operator::api;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use serde_json::{Value, json};
@@ -10,26 +8,7 @@ use serde_json::{Value, json};
 #[path = "support/mod.rs"]
 mod support;
 
-#[derive(serde::Deserialize)]
-struct AdmissionCases {
-    bases: BTreeMap<String, Value>,
-    invalid: Vec<AdmissionCase>,
-    valid: Vec<AdmissionCase>,
-}
-
-#[derive(serde::Deserialize)]
-struct AdmissionCase {
-    name: String,
-    kind: String,
-    #[serde(default)]
-    patch: Value,
-    #[serde(default)]
-    update: Option<Value>,
-    #[serde(default)]
-    message: String,
-    #[serde(default)]
-    layer: Option<String>,
-}
+use support::admission::{AdmissionCase, AdmissionCases, admission_cases};
 
 /// Evaluates the schema's CEL rules like the API server (`old` for transition rules).
 fn cel_validate(
@@ -38,10 +17,6 @@ fn cel_validate(
     old: Option<&Value>,
 ) -> Result<(), kube::core::cel::ValidationErrors> {
     kube::core::cel::Validator::new().validate(schema, object, old)
-}
-
-fn cases() -> AdmissionCases {
-    serde_yaml::from_str(include_str!("fixtures/admission-cases.yaml")).expect("valid fixture")
 }
 
 fn schema_of(kind: &str) -> Value {
@@ -63,17 +38,12 @@ fn with_defaults(kind: &str, object: &Value) -> Value {
 }
 
 fn object_for(cases: &AdmissionCases, case: &AdmissionCase) -> Value {
-    let mut object = cases.bases[&case.kind].clone();
-    if !case.patch.is_null() {
-        support::merge_patch(&mut object, &case.patch);
-    }
-    object["metadata"] = json!({ "name": case.name });
-    with_defaults(&case.kind, &object)
+    with_defaults(&case.kind, &cases.object_for(case))
 }
 
 #[test]
 fn cel_rules_reject_each_invalid_object_with_its_message() {
-    let cases = cases();
+    let cases = admission_cases();
     let mut failures = Vec::new();
     for case in cases
         .invalid
@@ -111,7 +81,7 @@ fn cel_rules_reject_each_invalid_object_with_its_message() {
 
 #[test]
 fn cel_rules_accept_the_valid_objects() {
-    let cases = cases();
+    let cases = admission_cases();
     for case in &cases.valid {
         let object = object_for(&cases, case);
         let result = cel_validate(&schema_of(&case.kind), &object, None);
@@ -121,11 +91,9 @@ fn cel_rules_accept_the_valid_objects() {
 
 #[test]
 fn bases_are_valid_and_deserialize_into_the_types() {
-    let cases = cases();
-    for (kind, base) in &cases.bases {
-        let mut object = base.clone();
-        object["metadata"] = json!({ "name": "base" });
-        let object = with_defaults(kind, &object);
+    let cases = admission_cases();
+    for kind in cases.bases.keys() {
+        let object = with_defaults(kind, &cases.named_base(kind, "base", &Value::Null));
         assert!(
             cel_validate(&schema_of(kind), &object, None).is_ok(),
             "{kind} base is valid"

@@ -3,16 +3,14 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::autoscaling::v2::{HorizontalPodAutoscalerBehavior, MetricSpec};
-use k8s_openapi::api::core::v1::{
-    Affinity, EnvFromSource, EnvVar, LocalObjectReference, Probe, ResourceRequirements, Toleration,
-};
+use k8s_openapi::api::core::v1::{Affinity, Probe};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::common::{ProviderRef, SecretEnv, Tool};
+use super::common::{AgentWorkload, Tool};
 
 /// AgentDeployment runs an agent as a long-lived service. The operator creates and owns its
 /// Deployment, Service, ServiceAccount, provider config, and optionally a HorizontalPodAutoscaler,
@@ -61,41 +59,17 @@ use super::common::{ProviderRef, SecretEnv, Tool};
 )]
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = kube::core::Rule::new("!has(self.replicas) || !has(self.autoscaling)").message("spec.replicas and spec.autoscaling are mutually exclusive: remove spec.replicas when autoscaling is on, the HorizontalPodAutoscaler sets the replica count").field_path(".replicas"))]
-#[x_kube(validation = kube::core::Rule::new("!has(self.providers) || self.providers.all(p, self.providers.exists_one(q, q.name == p.name))").message("spec.providers names the same LLMProvider twice: list each provider once, in failover order").field_path(".providers"))]
 #[x_kube(validation = kube::core::Rule::new("!has(self.tools) || self.tools.all(t, self.tools.exists_one(u, u.name == t.name))").message("spec.tools has two tools with the same name: tool names must be unique").field_path(".tools"))]
 #[x_kube(validation = kube::core::Rule::new("!has(self.ports) || self.ports.all(p, self.ports.exists_one(q, q.name == p.name))").message("spec.ports has two ports with the same name: port names must be unique").field_path(".ports"))]
 pub struct AgentDeploymentSpec {
-    /// Container image of the agent, e.g. `ghcr.io/acme/support-agent:1.4.2`.
-    #[schemars(length(min = 1, max = 512))]
-    pub image: String,
+    /// Image, command, env, resources, failover chain and the other fields shared with an
+    /// AgentTask's template.
+    #[serde(flatten)]
+    pub workload: AgentWorkload,
 
     /// When the kubelet pulls the image: Always, IfNotPresent or Never.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image_pull_policy: Option<ImagePullPolicy>,
-
-    /// Entrypoint override for the agent container.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(max = 64))]
-    pub command: Vec<String>,
-
-    /// Arguments for the agent container.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(max = 256))]
-    pub args: Vec<String>,
-
-    /// Environment variables of the agent container. Use `secrets` for credentials.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(max = 128))]
-    pub env: Vec<EnvVar>,
-
-    /// ConfigMaps and Secrets whose keys become environment variables of the agent container.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(max = 32))]
-    pub env_from: Vec<EnvFromSource>,
-
-    /// CPU and memory requests and limits of the agent container.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub resources: Option<ResourceRequirements>,
 
     /// Ports the agent listens on. Each becomes a port of the agent's Service; with no ports, no
     /// Service is created.
@@ -115,16 +89,6 @@ pub struct AgentDeploymentSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub startup_probe: Option<Probe>,
 
-    /// Node labels the agent's pods must match.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    #[schemars(extend("maxProperties" = 32))]
-    pub node_selector: BTreeMap<String, String>,
-
-    /// Tolerations of the agent's pods.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(max = 32))]
-    pub tolerations: Vec<Toleration>,
-
     /// Scheduling affinity of the agent's pods.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub affinity: Option<Affinity>,
@@ -133,26 +97,9 @@ pub struct AgentDeploymentSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pod_metadata: Option<PodMetadata>,
 
-    /// Secrets holding credentials for pulling the image.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(max = 16))]
-    pub image_pull_secrets: Vec<LocalObjectReference>,
-
-    /// ServiceAccount the agent's pods run as. When unset, the operator creates a dedicated one
-    /// named after the AgentDeployment.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 1, max = 253))]
-    pub service_account_name: Option<String>,
-
     /// Security settings of the agent container beyond the restricted defaults.
     #[serde(default)]
     pub security: AgentSecurity,
-
-    /// The ordered failover chain: LLMProviders in this namespace, first choice first. The agent
-    /// uses the first Ready provider; the mounted config lists Ready providers first.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(max = 8))]
-    pub providers: Vec<ProviderRef>,
 
     /// Number of agent pods. Mutually exclusive with `autoscaling`; defaults to 1. Set through
     /// the scale subresource by `kubectl scale` and KEDA.
@@ -164,12 +111,6 @@ pub struct AgentDeploymentSpec {
     /// Deployment's replica count.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub autoscaling: Option<Autoscaling>,
-
-    /// Extra Secret keys the agent needs, such as tool API keys, exposed as environment variables
-    /// that the kubelet resolves (the value never appears in the pod spec).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(max = 64))]
-    pub secrets: Vec<SecretEnv>,
 
     /// Tool endpoints the agent may call, written into its mounted config.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

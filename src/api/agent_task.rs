@@ -2,15 +2,13 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::core::v1::{
-    EnvFromSource, EnvVar, LocalObjectReference, ResourceRequirements, Toleration,
-};
+use k8s_openapi::api::core::v1::LocalObjectReference;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::common::{ConfigMapKeyRef, Duration, ProviderRef, SecretEnv, SecretKeyRef};
+use super::common::{AgentWorkload, ConfigMapKeyRef, Duration, SecretKeyRef};
 
 /// Largest inline `input`; larger inputs come from a ConfigMap or Secret through `inputFrom`.
 pub const MAX_INLINE_INPUT_BYTES: u32 = 64 * 1024;
@@ -144,55 +142,10 @@ pub struct InputSource {
 /// An inline worker description, for tasks that do not run an AgentDeployment's agent.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, KubeSchema)]
 #[serde(rename_all = "camelCase")]
-#[x_kube(validation = kube::core::Rule::new("!has(self.providers) || self.providers.all(p, self.providers.exists_one(q, q.name == p.name))").message("spec.template.providers names the same LLMProvider twice: list each provider once, in failover order").field_path(".providers"))]
 pub struct TaskTemplate {
-    /// Container image of the worker.
-    #[schemars(length(min = 1, max = 512))]
-    pub image: String,
-    /// Entrypoint override for the worker container.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(max = 64))]
-    pub command: Vec<String>,
-    /// Arguments for the worker container.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(max = 256))]
-    pub args: Vec<String>,
-    /// Environment variables of the worker container.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(max = 128))]
-    pub env: Vec<EnvVar>,
-    /// ConfigMaps and Secrets whose keys become environment variables of the worker.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(max = 32))]
-    pub env_from: Vec<EnvFromSource>,
-    /// CPU and memory requests and limits of the worker container.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub resources: Option<ResourceRequirements>,
-    /// The ordered failover chain of LLMProviders in this namespace.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(max = 8))]
-    pub providers: Vec<ProviderRef>,
-    /// Extra Secret keys exposed as environment variables.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(max = 64))]
-    pub secrets: Vec<SecretEnv>,
-    /// ServiceAccount of the worker pod; defaults to the namespace's `default`, with its token
-    /// not mounted.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 1, max = 253))]
-    pub service_account_name: Option<String>,
-    /// Node labels the worker pod must match.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    #[schemars(extend("maxProperties" = 32))]
-    pub node_selector: BTreeMap<String, String>,
-    /// Tolerations of the worker pod.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(max = 32))]
-    pub tolerations: Vec<Toleration>,
-    /// Secrets holding credentials for pulling the image.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(max = 16))]
-    pub image_pull_secrets: Vec<LocalObjectReference>,
+    /// Image, command, env, resources, failover chain and the other fields of the worker.
+    #[serde(flatten)]
+    pub workload: AgentWorkload,
 }
 
 /// Delay between attempts: `initialDelay` after the first failure, doubling up to `maxDelay`.

@@ -4,6 +4,11 @@ use std::borrow::Cow;
 use std::fmt;
 use std::str::FromStr;
 
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{
+    EnvFromSource, EnvVar, LocalObjectReference, ResourceRequirements, Toleration,
+};
 use kube::KubeSchema;
 use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -208,6 +213,74 @@ pub struct Tool {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 1024))]
     pub description: Option<String>,
+}
+
+/// The container and pod fields every agent workload has, whether it is a long-running
+/// AgentDeployment or the inline template of an AgentTask. Flattened into both specs.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = kube::core::Rule::new("!has(self.providers) || self.providers.all(p, self.providers.exists_one(q, q.name == p.name))").message("the failover chain (providers) names the same LLMProvider twice: list each provider once, in failover order").field_path(".providers"))]
+pub struct AgentWorkload {
+    /// Container image of the agent, e.g. `ghcr.io/acme/support-agent:1.4.2`.
+    #[schemars(length(min = 1, max = 512))]
+    pub image: String,
+
+    /// Entrypoint override for the agent container.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64))]
+    pub command: Vec<String>,
+
+    /// Arguments for the agent container.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 256))]
+    pub args: Vec<String>,
+
+    /// Environment variables of the agent container. Use `secrets` for credentials.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 128))]
+    pub env: Vec<EnvVar>,
+
+    /// ConfigMaps and Secrets whose keys become environment variables of the agent container.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 32))]
+    pub env_from: Vec<EnvFromSource>,
+
+    /// CPU and memory requests and limits of the agent container.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequirements>,
+
+    /// The ordered failover chain: LLMProviders in this namespace, first choice first. The agent
+    /// uses the first Ready provider; the mounted config lists Ready providers first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 8))]
+    pub providers: Vec<ProviderRef>,
+
+    /// Extra Secret keys the agent needs, such as tool API keys, exposed as environment variables
+    /// that the kubelet resolves (the value never appears in the pod spec).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64))]
+    pub secrets: Vec<SecretEnv>,
+
+    /// ServiceAccount the pods run as. For an AgentDeployment the operator creates a dedicated
+    /// one when unset; a task's worker uses the agent's, or the namespace's `default`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
+    pub service_account_name: Option<String>,
+
+    /// Node labels the pods must match.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(extend("maxProperties" = 32))]
+    pub node_selector: BTreeMap<String, String>,
+
+    /// Tolerations of the pods.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 32))]
+    pub tolerations: Vec<Toleration>,
+
+    /// Secrets holding credentials for pulling the image.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16))]
+    pub image_pull_secrets: Vec<LocalObjectReference>,
 }
 
 #[cfg(test)]

@@ -2,7 +2,6 @@
 //! rejects its invalid object with its own message, valid edge cases and the samples are
 //! accepted, and the kubectl experience (columns, explain, scale, categories) works.
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use agent_operator::api::{AgentDeployment, GROUP, VERSION};
@@ -12,36 +11,8 @@ use kube::api::{
 use kube::{Client, Discovery};
 use serde_json::{Value, json};
 
-use crate::support::{self, TEST_MANAGER, TestNamespace, merge_patch};
-
-#[derive(serde::Deserialize)]
-struct AdmissionCases {
-    bases: BTreeMap<String, Value>,
-    invalid: Vec<AdmissionCase>,
-    valid: Vec<AdmissionCase>,
-}
-
-#[derive(serde::Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct AdmissionCase {
-    name: String,
-    kind: String,
-    #[serde(default)]
-    object_name: Option<String>,
-    #[serde(default)]
-    patch: Value,
-    #[serde(default)]
-    update: Option<Value>,
-    #[serde(default)]
-    field: String,
-    #[serde(default)]
-    message: String,
-}
-
-fn admission_cases() -> AdmissionCases {
-    let text = include_str!("../fixtures/admission-cases.yaml");
-    serde_yaml::from_str(text).expect("tests/fixtures/admission-cases.yaml is valid")
-}
+use crate::support::admission::{AdmissionCase, AdmissionCases, admission_cases};
+use crate::support::{self, TEST_MANAGER, TestNamespace};
 
 fn api_for(client: &Client, namespace: &str, kind: &str) -> Api<DynamicObject> {
     let resource = ApiResource::from_gvk(&GroupVersionKind::gvk(GROUP, VERSION, kind));
@@ -49,13 +20,7 @@ fn api_for(client: &Client, namespace: &str, kind: &str) -> Api<DynamicObject> {
 }
 
 fn object_for(cases: &AdmissionCases, case: &AdmissionCase) -> DynamicObject {
-    let mut object = cases.bases[&case.kind].clone();
-    if !case.patch.is_null() {
-        merge_patch(&mut object, &case.patch);
-    }
-    object["metadata"] =
-        json!({ "name": case.object_name.clone().unwrap_or_else(|| case.name.clone()) });
-    serde_json::from_value(object).expect("case builds an object")
+    serde_json::from_value(cases.object_for(case)).expect("case builds an object")
 }
 
 #[tokio::test]
@@ -244,18 +209,8 @@ async fn kubectl_get_shows_the_printer_columns() {
     let ns = TestNamespace::new(&client, "printer-columns").await;
     let cases = admission_cases();
     for kind in ["LLMProvider", "AgentDeployment", "AgentTask"] {
-        let case = AdmissionCase {
-            name: "shown".into(),
-            kind: kind.into(),
-            object_name: None,
-            patch: Value::Null,
-            update: None,
-            field: String::new(),
-            message: String::new(),
-        };
-        let mut object = cases.bases[kind].clone();
-        object["metadata"] = json!({ "name": case.name });
-        let object: DynamicObject = serde_json::from_value(object).expect("object");
+        let object: DynamicObject =
+            serde_json::from_value(cases.named_base(kind, "shown", &Value::Null)).expect("object");
         api_for(&client, &ns.name, kind)
             .create(&PostParams::default(), &object)
             .await
