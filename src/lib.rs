@@ -3,3 +3,4 @@
 //! Layers, from the bottom: [`api`] holds the custom resource types.
 
 pub mod api;
+pub mod providers;
