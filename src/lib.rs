@@ -1,6 +1,46 @@
 //! agent-operator: a Kubernetes operator that runs AI agent workloads.
 //!
-//! Layers, from the bottom: [`api`] holds the custom resource types.
+//! Layers, from the bottom: [`api`] holds the custom resource types; [`providers`] probes LLM
+//! endpoints; [`controller`] reconciles each kind; [`runtime`] runs the process (logging,
+//! metrics, health endpoints, start-up checks, shutdown).
 
 pub mod api;
+pub mod controller;
 pub mod providers;
+pub mod runtime;
+
+use std::net::SocketAddr;
+
+/// Errors that stop the operator at start. Each message names the problem and the fix.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(
+        "no usable kubeconfig or in-cluster configuration: {source}; set KUBECONFIG or run inside a pod"
+    )]
+    KubeConfig { source: kube::Error },
+
+    #[error("the Kubernetes API server does not answer: {source}")]
+    ApiServerUnreachable { source: kube::Error },
+
+    #[error(
+        "the CRDs of agentoperator.dev/v1alpha1 are not installed (missing: {missing}); install them with `agent-operator crds | kubectl apply --server-side -f -` or the Helm chart"
+    )]
+    CrdsMissing { missing: String },
+
+    #[error(
+        "--log-level '{level}' is not a valid filter ({reason}); use e.g. info or agent_operator=debug"
+    )]
+    InvalidLogLevel { level: String, reason: String },
+
+    #[error("cannot listen on --metrics-address {address}: {source}; choose a free port")]
+    Bind {
+        address: SocketAddr,
+        source: std::io::Error,
+    },
+
+    #[error("cannot register metrics: {source}")]
+    Metrics { source: prometheus::Error },
+
+    #[error("cannot build the HTTP client for provider probes: {source}")]
+    HttpClient { source: reqwest::Error },
+}

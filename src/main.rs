@@ -15,6 +15,8 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// Run the controllers.
+    Run(agent_operator::runtime::options::RunOptions),
     /// Print the CustomResourceDefinitions as one multi-document YAML stream
     /// (`agent-operator crds | kubectl apply --server-side -f -`).
     Crds,
@@ -25,6 +27,7 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
+        Command::Run(options) => run(options),
         Command::Crds => match agent_operator::api::crds_yaml() {
             Ok(yaml) => {
                 print!("{yaml}");
@@ -38,6 +41,27 @@ fn main() -> ExitCode {
         Command::Version => {
             println!("agent-operator {}", env!("CARGO_PKG_VERSION"));
             ExitCode::SUCCESS
+        }
+    }
+}
+
+fn run(options: agent_operator::runtime::options::RunOptions) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("error: cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(agent_operator::runtime::run(options)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            // One line, naming the problem and the fix, for a person reading `kubectl logs`.
+            eprintln!("error: {error}");
+            ExitCode::FAILURE
         }
     }
 }

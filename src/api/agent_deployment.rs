@@ -279,7 +279,8 @@ pub struct EgressCidr {
     /// Ports allowed to that range; empty means all.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 16))]
-    pub ports: Vec<u16>,
+    #[x_kube(validation = kube::core::Rule::new("self.all(p, p >= 1 && p <= 65535)").message("ports must be between 1 and 65535"))]
+    pub ports: Vec<i32>,
 }
 
 /// The agent's PodDisruptionBudget: exactly one of `minAvailable` or `maxUnavailable`.

@@ -1,0 +1,149 @@
+//! The LLMProvider controller: probes every provider on its interval, and at once when its spec
+//! or its credential Secret changes.
+
+pub mod reconcile;
+pub mod status;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::{StreamExt, TryStreamExt};
+use k8s_openapi::api::core::v1::Secret;
+use kube::ResourceExt;
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::watcher::{self, Event};
+use kube::runtime::{WatchStreamExt, predicates};
+use tokio_util::sync::CancellationToken;
+
+use super::{Context, Scope};
+use crate::api::llm_provider::LLMProvider;
+use reconcile::{CONTROLLER, ReconcileError, reconcile};
+
+/// The controller's own context: the shared one plus its Secret cache.
+/// Watch caches this controller keeps per scope: LLMProviders and Secrets.
+pub const CACHES: usize = 2;
+
+pub struct ProviderController {
+    pub context: Arc<Context>,
+    pub secrets: Store<Secret>,
+}
+
+pub async fn run(
+    context: Arc<Context>,
+    scope: Scope,
+    concurrency: u16,
+    shutdown: CancellationToken,
+) {
+    let providers_api = scope.api::<LLMProvider>(&context.client);
+    let secrets_api = scope.api::<Secret>(&context.client);
+
+    let (provider_store, provider_writer) = reflector::store::<LLMProvider>();
+    let (secret_store, secret_writer) = reflector::store::<Secret>();
+
+    let forget = context.clone();
+    let providers_synced = context.readiness.sync_marker();
+    let secrets_synced = context.readiness.sync_marker();
+    // Status writes do not change the generation, so filtering on it keeps our own status
+    // patches from triggering another probe.
+    let providers = watcher(providers_api)
+        .reflect(provider_writer)
+        .inspect_ok(move |event| {
+            providers_synced.observe(event);
+            if let Event::Delete(provider) = event {
+                forget_provider(&forget, provider);
+            }
+        })
+        .applied_objects()
+        .predicate_filter(predicates::generation, Default::default());
+    let secrets = watcher(secrets_api)
+        .reflect(secret_writer)
+        .inspect_ok(move |event| secrets_synced.observe(event))
+        .applied_objects();
+
+    let lookup = provider_store.clone();
+    let controller = Arc::new(ProviderController {
+        context: context.clone(),
+        secrets: secret_store,
+    });
+    Controller::for_stream(providers, provider_store)
+        .with_config(kube::runtime::controller::Config::default().concurrency(concurrency))
+        .watches_stream(secrets, move |secret| {
+            providers_using_secret(&lookup, &secret)
+        })
+        .graceful_shutdown_on(shutdown.cancelled_owned())
+        .run(reconcile, error_policy, controller)
+        .for_each(|result| {
+            let metrics = context.metrics.clone();
+            async move {
+                metrics.reconciles.with_label_values(&[CONTROLLER]).inc();
+                if let Err(error) = result {
+                    tracing::debug!(%error, "reconcile did not complete");
+                }
+            }
+        })
+        .await;
+}
+
+fn watcher<K>(api: kube::Api<K>) -> impl futures::Stream<Item = Result<Event<K>, watcher::Error>>
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + 'static,
+    K::DynamicType: Default,
+{
+    watcher::watcher(api, watcher::Config::default()).default_backoff()
+}
+
+/// LLMProviders whose credentials live in this Secret.
+fn providers_using_secret(
+    providers: &Store<LLMProvider>,
+    secret: &Secret,
+) -> Vec<ObjectRef<LLMProvider>> {
+    let namespace = secret.namespace();
+    let name = secret.name_any();
+    providers
+        .state()
+        .iter()
+        .filter(|provider| provider.namespace() == namespace)
+        .filter(|provider| {
+            provider
+                .spec
+                .credentials
+                .as_ref()
+                .is_some_and(|c| c.name == name)
+        })
+        .map(|provider| ObjectRef::from_obj(provider.as_ref()))
+        .collect()
+}
+
+fn forget_provider(context: &Context, provider: &LLMProvider) {
+    let (namespace, name) = (
+        provider.namespace().unwrap_or_default(),
+        provider.name_any(),
+    );
+    let _ = context
+        .metrics
+        .provider_up
+        .remove_label_values(&[namespace.as_str(), name.as_str()]);
+    let _ = context
+        .metrics
+        .provider_probe_duration
+        .remove_label_values(&[namespace.as_str(), name.as_str()]);
+    if let (Some(uid), Ok(mut health)) = (provider.uid(), context.provider_health.lock()) {
+        health.remove(&uid);
+    }
+}
+
+fn error_policy(
+    _provider: Arc<LLMProvider>,
+    error: &ReconcileError,
+    controller: Arc<ProviderController>,
+) -> Action {
+    controller
+        .context
+        .metrics
+        .reconcile_errors
+        .with_label_values(&[CONTROLLER, error.reason()])
+        .inc();
+    tracing::warn!(%error, "reconcile failed; retrying");
+    Action::requeue(Duration::from_secs(5))
+}

@@ -1,0 +1,103 @@
+//! The controllers and what they share: the Kubernetes client, metrics, readiness and the HTTP
+//! client for provider probes. `run_all` starts one controller per kind and watched scope.
+
+pub mod llm_provider;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::future::join_all;
+use kube::api::Api;
+use kube::{Client, Resource};
+use tokio_util::sync::CancellationToken;
+
+use crate::Error;
+use crate::providers::health::Health;
+use crate::runtime::http::Readiness;
+use crate::runtime::metrics::Metrics;
+use crate::runtime::options::RunOptions;
+
+/// State shared by every reconcile.
+pub struct Context {
+    pub client: Client,
+    pub metrics: Arc<Metrics>,
+    pub readiness: Arc<Readiness>,
+    /// Client for provider probes; connections are pooled across probes.
+    pub http: reqwest::Client,
+    /// Health of each LLMProvider between probes, by UID. Lost on restart, when it is rebuilt
+    /// from status (readiness and consecutive failures are there).
+    pub provider_health: Mutex<HashMap<String, Health>>,
+}
+
+impl Context {
+    pub fn new(
+        client: Client,
+        metrics: Arc<Metrics>,
+        readiness: Arc<Readiness>,
+    ) -> Result<Self, Error> {
+        let http = reqwest::Client::builder()
+            .user_agent(concat!("agent-operator/", env!("CARGO_PKG_VERSION")))
+            .connect_timeout(Duration::from_secs(5))
+            .pool_idle_timeout(Duration::from_secs(90))
+            .build()
+            .map_err(|source| Error::HttpClient { source })?;
+        Ok(Self {
+            client,
+            metrics,
+            readiness,
+            http,
+            provider_health: Mutex::new(HashMap::new()),
+        })
+    }
+}
+
+/// Where a controller watches: all namespaces, or one.
+#[derive(Clone, Debug)]
+pub enum Scope {
+    Cluster,
+    Namespace(String),
+}
+
+impl Scope {
+    pub fn from_options(options: &RunOptions) -> Vec<Scope> {
+        if options.namespaces.is_empty() {
+            vec![Scope::Cluster]
+        } else {
+            options
+                .namespaces
+                .iter()
+                .cloned()
+                .map(Scope::Namespace)
+                .collect()
+        }
+    }
+
+    pub fn api<K>(&self, client: &Client) -> Api<K>
+    where
+        K: Resource<Scope = k8s_openapi::NamespaceResourceScope>,
+        <K as Resource>::DynamicType: Default,
+    {
+        match self {
+            Scope::Cluster => Api::all(client.clone()),
+            Scope::Namespace(namespace) => Api::namespaced(client.clone(), namespace),
+        }
+    }
+}
+
+/// Runs every controller in every scope until `shutdown`.
+pub async fn run_all(context: Arc<Context>, options: RunOptions, shutdown: CancellationToken) {
+    let scopes = Scope::from_options(&options);
+    context
+        .readiness
+        .expect_caches(scopes.len() * llm_provider::CACHES);
+    let controllers = scopes.into_iter().map(|scope| {
+        llm_provider::run(
+            context.clone(),
+            scope,
+            options.concurrency,
+            shutdown.clone(),
+        )
+    });
+    join_all(controllers).await;
+}

@@ -1,0 +1,130 @@
+//! The operator's HTTP server: `/healthz` (the process serves), `/readyz` (caches synced) and
+//! `/metrics` (Prometheus text format).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::get;
+use tokio_util::sync::CancellationToken;
+
+use super::metrics::Metrics;
+use crate::Error;
+
+/// Whether every controller's caches have synced: until then a reconcile would act on a partial
+/// view of the cluster, so `/readyz` says not ready.
+#[derive(Default)]
+pub struct Readiness {
+    expected: AtomicUsize,
+    synced: AtomicUsize,
+}
+
+impl Readiness {
+    /// Declares how many caches must sync before the process is ready.
+    pub fn expect_caches(&self, count: usize) {
+        self.expected.fetch_add(count, Ordering::SeqCst);
+    }
+
+    /// A marker for one watch stream, which counts its cache as synced at the stream's first
+    /// `InitDone` (the initial list is complete).
+    pub fn sync_marker(self: &Arc<Self>) -> SyncMarker {
+        SyncMarker {
+            readiness: self.clone(),
+            done: AtomicBool::new(false),
+        }
+    }
+
+    pub fn is_ready(&self) -> bool {
+        let expected = self.expected.load(Ordering::SeqCst);
+        expected > 0 && self.synced.load(Ordering::SeqCst) >= expected
+    }
+}
+
+pub struct SyncMarker {
+    readiness: Arc<Readiness>,
+    done: AtomicBool,
+}
+
+impl SyncMarker {
+    pub fn observe<K>(&self, event: &kube::runtime::watcher::Event<K>) {
+        if matches!(event, kube::runtime::watcher::Event::InitDone)
+            && !self.done.swap(true, Ordering::SeqCst)
+        {
+            self.readiness.synced.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+}
+
+#[derive(Clone)]
+struct ServerState {
+    metrics: Arc<Metrics>,
+    readiness: Arc<Readiness>,
+}
+
+/// Binds the address (so a port in use is reported at start) and serves until `shutdown`.
+pub async fn serve(
+    address: SocketAddr,
+    metrics: Arc<Metrics>,
+    readiness: Arc<Readiness>,
+    shutdown: CancellationToken,
+) -> Result<tokio::task::JoinHandle<()>, Error> {
+    let listener = tokio::net::TcpListener::bind(address)
+        .await
+        .map_err(|source| Error::Bind { address, source })?;
+    let app = Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics_text))
+        .with_state(ServerState { metrics, readiness });
+    Ok(tokio::spawn(async move {
+        let served = axum::serve(listener, app)
+            .with_graceful_shutdown(shutdown.cancelled_owned())
+            .await;
+        if let Err(error) = served {
+            tracing::error!(%error, "the HTTP server stopped");
+        }
+    }))
+}
+
+async fn readyz(State(state): State<ServerState>) -> (StatusCode, &'static str) {
+    if state.readiness.is_ready() {
+        (StatusCode::OK, "ok")
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "caches not synced")
+    }
+}
+
+async fn metrics_text(
+    State(state): State<ServerState>,
+) -> ([(&'static str, &'static str); 1], String) {
+    (
+        [("content-type", "text/plain; version=0.0.4")],
+        state.metrics.render(),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kube::runtime::watcher::Event;
+
+    #[test]
+    fn ready_only_when_every_expected_cache_synced_once() {
+        let readiness = Arc::new(Readiness::default());
+        assert!(!readiness.is_ready(), "nothing expected yet is not ready");
+        readiness.expect_caches(2);
+        let (first, second) = (readiness.sync_marker(), readiness.sync_marker());
+        first.observe(&Event::<()>::Init);
+        first.observe(&Event::<()>::InitDone);
+        first.observe(&Event::<()>::InitDone);
+        assert!(
+            !readiness.is_ready(),
+            "a relist of one stream does not count twice"
+        );
+        second.observe(&Event::<()>::InitDone);
+        assert!(readiness.is_ready());
+    }
+}

@@ -1,0 +1,127 @@
+//! The operator's Prometheus metrics, registered once. One naming scheme: `agent_operator_*`.
+//! Labels never carry a secret: namespace and name of objects, controller names and reasons.
+
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
+};
+
+pub struct Metrics {
+    registry: Registry,
+    pub reconciles: IntCounterVec,
+    pub reconcile_errors: IntCounterVec,
+    pub reconcile_duration: HistogramVec,
+    pub status_writes: IntCounterVec,
+    pub provider_up: IntGaugeVec,
+    pub provider_probe_duration: HistogramVec,
+    pub provider_probe_failures: IntCounterVec,
+}
+
+impl Metrics {
+    /// Creates and registers every metric. Fails only on a programming error (a duplicate name).
+    pub fn new() -> Result<Self, prometheus::Error> {
+        let registry = Registry::new();
+        let reconciles = IntCounterVec::new(
+            Opts::new(
+                "agent_operator_reconciles_total",
+                "Reconciles run, by controller.",
+            ),
+            &["controller"],
+        )?;
+        let reconcile_errors = IntCounterVec::new(
+            Opts::new(
+                "agent_operator_reconcile_errors_total",
+                "Reconciles that failed, by controller and reason.",
+            ),
+            &["controller", "reason"],
+        )?;
+        let reconcile_duration = HistogramVec::new(
+            HistogramOpts::new(
+                "agent_operator_reconcile_duration_seconds",
+                "Time one reconcile takes, by controller.",
+            )
+            .buckets(vec![
+                0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+            ]),
+            &["controller"],
+        )?;
+        let status_writes = IntCounterVec::new(
+            Opts::new(
+                "agent_operator_status_writes_total",
+                "Status updates sent to the API server, by controller.",
+            ),
+            &["controller"],
+        )?;
+        let provider_up = IntGaugeVec::new(
+            Opts::new(
+                "agent_operator_provider_up",
+                "1 when the LLMProvider is Ready, else 0.",
+            ),
+            &["namespace", "name"],
+        )?;
+        let provider_probe_duration = HistogramVec::new(
+            HistogramOpts::new(
+                "agent_operator_provider_probe_duration_seconds",
+                "Duration of one provider probe.",
+            )
+            .buckets(vec![
+                0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+            ]),
+            &["namespace", "name"],
+        )?;
+        let provider_probe_failures = IntCounterVec::new(
+            Opts::new(
+                "agent_operator_provider_probe_failures_total",
+                "Failed provider probes, by failure reason.",
+            ),
+            &["namespace", "name", "reason"],
+        )?;
+        registry.register(Box::new(reconciles.clone()))?;
+        registry.register(Box::new(reconcile_errors.clone()))?;
+        registry.register(Box::new(reconcile_duration.clone()))?;
+        registry.register(Box::new(status_writes.clone()))?;
+        registry.register(Box::new(provider_up.clone()))?;
+        registry.register(Box::new(provider_probe_duration.clone()))?;
+        registry.register(Box::new(provider_probe_failures.clone()))?;
+        Ok(Self {
+            registry,
+            reconciles,
+            reconcile_errors,
+            reconcile_duration,
+            status_writes,
+            provider_up,
+            provider_probe_duration,
+            provider_probe_failures,
+        })
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self) -> String {
+        let mut buffer = Vec::new();
+        let encoder = TextEncoder::new();
+        if encoder
+            .encode(&self.registry.gather(), &mut buffer)
+            .is_err()
+        {
+            return String::new();
+        }
+        String::from_utf8(buffer).unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn registered_metrics_render_in_text_format() {
+        let metrics = Metrics::new().expect("metrics register");
+        metrics.reconciles.with_label_values(&["llmprovider"]).inc();
+        metrics
+            .provider_up
+            .with_label_values(&["ns", "openai"])
+            .set(1);
+        let text = metrics.render();
+        assert!(text.contains("agent_operator_reconciles_total{controller=\"llmprovider\"} 1"));
+        assert!(text.contains("agent_operator_provider_up{name=\"openai\",namespace=\"ns\"} 1"));
+    }
+}
