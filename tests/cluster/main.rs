@@ -5,4 +5,5 @@
 mod support;
 
 mod api;
+mod llm_provider;
 mod local_cluster;

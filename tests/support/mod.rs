@@ -4,6 +4,8 @@
 #![allow(dead_code)]
 
 pub mod admission;
+pub mod fake_provider;
+pub mod operator;
 
 use std::future::Future;
 use std::path::PathBuf;

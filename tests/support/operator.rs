@@ -1,0 +1,101 @@
+//! The operator as a real process, as it runs in production: its own binary, a kubeconfig,
+//! watching the test's namespace. Killed when the handle drops; its log is kept for inspection.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+pub struct OperatorProcess {
+    child: Child,
+    pub metrics_port: u16,
+    pub log_path: PathBuf,
+}
+
+impl OperatorProcess {
+    /// Starts `agent-operator run` watching `namespace` and waits until `/readyz` answers ok.
+    pub async fn start(namespace: &str) -> Self {
+        let metrics_port = free_port();
+        let log_dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("operator-logs");
+        std::fs::create_dir_all(&log_dir).expect("create log folder");
+        let log_path = log_dir.join(format!("{namespace}.log"));
+        let log = std::fs::File::create(&log_path).expect("create operator log");
+        let child = Command::new(env!("CARGO_BIN_EXE_agent-operator"))
+            .args([
+                "run",
+                "--namespaces",
+                namespace,
+                "--log-format",
+                "json",
+                "--log-level",
+                "info",
+            ])
+            .arg("--metrics-address")
+            .arg(format!("127.0.0.1:{metrics_port}"))
+            .env("KUBECONFIG", super::kubeconfig_path())
+            .stdout(Stdio::from(log.try_clone().expect("clone log handle")))
+            .stderr(Stdio::from(log))
+            .spawn()
+            .expect("start agent-operator");
+        let mut operator = Self {
+            child,
+            metrics_port,
+            log_path,
+        };
+        let url = format!("http://127.0.0.1:{metrics_port}/readyz");
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(Some(status)) = operator.child.try_wait() {
+                panic!("agent-operator exited with {status}:\n{}", operator.log());
+            }
+            if http_get(&url).await.is_some_and(|(code, _)| code == 200) {
+                return operator;
+            }
+            if tokio::time::Instant::now() > deadline {
+                panic!("agent-operator did not become ready:\n{}", operator.log());
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    /// The operator's /metrics text.
+    pub async fn metrics(&self) -> String {
+        http_get(&format!("http://127.0.0.1:{}/metrics", self.metrics_port))
+            .await
+            .map(|(_, body)| body)
+            .unwrap_or_default()
+    }
+
+    /// The value of one sample of `/metrics`, e.g. `agent_operator_status_writes_total{controller="llmprovider"}`.
+    pub async fn metric(&self, sample: &str) -> Option<f64> {
+        let text = self.metrics().await;
+        text.lines().find_map(|line| {
+            line.strip_prefix(sample)
+                .and_then(|rest| rest.trim().parse().ok())
+        })
+    }
+}
+
+impl Drop for OperatorProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// A minimal HTTP GET on loopback: status code and body.
+async fn http_get(url: &str) -> Option<(u16, String)> {
+    let response = reqwest::get(url).await.ok()?;
+    let code = response.status().as_u16();
+    Some((code, response.text().await.ok()?))
+}
