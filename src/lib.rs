@@ -7,6 +7,7 @@
 pub mod api;
 pub mod controller;
 pub mod providers;
+pub mod resources;
 pub mod runtime;
 
 use std::net::SocketAddr;
