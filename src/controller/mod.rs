@@ -1,9 +1,13 @@
 //! The controllers and what they share: the Kubernetes client, metrics, readiness and the HTTP
 //! client for provider probes. `run_all` starts one controller per kind and watched scope.
 
+pub mod agent_deployment;
+pub mod apply;
 pub mod llm_provider;
 
 use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -88,16 +92,25 @@ impl Scope {
 /// Runs every controller in every scope until `shutdown`.
 pub async fn run_all(context: Arc<Context>, options: RunOptions, shutdown: CancellationToken) {
     let scopes = Scope::from_options(&options);
+    let caches_per_scope = llm_provider::CACHES + agent_deployment::CACHES;
     context
         .readiness
-        .expect_caches(scopes.len() * llm_provider::CACHES);
-    let controllers = scopes.into_iter().map(|scope| {
-        llm_provider::run(
+        .expect_caches(scopes.len() * caches_per_scope);
+    let mut controllers: Vec<Pin<Box<dyn Future<Output = ()> + Send>>> = Vec::new();
+    for scope in scopes {
+        let concurrency = options.concurrency;
+        controllers.push(Box::pin(llm_provider::run(
+            context.clone(),
+            scope.clone(),
+            concurrency,
+            shutdown.clone(),
+        )));
+        controllers.push(Box::pin(agent_deployment::run(
             context.clone(),
             scope,
-            options.concurrency,
+            concurrency,
             shutdown.clone(),
-        )
-    });
+        )));
+    }
     join_all(controllers).await;
 }

@@ -4,6 +4,7 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod agent_deployment;
 mod api;
 mod llm_provider;
 mod local_cluster;

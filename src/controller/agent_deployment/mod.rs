@@ -1,0 +1,172 @@
+//! The AgentDeployment controller: keeps each agent's children as its spec and its providers'
+//! health say, and reports truthful status.
+
+pub mod reconcile;
+pub mod status;
+pub mod watches;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::{StreamExt, TryStreamExt};
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service, ServiceAccount};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::watcher::{self, Event};
+use kube::runtime::{WatchStreamExt, predicates};
+use tokio_util::sync::CancellationToken;
+
+use super::{Context, Scope};
+use crate::api::AgentDeployment;
+use crate::api::llm_provider::LLMProvider;
+use crate::resources::labels::MANAGED_BY;
+use reconcile::{CONTROLLER, ReconcileError, reconcile};
+
+/// Watch caches this controller keeps per scope.
+pub const CACHES: usize = 10;
+
+/// Read-only views of everything a reconcile reads.
+pub struct Caches {
+    pub agents: Store<AgentDeployment>,
+    pub providers: Store<LLMProvider>,
+    pub secrets: Store<Secret>,
+    pub deployments: Store<Deployment>,
+    pub services: Store<Service>,
+    pub service_accounts: Store<ServiceAccount>,
+    pub config_maps: Store<ConfigMap>,
+    pub hpas: Store<HorizontalPodAutoscaler>,
+    pub pdbs: Store<PodDisruptionBudget>,
+    pub network_policies: Store<NetworkPolicy>,
+}
+
+pub struct AgentController {
+    pub context: Arc<Context>,
+    pub caches: Caches,
+}
+
+/// A reflected watch whose cache counts toward readiness. Children are watched by our
+/// managed-by label only, so the caches hold the operator's objects, not the whole cluster's.
+fn reflected<K>(
+    context: &Context,
+    api: kube::Api<K>,
+    config: watcher::Config,
+) -> (
+    Store<K>,
+    impl futures::Stream<Item = Result<K, watcher::Error>> + Send + 'static,
+)
+where
+    K: kube::Resource<DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static,
+{
+    let (store, writer) = reflector::store::<K>();
+    let synced = context.readiness.sync_marker();
+    let stream = watcher::watcher(api, config)
+        .default_backoff()
+        .reflect(writer)
+        .inspect_ok(move |event: &Event<K>| synced.observe(event))
+        .applied_objects();
+    (store, stream)
+}
+
+pub async fn run(
+    context: Arc<Context>,
+    scope: Scope,
+    concurrency: u16,
+    shutdown: CancellationToken,
+) {
+    let client = &context.client;
+    let all = watcher::Config::default;
+    let owned =
+        || watcher::Config::default().labels(&format!("app.kubernetes.io/managed-by={MANAGED_BY}"));
+
+    let (agents, agent_stream) = reflected(&context, scope.api::<AgentDeployment>(client), all());
+    let (providers, provider_stream) = reflected(&context, scope.api::<LLMProvider>(client), all());
+    let (secrets, secret_stream) = reflected(&context, scope.api::<Secret>(client), all());
+    let (deployments, deployment_stream) =
+        reflected(&context, scope.api::<Deployment>(client), owned());
+    let (services, service_stream) = reflected(&context, scope.api::<Service>(client), owned());
+    let (service_accounts, service_account_stream) =
+        reflected(&context, scope.api::<ServiceAccount>(client), owned());
+    let (config_maps, config_map_stream) =
+        reflected(&context, scope.api::<ConfigMap>(client), owned());
+    let (hpas, hpa_stream) = reflected(
+        &context,
+        scope.api::<HorizontalPodAutoscaler>(client),
+        owned(),
+    );
+    let (pdbs, pdb_stream) = reflected(&context, scope.api::<PodDisruptionBudget>(client), owned());
+    let (network_policies, network_policy_stream) =
+        reflected(&context, scope.api::<NetworkPolicy>(client), owned());
+
+    let controller = Arc::new(AgentController {
+        context: context.clone(),
+        caches: Caches {
+            agents: agents.clone(),
+            providers: providers.clone(),
+            secrets,
+            deployments,
+            services,
+            service_accounts,
+            config_maps,
+            hpas,
+            pdbs,
+            network_policies,
+        },
+    });
+    // Our own status writes do not change the generation; only spec changes trigger here.
+    let agent_trigger = agent_stream.predicate_filter(predicates::generation, Default::default());
+    let (agents_for_providers, agents_for_secrets, providers_for_secrets) =
+        (agents.clone(), agents.clone(), providers.clone());
+
+    Controller::for_stream(agent_trigger, agents)
+        .with_config(kube::runtime::controller::Config::default().concurrency(concurrency))
+        .owns_stream(deployment_stream)
+        .owns_stream(service_stream)
+        .owns_stream(service_account_stream)
+        .owns_stream(config_map_stream)
+        .owns_stream(hpa_stream)
+        .owns_stream(pdb_stream)
+        .owns_stream(network_policy_stream)
+        .watches_stream(provider_stream, move |provider| {
+            watches::agents_using_provider(&agents_for_providers, &provider)
+        })
+        .watches_stream(secret_stream, move |secret| {
+            watches::agents_using_secret(&agents_for_secrets, &providers_for_secrets, &secret)
+        })
+        .graceful_shutdown_on(shutdown.cancelled_owned())
+        .run(reconcile, error_policy, controller)
+        .for_each(|result| {
+            let metrics = context.metrics.clone();
+            async move {
+                metrics.reconciles.with_label_values(&[CONTROLLER]).inc();
+                if let Err(error) = result {
+                    tracing::debug!(%error, "reconcile did not complete");
+                }
+            }
+        })
+        .await;
+}
+
+fn error_policy(
+    _agent: Arc<AgentDeployment>,
+    error: &ReconcileError,
+    controller: Arc<AgentController>,
+) -> Action {
+    controller
+        .context
+        .metrics
+        .reconcile_errors
+        .with_label_values(&[CONTROLLER, error.reason()])
+        .inc();
+    tracing::warn!(%error, "reconcile failed; retrying");
+    Action::requeue(Duration::from_secs(5))
+}

@@ -1,0 +1,444 @@
+//! One reconcile of an AgentDeployment, as a pipeline: resolve references → build children →
+//! apply what changed → remove children no longer wanted → report status.
+
+use std::sync::Arc;
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::controller::Action;
+use kube::runtime::reflector::ObjectRef;
+use kube::{Resource, ResourceExt};
+use tracing::instrument;
+
+use super::AgentController;
+use super::status::{BrokenReference, StatusInputs, desired_status};
+use crate::api::AgentDeployment;
+use crate::api::conditions::is_condition_true;
+use crate::api::llm_provider::{LLMProvider, condition as provider_condition};
+use crate::controller::apply::{apply_if_changed, delete_if_present};
+use crate::resources::deployment::{DeploymentInputs, SECRETS_HASH_ANNOTATION, deployment};
+use crate::resources::labels::selector_string;
+use crate::resources::names::{DNS_LABEL_MAX, DNS_SUBDOMAIN_MAX, child_name};
+use crate::resources::provider_config::{ResolvedProvider, config_map, provider_config};
+use crate::resources::{hpa, network_policy, pdb, service, service_account, short_hash};
+
+pub const CONTROLLER: &str = "agentdeployment";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReconcileError {
+    #[error("AgentDeployment has no namespace")]
+    MissingNamespace,
+    #[error("cannot apply {kind} {name}: {source}")]
+    Apply {
+        kind: &'static str,
+        name: String,
+        source: kube::Error,
+    },
+    #[error("cannot delete {kind} {name}: {source}")]
+    Delete {
+        kind: &'static str,
+        name: String,
+        source: kube::Error,
+    },
+    #[error("cannot update the status: {source}")]
+    UpdateStatus { source: kube::Error },
+}
+
+impl ReconcileError {
+    pub fn reason(&self) -> &'static str {
+        match self {
+            ReconcileError::MissingNamespace => "MissingNamespace",
+            ReconcileError::Apply { .. } => "Apply",
+            ReconcileError::Delete { .. } => "Delete",
+            ReconcileError::UpdateStatus { .. } => "UpdateStatus",
+        }
+    }
+}
+
+/// Names of an agent's children.
+pub struct ChildNames {
+    pub deployment: String,
+    pub service: String,
+    pub service_account: String,
+    pub config_map: String,
+}
+
+pub fn child_names(agent: &str) -> ChildNames {
+    ChildNames {
+        deployment: child_name(agent, "", DNS_SUBDOMAIN_MAX),
+        service: child_name(agent, "", DNS_LABEL_MAX),
+        service_account: child_name(agent, "", DNS_SUBDOMAIN_MAX),
+        config_map: child_name(agent, "providers", DNS_SUBDOMAIN_MAX),
+    }
+}
+
+#[instrument(skip_all, fields(kind = "AgentDeployment", namespace = agent.namespace(), name = %agent.name_any()))]
+pub async fn reconcile(
+    agent: Arc<AgentDeployment>,
+    controller: Arc<AgentController>,
+) -> Result<Action, ReconcileError> {
+    let client = &controller.context.client;
+    let namespace = agent.namespace().ok_or(ReconcileError::MissingNamespace)?;
+    let name = agent.name_any();
+    let names = child_names(&name);
+    let caches = &controller.caches;
+
+    // Resolve references from the caches.
+    let chain = resolve_chain(&controller, &agent, &namespace);
+    let broken = broken_secret_references(&controller, &agent, &namespace);
+    let current_deployment = caches
+        .deployments
+        .get(&ObjectRef::new(&names.deployment).within(&namespace));
+
+    // Build the desired children.
+    let credentials: Vec<_> = chain
+        .iter()
+        .filter_map(|p| p.credential.clone().map(|c| (p.name.clone(), c)))
+        .collect();
+    let inputs = DeploymentInputs {
+        config_map: names.config_map.clone(),
+        service_account: agent
+            .spec
+            .workload
+            .service_account_name
+            .clone()
+            .unwrap_or_else(|| names.service_account.clone()),
+        credentials,
+        secrets_hash: secrets_hash(
+            &controller,
+            &agent,
+            &namespace,
+            current_deployment.as_deref(),
+        ),
+    };
+    let provider_endpoints: Vec<String> = chain.iter().filter_map(|p| p.endpoint.clone()).collect();
+    let config = provider_config(&chain, &agent.spec.tools);
+
+    // Apply.
+    let apply_err = |kind: &'static str, name: &str| {
+        let name = name.to_string();
+        move |source| ReconcileError::Apply { kind, name, source }
+    };
+    if agent.spec.workload.service_account_name.is_none() {
+        apply_if_changed(
+            client,
+            &caches.service_accounts,
+            service_account::service_account(&agent, &names.service_account),
+        )
+        .await
+        .map_err(apply_err("ServiceAccount", &names.service_account))?;
+    } else {
+        delete_if_present(
+            client,
+            &caches.service_accounts,
+            &namespace,
+            &names.service_account,
+        )
+        .await
+        .map_err(|source| ReconcileError::Delete {
+            kind: "ServiceAccount",
+            name: names.service_account.clone(),
+            source,
+        })?;
+    }
+    apply_if_changed(
+        client,
+        &caches.config_maps,
+        config_map(&agent, &names.config_map, &config),
+    )
+    .await
+    .map_err(apply_err("ConfigMap", &names.config_map))?;
+    apply_if_changed(
+        client,
+        &caches.deployments,
+        deployment(&agent, &names.deployment, &inputs),
+    )
+    .await
+    .map_err(apply_err("Deployment", &names.deployment))?;
+    apply_or_delete(
+        client,
+        &caches.services,
+        &namespace,
+        &names.service,
+        service::service(&agent, &names.service),
+        "Service",
+    )
+    .await?;
+    apply_or_delete(
+        client,
+        &caches.hpas,
+        &namespace,
+        &names.deployment,
+        hpa::horizontal_pod_autoscaler(&agent, &names.deployment, &names.deployment),
+        "HorizontalPodAutoscaler",
+    )
+    .await?;
+    apply_or_delete(
+        client,
+        &caches.pdbs,
+        &namespace,
+        &names.deployment,
+        pdb::pod_disruption_budget(&agent, &names.deployment),
+        "PodDisruptionBudget",
+    )
+    .await?;
+    apply_or_delete(
+        client,
+        &caches.network_policies,
+        &namespace,
+        &names.deployment,
+        network_policy::network_policy(&agent, &names.deployment, &provider_endpoints),
+        "NetworkPolicy",
+    )
+    .await?;
+
+    // Report.
+    let inputs = StatusInputs {
+        generation: agent.meta().generation,
+        chain: &chain,
+        broken: &broken,
+        deployment: current_deployment.as_deref(),
+        suspended: agent.spec.suspend,
+        selector: selector_string(&name),
+    };
+    let status = desired_status(agent.status.as_ref(), &inputs, Timestamp::now());
+    if agent.status.as_ref() != Some(&status) {
+        let api: Api<AgentDeployment> = Api::namespaced(client.clone(), &namespace);
+        api.patch_status(
+            &name,
+            &PatchParams::default(),
+            &Patch::Merge(serde_json::json!({ "status": status })),
+        )
+        .await
+        .map_err(|source| ReconcileError::UpdateStatus { source })?;
+        controller
+            .context
+            .metrics
+            .status_writes
+            .with_label_values(&[CONTROLLER])
+            .inc();
+    }
+    // Owned objects, providers and Secrets all trigger reconciles through watches; the periodic
+    // requeue only repairs drift nobody announced.
+    Ok(Action::requeue(std::time::Duration::from_secs(600)))
+}
+
+async fn apply_or_delete<K>(
+    client: &kube::Client,
+    cache: &kube::runtime::reflector::Store<K>,
+    namespace: &str,
+    name: &str,
+    desired: Option<K>,
+    kind: &'static str,
+) -> Result<(), ReconcileError>
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + std::fmt::Debug
+        + serde::Serialize
+        + serde::de::DeserializeOwned,
+{
+    match desired {
+        Some(object) => apply_if_changed(client, cache, object)
+            .await
+            .map(|_| ())
+            .map_err(|source| ReconcileError::Apply {
+                kind,
+                name: name.to_string(),
+                source,
+            }),
+        None => delete_if_present(client, cache, namespace, name)
+            .await
+            .map(|_| ())
+            .map_err(|source| ReconcileError::Delete {
+                kind,
+                name: name.to_string(),
+                source,
+            }),
+    }
+}
+
+/// Each link of the failover chain with its provider's state, from the caches.
+fn resolve_chain(
+    controller: &AgentController,
+    agent: &AgentDeployment,
+    namespace: &str,
+) -> Vec<ResolvedProvider> {
+    agent
+        .spec
+        .workload
+        .providers
+        .iter()
+        .map(|link| {
+            let provider = controller
+                .caches
+                .providers
+                .get(&ObjectRef::<LLMProvider>::new(&link.name).within(namespace));
+            match provider {
+                None => ResolvedProvider {
+                    name: link.name.clone(),
+                    provider_type: None,
+                    endpoint: None,
+                    model: link.model.clone(),
+                    ready: false,
+                    reason: Some("NotFound".into()),
+                    credential: None,
+                    azure_api_version: None,
+                },
+                Some(provider) => {
+                    let conditions = provider
+                        .status
+                        .as_ref()
+                        .map(|s| s.conditions.as_slice())
+                        .unwrap_or_default();
+                    let ready = is_condition_true(conditions, provider_condition::READY);
+                    let reason = (!ready).then(|| {
+                        conditions
+                            .iter()
+                            .find(|c| c.type_ == provider_condition::READY)
+                            .map(|c| c.reason.clone())
+                            .unwrap_or_else(|| "NotProbed".into())
+                    });
+                    // Mount only credentials whose Secret key exists: a missing one would keep
+                    // every pod from starting, while the provider's status already reports it.
+                    let credential = provider
+                        .spec
+                        .credentials
+                        .clone()
+                        .filter(|c| secret_has_key(controller, namespace, &c.name, &c.key));
+                    ResolvedProvider {
+                        name: link.name.clone(),
+                        provider_type: Some(provider.spec.provider_type),
+                        endpoint: Some(provider.spec.endpoint.clone()),
+                        model: link
+                            .model
+                            .clone()
+                            .or_else(|| provider.spec.default_model.clone()),
+                        ready,
+                        reason,
+                        credential,
+                        azure_api_version: provider
+                            .spec
+                            .azure
+                            .as_ref()
+                            .map(|a| a.api_version.clone()),
+                    }
+                }
+            }
+        })
+        .collect()
+}
+
+fn secret_has_key(controller: &AgentController, namespace: &str, secret: &str, key: &str) -> bool {
+    controller
+        .caches
+        .secrets
+        .get(&ObjectRef::new(secret).within(namespace))
+        .is_some_and(|s| {
+            s.data.as_ref().is_some_and(|d| d.contains_key(key))
+                || s.string_data.as_ref().is_some_and(|d| d.contains_key(key))
+        })
+}
+
+fn broken_secret_references(
+    controller: &AgentController,
+    agent: &AgentDeployment,
+    namespace: &str,
+) -> Vec<BrokenReference> {
+    agent
+        .spec
+        .workload
+        .secrets
+        .iter()
+        .filter_map(|env| {
+            let reference = &env.secret_key_ref;
+            match controller
+                .caches
+                .secrets
+                .get(&ObjectRef::<Secret>::new(&reference.name).within(namespace))
+            {
+                None => Some(BrokenReference::SecretNotFound {
+                    secret: reference.name.clone(),
+                }),
+                Some(_)
+                    if !secret_has_key(controller, namespace, &reference.name, &reference.key) =>
+                {
+                    Some(BrokenReference::SecretKeyNotFound {
+                        secret: reference.name.clone(),
+                        key: reference.key.clone(),
+                    })
+                }
+                Some(_) => None,
+            }
+        })
+        .collect()
+}
+
+/// The pod-template hash of every credential and secret the pods use. A provider whose new key
+/// its own probe has not accepted holds the rollout: the running pods keep the last good key
+/// rather than roll to a broken one.
+fn secrets_hash(
+    controller: &AgentController,
+    agent: &AgentDeployment,
+    namespace: &str,
+    current: Option<&Deployment>,
+) -> String {
+    let mut parts = Vec::new();
+    for link in &agent.spec.workload.providers {
+        let Some(provider) = controller
+            .caches
+            .providers
+            .get(&ObjectRef::<LLMProvider>::new(&link.name).within(namespace))
+        else {
+            continue;
+        };
+        if provider.spec.credentials.is_none() {
+            continue;
+        }
+        let status = provider.status.as_ref();
+        let validated = status.is_some_and(|s| {
+            is_condition_true(&s.conditions, provider_condition::CREDENTIALS_VALID)
+        });
+        match status.and_then(|s| s.credential_hash.clone()) {
+            Some(hash) if validated => parts.push(format!("provider/{}={hash}", link.name)),
+            _ => {
+                if let Some(held) = current_secrets_hash(current) {
+                    return held;
+                }
+            }
+        }
+    }
+    for env in &agent.spec.workload.secrets {
+        let reference = &env.secret_key_ref;
+        let value = controller
+            .caches
+            .secrets
+            .get(&ObjectRef::<Secret>::new(&reference.name).within(namespace))
+            .and_then(|s| {
+                s.data
+                    .as_ref()
+                    .and_then(|d| d.get(&reference.key).map(|v| short_hash(&v.0)))
+            });
+        parts.push(format!(
+            "secret/{}/{}={}",
+            reference.name,
+            reference.key,
+            value.unwrap_or_default()
+        ));
+    }
+    short_hash(parts.join("\n").as_bytes())
+}
+
+fn current_secrets_hash(current: Option<&Deployment>) -> Option<String> {
+    current?
+        .spec
+        .template
+        .metadata
+        .as_ref()?
+        .annotations
+        .as_ref()?
+        .get(SECRETS_HASH_ANNOTATION)
+        .cloned()
+}

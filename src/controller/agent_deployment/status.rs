@@ -1,0 +1,445 @@
+//! The AgentDeployment status computed from what the controller read. Pure: no client, no clock.
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::jiff::Timestamp;
+
+use crate::api::agent_deployment::{AgentDeploymentStatus, ProviderState, condition};
+use crate::api::conditions::{ConditionStatus, DesiredCondition, merge_conditions};
+use crate::resources::provider_config::ResolvedProvider;
+
+/// A reference the agent needs that does not resolve.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum BrokenReference {
+    SecretNotFound { secret: String },
+    SecretKeyNotFound { secret: String, key: String },
+}
+
+impl BrokenReference {
+    fn reason(&self) -> &'static str {
+        match self {
+            BrokenReference::SecretNotFound { .. } => "SecretNotFound",
+            BrokenReference::SecretKeyNotFound { .. } => "SecretKeyNotFound",
+        }
+    }
+
+    fn message(&self) -> String {
+        match self {
+            BrokenReference::SecretNotFound { secret } => {
+                format!("Secret {secret} referenced by spec.secrets does not exist")
+            }
+            BrokenReference::SecretKeyNotFound { secret, key } => {
+                format!("Secret {secret} has no key {key} referenced by spec.secrets")
+            }
+        }
+    }
+}
+
+/// Everything the status is computed from.
+pub struct StatusInputs<'a> {
+    pub generation: Option<i64>,
+    pub chain: &'a [ResolvedProvider],
+    pub broken: &'a [BrokenReference],
+    pub deployment: Option<&'a Deployment>,
+    pub suspended: bool,
+    pub selector: String,
+}
+
+/// Facts of the Deployment's rollout.
+struct Rollout {
+    desired: i32,
+    replicas: i32,
+    ready: i32,
+    updated: i32,
+    observed: bool,
+    stuck: Option<String>,
+}
+
+fn rollout(deployment: Option<&Deployment>) -> Option<Rollout> {
+    let deployment = deployment?;
+    let status = deployment.status.clone().unwrap_or_default();
+    let stuck = status.conditions.iter().flatten().find_map(|c| {
+        (c.type_.as_deref() == Some("Progressing")
+            && c.status.as_deref() == Some("False")
+            && c.reason.as_deref() == Some("ProgressDeadlineExceeded"))
+        .then(|| {
+            c.message
+                .clone()
+                .unwrap_or_else(|| "the rollout exceeded its progress deadline".into())
+        })
+    });
+    Some(Rollout {
+        desired: deployment.spec.replicas.unwrap_or(1),
+        replicas: status.replicas.unwrap_or(0),
+        ready: status.ready_replicas.unwrap_or(0),
+        updated: status.updated_replicas.unwrap_or(0),
+        observed: status.observed_generation >= deployment.metadata.generation,
+        stuck,
+    })
+}
+
+pub fn desired_status(
+    previous: Option<&AgentDeploymentStatus>,
+    inputs: &StatusInputs<'_>,
+    now: Timestamp,
+) -> AgentDeploymentStatus {
+    let rollout = rollout(inputs.deployment);
+    let active = inputs
+        .chain
+        .iter()
+        .find(|p| p.ready)
+        .map(|p| p.name.clone());
+    let missing: Vec<&str> = inputs
+        .chain
+        .iter()
+        .filter(|p| p.provider_type.is_none())
+        .map(|p| p.name.as_str())
+        .collect();
+
+    let providers_ready = if inputs.chain.is_empty() {
+        DesiredCondition::new(
+            condition::PROVIDERS_READY,
+            ConditionStatus::True,
+            "NoProvidersConfigured",
+            "the agent has no failover chain",
+        )
+    } else if !missing.is_empty() {
+        DesiredCondition::new(
+            condition::PROVIDERS_READY,
+            ConditionStatus::False,
+            "ProviderNotFound",
+            format!(
+                "LLMProvider {} does not exist in this namespace",
+                missing.join(", ")
+            ),
+        )
+    } else if let Some(active) = &active {
+        DesiredCondition::new(
+            condition::PROVIDERS_READY,
+            ConditionStatus::True,
+            "ProviderAvailable",
+            format!(
+                "using {active}, the first Ready provider of {}",
+                inputs.chain.len()
+            ),
+        )
+    } else {
+        let reasons: Vec<String> = inputs
+            .chain
+            .iter()
+            .map(|p| format!("{}: {}", p.name, p.reason.as_deref().unwrap_or("NotReady")))
+            .collect();
+        DesiredCondition::new(
+            condition::PROVIDERS_READY,
+            ConditionStatus::False,
+            "NoProviderReady",
+            format!(
+                "no provider of the failover chain is Ready ({})",
+                reasons.join(", ")
+            ),
+        )
+    };
+
+    let (progressing, degraded, available) = match &rollout {
+        None => (
+            DesiredCondition::new(
+                condition::PROGRESSING,
+                ConditionStatus::True,
+                "Creating",
+                "creating the agent's Deployment",
+            ),
+            DesiredCondition::new(
+                condition::DEGRADED,
+                ConditionStatus::False,
+                "AsExpected",
+                "nothing is degraded",
+            ),
+            false,
+        ),
+        Some(r) => {
+            let complete = r.observed
+                && r.updated >= r.desired
+                && r.ready >= r.desired
+                && r.replicas <= r.desired;
+            let progressing = if let Some(message) = &r.stuck {
+                DesiredCondition::new(
+                    condition::PROGRESSING,
+                    ConditionStatus::False,
+                    "RolloutStuck",
+                    message.clone(),
+                )
+            } else if complete {
+                DesiredCondition::new(
+                    condition::PROGRESSING,
+                    ConditionStatus::False,
+                    "RolloutComplete",
+                    format!(
+                        "{} of {} pods run the current version",
+                        r.updated, r.desired
+                    ),
+                )
+            } else {
+                DesiredCondition::new(
+                    condition::PROGRESSING,
+                    ConditionStatus::True,
+                    "RolloutInProgress",
+                    format!(
+                        "{} of {} pods updated, {} ready",
+                        r.updated, r.desired, r.ready
+                    ),
+                )
+            };
+            let degraded = if let Some(message) = &r.stuck {
+                DesiredCondition::new(
+                    condition::DEGRADED,
+                    ConditionStatus::True,
+                    "RolloutStuck",
+                    message.clone(),
+                )
+            } else if active.is_none() && !inputs.chain.is_empty() {
+                DesiredCondition::new(
+                    condition::DEGRADED,
+                    ConditionStatus::True,
+                    providers_ready.reason,
+                    providers_ready.message.clone(),
+                )
+            } else {
+                DesiredCondition::new(
+                    condition::DEGRADED,
+                    ConditionStatus::False,
+                    "AsExpected",
+                    "nothing is degraded",
+                )
+            };
+            (progressing, degraded, complete)
+        }
+    };
+
+    let ready = if let Some(broken) = inputs.broken.first() {
+        DesiredCondition::new(
+            condition::READY,
+            ConditionStatus::False,
+            broken.reason(),
+            broken.message(),
+        )
+    } else if providers_ready.status != ConditionStatus::True {
+        DesiredCondition::new(
+            condition::READY,
+            ConditionStatus::False,
+            providers_ready.reason,
+            providers_ready.message.clone(),
+        )
+    } else if inputs.suspended && available {
+        DesiredCondition::new(
+            condition::READY,
+            ConditionStatus::True,
+            "Suspended",
+            "scaled to zero by spec.suspend",
+        )
+    } else if available {
+        let desired = rollout.as_ref().map(|r| r.desired).unwrap_or(0);
+        DesiredCondition::new(
+            condition::READY,
+            ConditionStatus::True,
+            "Available",
+            format!("{desired} of {desired} pods ready"),
+        )
+    } else {
+        DesiredCondition::new(
+            condition::READY,
+            ConditionStatus::False,
+            progressing.reason,
+            progressing.message.clone(),
+        )
+    };
+
+    let existing = previous
+        .map(|s| s.conditions.as_slice())
+        .unwrap_or_default();
+    let conditions = merge_conditions(
+        existing,
+        &[ready, progressing, degraded, providers_ready],
+        inputs.generation,
+        now,
+    );
+    let (replicas, ready_replicas, updated_replicas, desired) = rollout
+        .as_ref()
+        .map(|r| (r.replicas, r.ready, r.updated, r.desired))
+        .unwrap_or_default();
+    AgentDeploymentStatus {
+        conditions,
+        observed_generation: inputs.generation,
+        replicas,
+        ready_replicas,
+        updated_replicas,
+        ready: Some(format!("{ready_replicas}/{desired}")),
+        selector: Some(inputs.selector.clone()),
+        active_provider: active,
+        providers: inputs
+            .chain
+            .iter()
+            .map(|p| ProviderState {
+                name: p.name.clone(),
+                model: p.model.clone(),
+                ready: p.ready,
+                reason: p.reason.clone(),
+            })
+            .collect(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::llm_provider::ProviderType;
+
+    fn provider(name: &str, ready: bool, exists: bool) -> ResolvedProvider {
+        ResolvedProvider {
+            name: name.into(),
+            provider_type: exists.then_some(ProviderType::OpenAI),
+            endpoint: None,
+            model: None,
+            ready,
+            reason: (!ready).then(|| {
+                if exists {
+                    "Unreachable".into()
+                } else {
+                    "NotFound".into()
+                }
+            }),
+            credential: None,
+            azure_api_version: None,
+        }
+    }
+
+    fn deployment(desired: i32, ready: i32, updated: i32) -> Deployment {
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "a", "generation": 2},
+            "spec": {"replicas": desired, "selector": {}, "template": {}},
+            "status": {"observedGeneration": 2, "replicas": desired, "readyReplicas": ready, "updatedReplicas": updated}
+        }))
+        .expect("deployment")
+    }
+
+    fn status(
+        chain: &[ResolvedProvider],
+        broken: &[BrokenReference],
+        deployment: Option<&Deployment>,
+    ) -> AgentDeploymentStatus {
+        let inputs = StatusInputs {
+            generation: Some(1),
+            chain,
+            broken,
+            deployment,
+            suspended: false,
+            selector: "s=a".into(),
+        };
+        desired_status(None, &inputs, Timestamp::from_second(1).expect("ts"))
+    }
+
+    fn reason(status: &AgentDeploymentStatus, type_: &str) -> (String, String) {
+        let c = status
+            .conditions
+            .iter()
+            .find(|c| c.type_ == type_)
+            .expect("condition");
+        (c.status.clone(), c.reason.clone())
+    }
+
+    #[test]
+    fn available_agent_with_ready_provider_is_ready() {
+        let d = deployment(2, 2, 2);
+        let s = status(&[provider("a", true, true)], &[], Some(&d));
+        assert_eq!(reason(&s, "Ready"), ("True".into(), "Available".into()));
+        assert_eq!(
+            reason(&s, "Progressing"),
+            ("False".into(), "RolloutComplete".into())
+        );
+        assert_eq!(s.ready.as_deref(), Some("2/2"));
+        assert_eq!(s.active_provider.as_deref(), Some("a"));
+    }
+
+    #[test]
+    fn active_provider_is_the_first_ready_one() {
+        let d = deployment(1, 1, 1);
+        let s = status(
+            &[provider("a", false, true), provider("b", true, true)],
+            &[],
+            Some(&d),
+        );
+        assert_eq!(s.active_provider.as_deref(), Some("b"));
+        assert_eq!(reason(&s, "ProvidersReady").1, "ProviderAvailable");
+    }
+
+    #[test]
+    fn missing_provider_makes_ready_false_naming_it() {
+        let d = deployment(1, 1, 1);
+        let s = status(&[provider("ghost", false, false)], &[], Some(&d));
+        assert_eq!(
+            reason(&s, "Ready"),
+            ("False".into(), "ProviderNotFound".into())
+        );
+        let message = &s.conditions[0].message;
+        assert!(message.contains("ghost"), "{message}");
+    }
+
+    #[test]
+    fn no_ready_provider_degrades_but_keeps_running() {
+        let d = deployment(1, 1, 1);
+        let s = status(&[provider("a", false, true)], &[], Some(&d));
+        assert_eq!(reason(&s, "Ready").1, "NoProviderReady");
+        assert_eq!(
+            reason(&s, "Degraded"),
+            ("True".into(), "NoProviderReady".into())
+        );
+        assert_eq!(s.ready_replicas, 1);
+    }
+
+    #[test]
+    fn broken_secret_reference_comes_first() {
+        let d = deployment(1, 1, 1);
+        let broken = [BrokenReference::SecretKeyNotFound {
+            secret: "tools".into(),
+            key: "token".into(),
+        }];
+        let s = status(&[provider("a", true, true)], &broken, Some(&d));
+        assert_eq!(
+            reason(&s, "Ready"),
+            ("False".into(), "SecretKeyNotFound".into())
+        );
+    }
+
+    #[test]
+    fn rollout_in_progress_is_not_ready() {
+        let d = deployment(3, 1, 2);
+        let s = status(&[], &[], Some(&d));
+        assert_eq!(
+            reason(&s, "Ready"),
+            ("False".into(), "RolloutInProgress".into())
+        );
+        assert_eq!(
+            reason(&s, "Progressing"),
+            ("True".into(), "RolloutInProgress".into())
+        );
+    }
+
+    #[test]
+    fn recomputing_an_unchanged_status_is_identical() {
+        let d = deployment(1, 1, 1);
+        let chain = [provider("a", true, true)];
+        let inputs = StatusInputs {
+            generation: Some(1),
+            chain: &chain,
+            broken: &[],
+            deployment: Some(&d),
+            suspended: false,
+            selector: "s".into(),
+        };
+        let first = desired_status(None, &inputs, Timestamp::from_second(1).expect("ts"));
+        let second = desired_status(
+            Some(&first),
+            &inputs,
+            Timestamp::from_second(99).expect("ts"),
+        );
+        assert_eq!(first, second);
+    }
+}

@@ -1,0 +1,479 @@
+//! The AgentDeployment controller against the real API server, kube-controller-manager (which
+//! turns Deployments into pods and garbage-collects owned objects) and kwok's simulated pods.
+
+use std::time::Duration;
+
+use agent_operator::api::{AgentDeployment, LLMProvider};
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service, ServiceAccount};
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
+use kube::{Api, Resource};
+use serde_json::{Value, json};
+
+use crate::support::fake_provider::{Behaviour, FakeProvider};
+use crate::support::operator::OperatorProcess;
+use crate::support::{self, TestNamespace, wait_until};
+
+const KEY: &str = "sk-agent-test-7c1d9e2f4a6b8c0d";
+const WAIT: Duration = Duration::from_secs(60);
+
+async fn apply<K>(api: &Api<K>, name: &str, object: Value)
+where
+    K: Resource<DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + serde::Serialize
+        + std::fmt::Debug,
+{
+    api.patch(
+        name,
+        &PatchParams::apply("agent-operator-tests").force(),
+        &Patch::Apply(&object),
+    )
+    .await
+    .unwrap_or_else(|error| panic!("apply {name}: {error}"));
+}
+
+async fn provider(ns: &TestNamespace, name: &str, fake: &FakeProvider) {
+    apply(&ns.api::<Secret>(), &format!("{name}-key"), json!({
+        "apiVersion": "v1", "kind": "Secret", "metadata": {"name": format!("{name}-key")}, "stringData": {"apiKey": KEY}
+    }))
+    .await;
+    apply(&ns.api::<LLMProvider>(), name, json!({
+        "apiVersion": "agentoperator.dev/v1alpha1", "kind": "LLMProvider", "metadata": {"name": name},
+        "spec": {
+            "type": "OpenAI", "endpoint": fake.openai_endpoint(), "allowInsecureHTTP": true,
+            "credentials": {"name": format!("{name}-key"), "key": "apiKey"}, "defaultModel": "gpt-4o", "models": ["gpt-4o"],
+            "healthCheck": {"interval": "1s", "timeout": "1s", "failureThreshold": 1, "successThreshold": 1}
+        }
+    }))
+    .await;
+}
+
+async fn agent(ns: &TestNamespace, name: &str, spec: Value) {
+    apply(&ns.api::<AgentDeployment>(), name, json!({
+        "apiVersion": "agentoperator.dev/v1alpha1", "kind": "AgentDeployment", "metadata": {"name": name}, "spec": spec
+    }))
+    .await;
+}
+
+async fn wait_for_ready(
+    api: &Api<AgentDeployment>,
+    name: &str,
+    status: &str,
+    reason: &str,
+) -> AgentDeployment {
+    wait_until(
+        WAIT,
+        &format!("{name} to be Ready={status} ({reason})"),
+        || async {
+            let agent = api.get(name).await.ok()?;
+            let ready = agent
+                .status
+                .as_ref()?
+                .conditions
+                .iter()
+                .find(|c| c.type_ == "Ready")?
+                .clone();
+            (ready.status == status
+                && ready.reason == reason
+                && agent.status.as_ref()?.observed_generation == agent.metadata.generation)
+                .then_some(agent)
+        },
+    )
+    .await
+}
+
+fn owned_by(meta: &kube::api::ObjectMeta, owner: &AgentDeployment) -> bool {
+    meta.owner_references
+        .iter()
+        .flatten()
+        .any(|o| Some(&o.uid) == owner.metadata.uid.as_ref() && o.controller == Some(true))
+}
+
+#[tokio::test]
+async fn agent_with_two_replicas_becomes_ready_owns_its_children_and_deletes_them() {
+    let client = support::client().await;
+    support::install_crds(&client).await;
+    let ns = TestNamespace::with_labels(
+        &client,
+        "agent-ready",
+        json!({"pod-security.kubernetes.io/enforce": "restricted"}),
+    )
+    .await;
+    let fake = FakeProvider::start(Behaviour {
+        api_key: Some(KEY.into()),
+        ..Behaviour::default()
+    })
+    .await;
+    provider(&ns, "openai", &fake).await;
+    agent(
+        &ns,
+        "support",
+        json!({
+            "image": "ghcr.io/example/agent:1", "replicas": 2, "providers": [{"name": "openai"}],
+            "ports": [{"name": "http", "containerPort": 8080}]
+        }),
+    )
+    .await;
+    let _operator = OperatorProcess::start(&ns.name).await;
+
+    let agents = ns.api::<AgentDeployment>();
+    let ready = wait_for_ready(&agents, "support", "True", "Available").await;
+    let status = ready.status.clone().expect("status");
+    assert_eq!(
+        (status.ready_replicas, status.ready.as_deref()),
+        (2, Some("2/2"))
+    );
+    assert_eq!(status.active_provider.as_deref(), Some("openai"));
+    // The pods were admitted although the namespace enforces Pod Security `restricted`.
+    let deployment = ns
+        .api::<Deployment>()
+        .get("support")
+        .await
+        .expect("deployment");
+    assert!(owned_by(&deployment.metadata, &ready));
+    assert!(owned_by(
+        &ns.api::<Service>()
+            .get("support")
+            .await
+            .expect("service")
+            .metadata,
+        &ready
+    ));
+    assert!(owned_by(
+        &ns.api::<ServiceAccount>()
+            .get("support")
+            .await
+            .expect("service account")
+            .metadata,
+        &ready
+    ));
+    let config = ns
+        .api::<ConfigMap>()
+        .get("support-providers")
+        .await
+        .expect("config map");
+    assert!(owned_by(&config.metadata, &ready));
+    let file = &config.data.expect("data")["providers.json"];
+    assert!(file.contains("/var/run/agentoperator/credentials/openai/api-key"));
+    assert!(!file.contains(KEY), "no credential value in a ConfigMap");
+
+    agents
+        .delete("support", &DeleteParams::foreground())
+        .await
+        .expect("delete agent");
+    wait_until(
+        WAIT,
+        "the agent's children to be garbage-collected",
+        || async {
+            let gone = ns
+                .api::<Deployment>()
+                .get_opt("support")
+                .await
+                .ok()?
+                .is_none()
+                && ns.api::<Service>().get_opt("support").await.ok()?.is_none()
+                && ns
+                    .api::<ConfigMap>()
+                    .get_opt("support-providers")
+                    .await
+                    .ok()?
+                    .is_none()
+                && ns
+                    .api::<ServiceAccount>()
+                    .get_opt("support")
+                    .await
+                    .ok()?
+                    .is_none();
+            gone.then_some(())
+        },
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn missing_provider_is_a_condition_until_it_is_created() {
+    let client = support::client().await;
+    support::install_crds(&client).await;
+    let ns = TestNamespace::new(&client, "agent-missing-provider").await;
+    agent(
+        &ns,
+        "support",
+        json!({"image": "ghcr.io/example/agent:1", "providers": [{"name": "later"}]}),
+    )
+    .await;
+    let _operator = OperatorProcess::start(&ns.name).await;
+    let agents = ns.api::<AgentDeployment>();
+    let waiting = wait_for_ready(&agents, "support", "False", "ProviderNotFound").await;
+    let message = &waiting
+        .status
+        .expect("status")
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Ready")
+        .expect("Ready")
+        .message
+        .clone();
+    assert!(
+        message.contains("later"),
+        "the condition names the missing provider: {message}"
+    );
+
+    let fake = FakeProvider::start(Behaviour {
+        api_key: Some(KEY.into()),
+        ..Behaviour::default()
+    })
+    .await;
+    provider(&ns, "later", &fake).await;
+    wait_for_ready(&agents, "support", "True", "Available").await;
+}
+
+#[tokio::test]
+async fn failover_moves_the_active_provider_without_restarting_pods() {
+    let client = support::client().await;
+    support::install_crds(&client).await;
+    let ns = TestNamespace::new(&client, "agent-failover").await;
+    let first = FakeProvider::start(Behaviour {
+        api_key: Some(KEY.into()),
+        ..Behaviour::default()
+    })
+    .await;
+    let second = FakeProvider::start(Behaviour {
+        api_key: Some(KEY.into()),
+        ..Behaviour::default()
+    })
+    .await;
+    provider(&ns, "first", &first).await;
+    provider(&ns, "second", &second).await;
+    agent(&ns, "support", json!({"image": "ghcr.io/example/agent:1", "providers": [{"name": "first"}, {"name": "second"}]})).await;
+    let _operator = OperatorProcess::start(&ns.name).await;
+
+    let agents = ns.api::<AgentDeployment>();
+    wait_for_ready(&agents, "support", "True", "Available").await;
+    let deployments = ns.api::<Deployment>();
+    let generation_before = deployments
+        .get("support")
+        .await
+        .expect("deployment")
+        .metadata
+        .generation;
+    let active = |expected: &'static str| {
+        let agents = agents.clone();
+        let configs = ns.api::<ConfigMap>();
+        async move {
+            let agent = agents.get("support").await.ok()?;
+            let file = configs
+                .get("support-providers")
+                .await
+                .ok()?
+                .data?
+                .remove("providers.json")?;
+            let config: Value = serde_json::from_str(&file).ok()?;
+            let first_listed = config["providers"][0]["name"].as_str()?.to_string();
+            (agent.status?.active_provider.as_deref() == Some(expected) && first_listed == expected)
+                .then_some(())
+        }
+    };
+
+    first.set(|b| b.status = Some(503));
+    wait_until(WAIT, "failover to the second provider", || active("second")).await;
+    first.set(|b| b.status = None);
+    wait_until(WAIT, "the first provider to be active again", || {
+        active("first")
+    })
+    .await;
+    let generation_after = deployments
+        .get("support")
+        .await
+        .expect("deployment")
+        .metadata
+        .generation;
+    assert_eq!(
+        generation_after, generation_before,
+        "failover changed the config file, not the pod template"
+    );
+}
+
+#[tokio::test]
+async fn autoscaling_leaves_replicas_to_the_hpa_and_removing_it_restores_them() {
+    let client = support::client().await;
+    support::install_crds(&client).await;
+    let ns = TestNamespace::new(&client, "agent-autoscaling").await;
+    agent(&ns, "support", json!({
+        "image": "ghcr.io/example/agent:1",
+        "autoscaling": {"minReplicas": 2, "maxReplicas": 5, "targetCPUUtilizationPercentage": 70}
+    }))
+    .await;
+    let _operator = OperatorProcess::start(&ns.name).await;
+    let hpas = ns.api::<HorizontalPodAutoscaler>();
+    let hpa = wait_until(WAIT, "the HPA", || async {
+        hpas.get_opt("support").await.ok()?
+    })
+    .await;
+    assert_eq!((hpa.spec.min_replicas, hpa.spec.max_replicas), (Some(2), 5));
+
+    // Scale the way the HPA does: through the Deployment's scale subresource.
+    let deployments = ns.api::<Deployment>();
+    deployments
+        .patch_scale(
+            "support",
+            &PatchParams::apply("hpa-like").force(),
+            &Patch::Apply(json!({
+                "apiVersion": "autoscaling/v1", "kind": "Scale", "spec": {"replicas": 4}
+            })),
+        )
+        .await
+        .expect("scale");
+    // A spec change makes the operator apply the Deployment again.
+    let agents = ns.api::<AgentDeployment>();
+    agents
+        .patch(
+            "support",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"podMetadata": {"labels": {"team": "x"}}}})),
+        )
+        .await
+        .expect("touch agent");
+    wait_until(WAIT, "the operator to apply the new pod labels", || async {
+        let d = deployments.get("support").await.ok()?;
+        (d.spec.template.metadata?.labels?.get("team")? == "x").then_some(())
+    })
+    .await;
+    assert_eq!(
+        deployments.get("support").await.expect("get").spec.replicas,
+        Some(4),
+        "the HPA's replica count survives"
+    );
+
+    agents
+        .patch(
+            "support",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"autoscaling": null, "replicas": 3}})),
+        )
+        .await
+        .expect("turn autoscaling off");
+    wait_until(
+        WAIT,
+        "the HPA to go and replicas to be restored",
+        || async {
+            let gone = hpas.get_opt("support").await.ok()?.is_none();
+            let replicas = deployments.get("support").await.ok()?.spec.replicas;
+            (gone && replicas == Some(3)).then_some(())
+        },
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn secret_change_rolls_pods_and_an_unchanged_agent_writes_nothing() {
+    let client = support::client().await;
+    support::install_crds(&client).await;
+    let ns = TestNamespace::new(&client, "agent-secrets").await;
+    apply(&ns.api::<Secret>(), "tools", json!({
+        "apiVersion": "v1", "kind": "Secret", "metadata": {"name": "tools"}, "stringData": {"token": "tok-1"}
+    }))
+    .await;
+    agent(
+        &ns,
+        "support",
+        json!({
+            "image": "ghcr.io/example/agent:1", "ports": [{"name": "http", "containerPort": 8080}],
+            "secrets": [{"name": "TOOLS_TOKEN", "secretKeyRef": {"name": "tools", "key": "token"}}]
+        }),
+    )
+    .await;
+    let operator = OperatorProcess::start(&ns.name).await;
+    let agents = ns.api::<AgentDeployment>();
+    wait_for_ready(&agents, "support", "True", "Available").await;
+
+    // Steady state: force reconciles by touching an unrelated label, then compare versions.
+    let versions = |ns: &TestNamespace| {
+        let (d, s, c, a) = (
+            ns.api::<Deployment>(),
+            ns.api::<Service>(),
+            ns.api::<ConfigMap>(),
+            ns.api::<ServiceAccount>(),
+        );
+        async move {
+            vec![
+                d.get("support").await.expect("d").metadata.resource_version,
+                s.get("support").await.expect("s").metadata.resource_version,
+                c.get("support-providers")
+                    .await
+                    .expect("c")
+                    .metadata
+                    .resource_version,
+                a.get("support").await.expect("a").metadata.resource_version,
+            ]
+        }
+    };
+    let before = versions(&ns).await;
+    let reconciles = r#"agent_operator_reconciles_total{controller="agentdeployment"}"#;
+    let count = operator.metric(reconciles).await.unwrap_or(0.0);
+    agents
+        .patch(
+            "support",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"labels": {"touched": "yes"}}})),
+        )
+        .await
+        .expect("touch");
+    // A label change is not a spec change; trigger through a Secret the agent does not read.
+    apply(
+        &ns.api::<Secret>(),
+        "unrelated",
+        json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "unrelated"}}),
+    )
+    .await;
+    ns.api::<Secret>()
+        .patch(
+            "tools",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"labels": {"touched": "yes"}}})),
+        )
+        .await
+        .expect("touch secret metadata");
+    wait_until(WAIT, "another reconcile", || async {
+        (operator.metric(reconciles).await.unwrap_or(0.0) > count).then_some(())
+    })
+    .await;
+    assert_eq!(
+        versions(&ns).await,
+        before,
+        "reconciling an unchanged agent changed a resourceVersion"
+    );
+
+    // A change of the Secret's data rolls the pods.
+    let deployments = ns.api::<Deployment>();
+    let generation = deployments
+        .get("support")
+        .await
+        .expect("d")
+        .metadata
+        .generation;
+    ns.api::<Secret>()
+        .patch(
+            "tools",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"stringData": {"token": "tok-2"}})),
+        )
+        .await
+        .expect("rotate");
+    wait_until(WAIT, "the pod template to change", || async {
+        (deployments.get("support").await.ok()?.metadata.generation > generation).then_some(())
+    })
+    .await;
+    let pods = ns
+        .api::<k8s_openapi::api::core::v1::Pod>()
+        .list(&ListParams::default())
+        .await
+        .expect("pods");
+    let spec_text = serde_json::to_string(&pods.items).expect("json");
+    assert!(
+        !spec_text.contains("tok-2") && !spec_text.contains("tok-1"),
+        "no secret value in a pod spec"
+    );
+}
