@@ -371,3 +371,135 @@ async fn a_hanging_provider_does_not_delay_the_others() {
     );
     wait_for_condition(&api, "hanging", "Ready", "False", "Timeout").await;
 }
+
+#[tokio::test]
+async fn two_hundred_healthy_providers_probed_every_five_seconds_write_no_status() {
+    let client = support::client().await;
+    support::install_crds(&client).await;
+    let ns = TestNamespace::new(&client, "provider-scale").await;
+    create_secret(&ns, "key", KEY).await;
+    // One fake endpoint serves all of them; each LLMProvider is probed on its own schedule.
+    let fake = FakeProvider::start(Behaviour::default()).await;
+    let count = 200;
+    for i in 0..count {
+        create_provider(
+            &ns,
+            &format!("p{i:03}"),
+            openai_spec(
+                &fake,
+                json!({"healthCheck": {"interval": "5s", "timeout": "2s"}}),
+            ),
+        )
+        .await;
+    }
+    let operator = OperatorProcess::start(&ns.name).await;
+    let api = ns.api::<LLMProvider>();
+    wait_until(
+        Duration::from_secs(120),
+        "all 200 providers to be Ready",
+        || async {
+            let list = api.list(&ListParams::default()).await.ok()?;
+            let ready = list
+                .items
+                .iter()
+                .filter(|p| {
+                    p.status.as_ref().is_some_and(|s| {
+                        s.conditions
+                            .iter()
+                            .any(|c| c.type_ == "Ready" && c.status == "True")
+                    })
+                })
+                .count();
+            (ready == count).then_some(())
+        },
+    )
+    .await;
+    let writes = r#"agent_operator_status_writes_total{controller="llmprovider"}"#;
+    let before = operator
+        .metric(writes)
+        .await
+        .expect("status writes are counted");
+    let probes_before = fake.requests();
+    // One minute of probing: 200 providers every 5 s is about 2,400 probes.
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    let probes = fake.requests() - probes_before;
+    let after = operator
+        .metric(writes)
+        .await
+        .expect("status writes are counted");
+    assert!(
+        probes >= 2000,
+        "the providers kept being probed ({probes} probes in a minute)"
+    );
+    assert_eq!(after, before, "healthy providers caused status writes");
+}
+
+#[tokio::test]
+async fn a_rotated_key_the_provider_refuses_does_not_roll_the_agents() {
+    let client = support::client().await;
+    support::install_crds(&client).await;
+    let ns = TestNamespace::new(&client, "provider-bad-rotation").await;
+    let fake = FakeProvider::start(Behaviour {
+        api_key: Some(KEY.into()),
+        ..Behaviour::default()
+    })
+    .await;
+    create_secret(&ns, "key", KEY).await;
+    create_provider(&ns, "openai", openai_spec(&fake, json!({}))).await;
+    let agent: agent_operator::api::AgentDeployment = serde_json::from_value(json!({
+        "apiVersion": "agentoperator.dev/v1alpha1", "kind": "AgentDeployment", "metadata": {"name": "support"},
+        "spec": {"image": "ghcr.io/example/agent:1", "providers": [{"name": "openai"}]}
+    }))
+    .expect("agent");
+    ns.api::<agent_operator::api::AgentDeployment>()
+        .create(&PostParams::default(), &agent)
+        .await
+        .expect("create agent");
+    let _operator = OperatorProcess::start(&ns.name).await;
+    let deployments = ns.api::<k8s_openapi::api::apps::v1::Deployment>();
+    let api = ns.api::<LLMProvider>();
+    wait_for_condition(&api, "openai", "Ready", "True", "Available").await;
+    let generation = wait_until(WAIT, "the agent's Deployment", || async {
+        deployments
+            .get_opt("support")
+            .await
+            .ok()?
+            .and_then(|d| d.metadata.generation)
+    })
+    .await;
+
+    let rotate = |key: &'static str| {
+        let secrets = ns.api::<Secret>();
+        async move {
+            let patch = json!({ "stringData": { "apiKey": key } });
+            secrets
+                .patch("key", &PatchParams::default(), &Patch::Merge(&patch))
+                .await
+                .expect("rotate");
+        }
+    };
+    rotate("sk-broken-rotation-00000000").await;
+    wait_for_condition(&api, "openai", "CredentialsValid", "False", "Unauthorized").await;
+    // Give the agent controller the same events it would roll on; the pods must stay.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let held = deployments
+        .get("support")
+        .await
+        .expect("deployment")
+        .metadata
+        .generation;
+    assert_eq!(
+        held,
+        Some(generation),
+        "the agent rolled to a key its provider refuses"
+    );
+
+    let good = "sk-good-rotation-11111111";
+    fake.set(|b| b.api_key = Some(good.into()));
+    rotate(good).await;
+    wait_until(WAIT, "the agent to roll to the accepted key", || async {
+        (deployments.get("support").await.ok()?.metadata.generation > Some(generation))
+            .then_some(())
+    })
+    .await;
+}
