@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use futures::future::join_all;
 use kube::api::Api;
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::{Client, Resource};
 use tokio_util::sync::CancellationToken;
 
@@ -32,6 +33,8 @@ pub struct Context {
     /// Health of each LLMProvider between probes, by UID. Lost on restart, when it is rebuilt
     /// from status (readiness and consecutive failures are there).
     pub provider_health: Mutex<HashMap<String, Health>>,
+    /// Publishes Kubernetes Events; it also aggregates repeats into series.
+    pub recorder: Recorder,
 }
 
 impl Context {
@@ -46,13 +49,46 @@ impl Context {
             .pool_idle_timeout(Duration::from_secs(90))
             .build()
             .map_err(|source| Error::HttpClient { source })?;
+        let reporter = Reporter {
+            controller: "agent-operator".into(),
+            instance: std::env::var("POD_NAME").ok(),
+        };
+        let recorder = Recorder::new(client.clone(), reporter);
         Ok(Self {
             client,
             metrics,
             readiness,
             http,
             provider_health: Mutex::new(HashMap::new()),
+            recorder,
         })
+    }
+
+    /// Publishes an Event about an AgentDeployment. A failure to publish is logged, never fatal:
+    /// events inform people, the status is the source of truth.
+    pub async fn publish_event(
+        &self,
+        agent: &crate::api::AgentDeployment,
+        event: agent_deployment::events::AgentEvent,
+    ) {
+        let kube_event = Event {
+            type_: if event.warning {
+                EventType::Warning
+            } else {
+                EventType::Normal
+            },
+            reason: event.reason.to_string(),
+            note: Some(event.note),
+            action: "Reconcile".into(),
+            secondary: None,
+        };
+        if let Err(error) = self
+            .recorder
+            .publish(&kube_event, &agent.object_ref(&()))
+            .await
+        {
+            tracing::warn!(%error, reason = event.reason, "cannot publish an event");
+        }
     }
 }
 

@@ -284,6 +284,11 @@ async fn failover_moves_the_active_provider_without_restarting_pods() {
         active("first")
     })
     .await;
+    let reasons = event_reasons(&ns, "support").await;
+    assert!(
+        reasons.iter().any(|r| r == "Failover") && reasons.iter().any(|r| r == "ProviderRecovered"),
+        "failover and recovery are events: {reasons:?}"
+    );
     let generation_after = deployments
         .get("support")
         .await
@@ -476,4 +481,134 @@ async fn secret_change_rolls_pods_and_an_unchanged_agent_writes_nothing() {
         !spec_text.contains("tok-2") && !spec_text.contains("tok-1"),
         "no secret value in a pod spec"
     );
+}
+
+/// Reasons of the Events recorded about an object.
+async fn event_reasons(ns: &TestNamespace, name: &str) -> Vec<String> {
+    let events = ns
+        .api::<k8s_openapi::api::core::v1::Event>()
+        .list(&ListParams::default())
+        .await
+        .expect("events");
+    events
+        .items
+        .into_iter()
+        .filter(|e| e.involved_object.name.as_deref() == Some(name))
+        .filter_map(|e| e.reason)
+        .collect()
+}
+
+#[tokio::test]
+async fn crash_looping_pods_show_in_status_and_events() {
+    let client = support::client().await;
+    support::install_crds(&client).await;
+    let ns = TestNamespace::new(&client, "agent-crashloop").await;
+    agent(&ns, "support", json!({
+        "image": "ghcr.io/example/agent:1",
+        "podMetadata": {"annotations": {"kwok.agentoperator.dev/waiting-reason": "CrashLoopBackOff"}}
+    }))
+    .await;
+    let _operator = OperatorProcess::start(&ns.name).await;
+    let agents = ns.api::<AgentDeployment>();
+    let degraded = wait_for_ready(&agents, "support", "False", "CrashLoopBackOff").await;
+    let condition = degraded
+        .status
+        .expect("status")
+        .conditions
+        .into_iter()
+        .find(|c| c.type_ == "Degraded")
+        .expect("Degraded");
+    assert_eq!(
+        (condition.status.as_str(), condition.reason.as_str()),
+        ("True", "CrashLoopBackOff")
+    );
+    assert!(
+        condition.message.contains("support-"),
+        "the message names the pod: {}",
+        condition.message
+    );
+    wait_until(WAIT, "a Degraded event", || async {
+        event_reasons(&ns, "support")
+            .await
+            .iter()
+            .any(|r| r == "Degraded")
+            .then_some(())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn missing_secret_key_is_a_condition_until_it_exists_and_no_credential_leaks() {
+    let client = support::client().await;
+    support::install_crds(&client).await;
+    let ns = TestNamespace::new(&client, "agent-missing-key").await;
+    let fake = FakeProvider::start(Behaviour {
+        api_key: Some(KEY.into()),
+        ..Behaviour::default()
+    })
+    .await;
+    provider(&ns, "openai", &fake).await;
+    apply(&ns.api::<Secret>(), "tools", json!({
+        "apiVersion": "v1", "kind": "Secret", "metadata": {"name": "tools"}, "stringData": {"other": "x"}
+    }))
+    .await;
+    agent(
+        &ns,
+        "support",
+        json!({
+            "image": "ghcr.io/example/agent:1", "providers": [{"name": "openai"}],
+            "secrets": [{"name": "TOOLS_TOKEN", "secretKeyRef": {"name": "tools", "key": "token"}}]
+        }),
+    )
+    .await;
+    let operator = OperatorProcess::start(&ns.name).await;
+    let agents = ns.api::<AgentDeployment>();
+    let waiting = wait_for_ready(&agents, "support", "False", "SecretKeyNotFound").await;
+    let message = waiting
+        .status
+        .expect("status")
+        .conditions
+        .into_iter()
+        .find(|c| c.type_ == "Ready")
+        .expect("Ready")
+        .message;
+    assert!(
+        message.contains("tools") && message.contains("token"),
+        "the condition names the Secret and key: {message}"
+    );
+
+    ns.api::<Secret>()
+        .patch(
+            "tools",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"stringData": {"token": "tool-secret-value"}})),
+        )
+        .await
+        .expect("add the key");
+    let ready = wait_for_ready(&agents, "support", "True", "Available").await;
+
+    // Nothing a person or a log pipeline reads holds a credential value.
+    let config_maps = ns
+        .api::<ConfigMap>()
+        .list(&ListParams::default())
+        .await
+        .expect("config maps");
+    let events = ns
+        .api::<k8s_openapi::api::core::v1::Event>()
+        .list(&ListParams::default())
+        .await
+        .expect("events");
+    let readable = format!(
+        "{}\n{}\n{}\n{}",
+        operator.log(),
+        serde_json::to_string(&ready.status).expect("json"),
+        serde_json::to_string(&config_maps.items).expect("json"),
+        serde_json::to_string(&events.items).expect("json"),
+    );
+    for secret in [KEY, "tool-secret-value"] {
+        assert!(
+            !readable.contains(secret),
+            "a credential value is readable outside its Secret"
+        );
+    }
 }

@@ -1,6 +1,7 @@
 //! The AgentDeployment controller: keeps each agent's children as its spec and its providers'
 //! health say, and reports truthful status.
 
+pub mod events;
 pub mod reconcile;
 pub mod status;
 pub mod watches;
@@ -11,7 +12,7 @@ use std::time::Duration;
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
-use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service, ServiceAccount};
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, Service, ServiceAccount};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::runtime::controller::{Action, Controller};
@@ -27,7 +28,7 @@ use crate::resources::labels::MANAGED_BY;
 use reconcile::{CONTROLLER, ReconcileError, reconcile};
 
 /// Watch caches this controller keeps per scope.
-pub const CACHES: usize = 10;
+pub const CACHES: usize = 11;
 
 /// Read-only views of everything a reconcile reads.
 pub struct Caches {
@@ -41,6 +42,8 @@ pub struct Caches {
     pub hpas: Store<HorizontalPodAutoscaler>,
     pub pdbs: Store<PodDisruptionBudget>,
     pub network_policies: Store<NetworkPolicy>,
+    /// The agents' pods, to see crash loops and image pull errors.
+    pub pods: Store<Pod>,
 }
 
 pub struct AgentController {
@@ -107,6 +110,7 @@ pub async fn run(
     let (network_policies, network_policy_stream) =
         reflected(&context, scope.api::<NetworkPolicy>(client), owned());
 
+    let (pods, pod_stream) = reflected(&context, scope.api::<Pod>(client), owned());
     let controller = Arc::new(AgentController {
         context: context.clone(),
         caches: Caches {
@@ -120,6 +124,7 @@ pub async fn run(
             hpas,
             pdbs,
             network_policies,
+            pods: pods.clone(),
         },
     });
     // Our own status writes do not change the generation; only spec changes trigger here.
@@ -136,6 +141,7 @@ pub async fn run(
         .owns_stream(hpa_stream)
         .owns_stream(pdb_stream)
         .owns_stream(network_policy_stream)
+        .watches_stream(pod_stream, watches::agent_of_pod)
         .watches_stream(provider_stream, move |provider| {
             watches::agents_using_provider(&agents_for_providers, &provider)
         })

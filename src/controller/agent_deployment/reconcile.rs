@@ -13,7 +13,8 @@ use kube::{Resource, ResourceExt};
 use tracing::instrument;
 
 use super::AgentController;
-use super::status::{BrokenReference, StatusInputs, desired_status};
+use super::events::events_for;
+use super::status::{BrokenReference, StatusInputs, desired_status, pod_problems};
 use crate::api::AgentDeployment;
 use crate::api::conditions::is_condition_true;
 use crate::api::llm_provider::{LLMProvider, condition as provider_condition};
@@ -195,7 +196,21 @@ pub async fn reconcile(
     .await?;
 
     // Report.
+    let agent_label = crate::resources::labels::selector_labels(&name);
+    let pods = caches.pods.state();
+    let agent_pods: Vec<&k8s_openapi::api::core::v1::Pod> = pods
+        .iter()
+        .map(|p| p.as_ref())
+        .filter(|p| p.metadata.namespace.as_deref() == Some(namespace.as_str()))
+        .filter(|p| {
+            agent_label
+                .iter()
+                .all(|(k, v)| p.metadata.labels.as_ref().and_then(|l| l.get(k)) == Some(v))
+        })
+        .collect();
+    let problems = pod_problems(&agent_pods);
     let inputs = StatusInputs {
+        pod_problems: &problems,
         generation: agent.meta().generation,
         chain: &chain,
         broken: &broken,
@@ -204,6 +219,9 @@ pub async fn reconcile(
         selector: selector_string(&name),
     };
     let status = desired_status(agent.status.as_ref(), &inputs, Timestamp::now());
+    for event in events_for(agent.status.as_ref(), &status, &chain) {
+        controller.context.publish_event(&agent, event).await;
+    }
     if agent.status.as_ref() != Some(&status) {
         let api: Api<AgentDeployment> = Api::namespaced(client.clone(), &namespace);
         api.patch_status(

@@ -34,8 +34,63 @@ impl BrokenReference {
     }
 }
 
+/// A container of an agent pod that cannot run, as the kubelet reports it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PodProblem {
+    pub pod: String,
+    pub container: String,
+    /// The kubelet's waiting reason, e.g. CrashLoopBackOff, ImagePullBackOff.
+    pub reason: String,
+    pub message: String,
+}
+
+/// Waiting reasons that mean a pod will not become ready on its own. `ContainerCreating` and
+/// `PodInitializing` are normal steps, not problems.
+const STUCK_REASONS: [&str; 7] = [
+    "CrashLoopBackOff",
+    "ImagePullBackOff",
+    "ErrImagePull",
+    "InvalidImageName",
+    "CreateContainerConfigError",
+    "CreateContainerError",
+    "RunContainerError",
+];
+
+/// The problems of an agent's pods, from their container statuses.
+pub fn pod_problems(pods: &[&k8s_openapi::api::core::v1::Pod]) -> Vec<PodProblem> {
+    let mut problems = Vec::new();
+    for pod in pods {
+        let name = pod.metadata.name.clone().unwrap_or_default();
+        let statuses = pod
+            .status
+            .iter()
+            .flat_map(|s| s.container_statuses.iter().flatten());
+        for container in statuses {
+            let Some(waiting) = container.state.as_ref().and_then(|s| s.waiting.as_ref()) else {
+                continue;
+            };
+            let Some(reason) = waiting
+                .reason
+                .as_deref()
+                .filter(|r| STUCK_REASONS.contains(r))
+            else {
+                continue;
+            };
+            problems.push(PodProblem {
+                pod: name.clone(),
+                container: container.name.clone(),
+                reason: reason.to_string(),
+                message: waiting.message.clone().unwrap_or_default(),
+            });
+        }
+    }
+    problems.sort_by(|a, b| (&a.pod, &a.container).cmp(&(&b.pod, &b.container)));
+    problems
+}
+
 /// Everything the status is computed from.
 pub struct StatusInputs<'a> {
+    pub pod_problems: &'a [PodProblem],
     pub generation: Option<i64>,
     pub chain: &'a [ResolvedProvider],
     pub broken: &'a [BrokenReference],
@@ -75,6 +130,34 @@ fn rollout(deployment: Option<&Deployment>) -> Option<Rollout> {
         observed: status.observed_generation >= deployment.metadata.generation,
         stuck,
     })
+}
+
+/// The Degraded condition for pods that cannot run, naming the first and counting the rest.
+fn pod_problem_condition(problem: &PodProblem, more: usize) -> DesiredCondition {
+    let detail = if problem.message.is_empty() {
+        String::new()
+    } else {
+        format!(": {}", problem.message)
+    };
+    let others = if more > 0 {
+        format!(" (and {more} more)")
+    } else {
+        String::new()
+    };
+    let reason = match problem.reason.as_str() {
+        "CrashLoopBackOff" => "CrashLoopBackOff",
+        "ImagePullBackOff" | "ErrImagePull" | "InvalidImageName" => "ImagePullError",
+        _ => "ContainerConfigError",
+    };
+    DesiredCondition::new(
+        condition::DEGRADED,
+        ConditionStatus::True,
+        reason,
+        format!(
+            "container {} of pod {} is in {}{detail}{others}",
+            problem.container, problem.pod, problem.reason
+        ),
+    )
 }
 
 pub fn desired_status(
@@ -195,6 +278,8 @@ pub fn desired_status(
                     "RolloutStuck",
                     message.clone(),
                 )
+            } else if let Some(problem) = inputs.pod_problems.first() {
+                pod_problem_condition(problem, inputs.pod_problems.len() - 1)
             } else if active.is_none() && !inputs.chain.is_empty() {
                 DesiredCondition::new(
                     condition::DEGRADED,
@@ -242,6 +327,13 @@ pub fn desired_status(
             ConditionStatus::True,
             "Available",
             format!("{desired} of {desired} pods ready"),
+        )
+    } else if degraded.status == ConditionStatus::True {
+        DesiredCondition::new(
+            condition::READY,
+            ConditionStatus::False,
+            degraded.reason,
+            degraded.message.clone(),
         )
     } else {
         DesiredCondition::new(
@@ -326,6 +418,7 @@ mod tests {
         deployment: Option<&Deployment>,
     ) -> AgentDeploymentStatus {
         let inputs = StatusInputs {
+            pod_problems: &[],
             generation: Some(1),
             chain,
             broken,
@@ -423,10 +516,68 @@ mod tests {
     }
 
     #[test]
+    fn crash_looping_pods_degrade_the_agent_and_name_the_pod() {
+        let pod: k8s_openapi::api::core::v1::Pod = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "support-abc"},
+            "status": {"containerStatuses": [{
+                "name": "agent", "image": "a", "imageID": "", "ready": false, "restartCount": 4,
+                "state": {"waiting": {"reason": "CrashLoopBackOff", "message": "back-off 40s"}}
+            }]}
+        }))
+        .expect("pod");
+        let problems = pod_problems(&[&pod]);
+        assert_eq!(problems.len(), 1);
+        let d = deployment(1, 0, 1);
+        let chain = [provider("a", true, true)];
+        let inputs = StatusInputs {
+            pod_problems: &problems,
+            generation: Some(1),
+            chain: &chain,
+            broken: &[],
+            deployment: Some(&d),
+            suspended: false,
+            selector: "s".into(),
+        };
+        let s = desired_status(None, &inputs, Timestamp::from_second(1).expect("ts"));
+        assert_eq!(
+            reason(&s, "Degraded"),
+            ("True".into(), "CrashLoopBackOff".into())
+        );
+        assert_eq!(
+            reason(&s, "Ready"),
+            ("False".into(), "CrashLoopBackOff".into())
+        );
+        let message = &s
+            .conditions
+            .iter()
+            .find(|c| c.type_ == "Degraded")
+            .expect("Degraded")
+            .message;
+        assert!(
+            message.contains("support-abc") && message.contains("back-off 40s"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn containers_being_created_are_not_problems() {
+        let pod: k8s_openapi::api::core::v1::Pod = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "p"},
+            "status": {"containerStatuses": [{
+                "name": "agent", "image": "a", "imageID": "", "ready": false, "restartCount": 0,
+                "state": {"waiting": {"reason": "ContainerCreating"}}
+            }]}
+        }))
+        .expect("pod");
+        assert!(pod_problems(&[&pod]).is_empty());
+    }
+
+    #[test]
     fn recomputing_an_unchanged_status_is_identical() {
         let d = deployment(1, 1, 1);
         let chain = [provider("a", true, true)];
         let inputs = StatusInputs {
+            pod_problems: &[],
             generation: Some(1),
             chain: &chain,
             broken: &[],

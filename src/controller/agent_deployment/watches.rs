@@ -1,7 +1,7 @@
 //! Maps changes of LLMProviders and Secrets back to the AgentDeployments that use them, so a
 //! provider turning healthy or a rotated key reaches the agents at once.
 
-use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::api::core::v1::{Pod, Secret};
 use kube::ResourceExt;
 use kube::runtime::reflector::{ObjectRef, Store};
 
@@ -59,4 +59,13 @@ pub fn agents_using_secret(
         })
         .map(|agent| ObjectRef::from_obj(agent.as_ref()))
         .collect()
+}
+
+/// The agent a pod belongs to, by the selector label the operator puts on its pods.
+pub fn agent_of_pod(pod: Pod) -> Option<ObjectRef<AgentDeployment>> {
+    let agent = pod
+        .labels()
+        .get(crate::resources::labels::AGENT_LABEL)?
+        .clone();
+    Some(ObjectRef::new(&agent).within(&pod.namespace()?))
 }
