@@ -3,6 +3,7 @@
 
 pub mod agent_deployment;
 pub mod apply;
+pub mod backoff;
 pub mod llm_provider;
 
 use std::collections::HashMap;
@@ -35,6 +36,8 @@ pub struct Context {
     pub provider_health: Mutex<HashMap<String, Health>>,
     /// Publishes Kubernetes Events; it also aggregates repeats into series.
     pub recorder: Recorder,
+    /// Retry delays of objects whose reconcile failed.
+    pub error_backoff: backoff::ErrorBackoff,
 }
 
 impl Context {
@@ -61,6 +64,7 @@ impl Context {
             http,
             provider_health: Mutex::new(HashMap::new()),
             recorder,
+            error_backoff: backoff::ErrorBackoff::default(),
         })
     }
 

@@ -612,3 +612,88 @@ async fn missing_secret_key_is_a_condition_until_it_exists_and_no_credential_lea
         );
     }
 }
+
+#[tokio::test]
+async fn disruption_budget_network_policy_and_suspend_follow_the_spec() {
+    use k8s_openapi::api::networking::v1::NetworkPolicy;
+    use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+    let client = support::client().await;
+    support::install_crds(&client).await;
+    let ns = TestNamespace::new(&client, "agent-policies").await;
+    agent(&ns, "support", json!({
+        "image": "ghcr.io/example/agent:1", "replicas": 2,
+        "ports": [{"name": "http", "containerPort": 8080}],
+        "tools": [{"name": "tickets", "url": "http://tickets.support.svc.cluster.local:8080/api"}],
+        "disruptionBudget": {"maxUnavailable": 1},
+        "networkPolicy": {"enabled": true, "allowedEgressCidrs": [{"cidr": "203.0.113.0/24", "ports": [443]}]}
+    }))
+    .await;
+    let _operator = OperatorProcess::start(&ns.name).await;
+    let agents = ns.api::<AgentDeployment>();
+    wait_for_ready(&agents, "support", "True", "Available").await;
+
+    let pdb = ns
+        .api::<PodDisruptionBudget>()
+        .get("support")
+        .await
+        .expect("the PodDisruptionBudget exists");
+    assert_eq!(
+        pdb.spec.and_then(|s| s.max_unavailable),
+        Some(k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(1))
+    );
+    let policy = ns
+        .api::<NetworkPolicy>()
+        .get("support")
+        .await
+        .expect("the NetworkPolicy exists");
+    let egress = serde_json::to_string(&policy.spec.expect("spec").egress).expect("json");
+    for expected in ["203.0.113.0/24", "\"support\"", "53"] {
+        assert!(
+            egress.contains(expected),
+            "egress allows {expected}: {egress}"
+        );
+    }
+
+    agents
+        .patch(
+            "support",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {
+                "suspend": true, "disruptionBudget": null, "networkPolicy": null
+            }})),
+        )
+        .await
+        .expect("suspend");
+    let suspended = wait_for_ready(&agents, "support", "True", "Suspended").await;
+    assert_eq!(
+        suspended.status.expect("status").ready.as_deref(),
+        Some("0/0")
+    );
+    assert_eq!(
+        ns.api::<Deployment>()
+            .get("support")
+            .await
+            .expect("d")
+            .spec
+            .replicas,
+        Some(0)
+    );
+    wait_until(WAIT, "the PDB and NetworkPolicy to be removed", || async {
+        let pdb = ns
+            .api::<PodDisruptionBudget>()
+            .get_opt("support")
+            .await
+            .ok()?;
+        let policy = ns.api::<NetworkPolicy>().get_opt("support").await.ok()?;
+        (pdb.is_none() && policy.is_none()).then_some(())
+    })
+    .await;
+    assert!(
+        ns.api::<Service>()
+            .get_opt("support")
+            .await
+            .expect("get")
+            .is_some(),
+        "suspend keeps everything else"
+    );
+}

@@ -7,7 +7,6 @@ pub mod status;
 pub mod watches;
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::apps::v1::Deployment;
@@ -15,6 +14,7 @@ use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, Service, ServiceAccount};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use kube::ResourceExt;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::watcher::{self, Event};
@@ -152,10 +152,16 @@ pub async fn run(
         .run(reconcile, error_policy, controller)
         .for_each(|result| {
             let metrics = context.metrics.clone();
+            let backoff = context.clone();
             async move {
+                let backoff = &backoff.error_backoff;
                 metrics.reconciles.with_label_values(&[CONTROLLER]).inc();
-                if let Err(error) = result {
-                    tracing::debug!(%error, "reconcile did not complete");
+                match result {
+                    Ok((object, _)) => {
+                        let namespace = object.namespace.as_deref().unwrap_or_default();
+                        backoff.reset(&format!("{CONTROLLER}/{namespace}/{}", object.name));
+                    }
+                    Err(error) => tracing::debug!(%error, "reconcile did not complete"),
                 }
             }
         })
@@ -163,7 +169,7 @@ pub async fn run(
 }
 
 fn error_policy(
-    _agent: Arc<AgentDeployment>,
+    object: Arc<AgentDeployment>,
     error: &ReconcileError,
     controller: Arc<AgentController>,
 ) -> Action {
@@ -174,5 +180,15 @@ fn error_policy(
         .with_label_values(&[CONTROLLER, error.reason()])
         .inc();
     tracing::warn!(%error, "reconcile failed; retrying");
-    Action::requeue(Duration::from_secs(5))
+    let key = format!(
+        "{CONTROLLER}/{}/{}",
+        object.namespace().unwrap_or_default(),
+        object.name_any()
+    );
+    Action::requeue(
+        controller
+            .context
+            .error_backoff
+            .next_delay(&key, rand::random::<f64>()),
+    )
 }

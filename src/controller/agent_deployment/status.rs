@@ -573,6 +573,28 @@ mod tests {
     }
 
     #[test]
+    fn a_rollout_past_its_deadline_is_degraded() {
+        let mut d = deployment(2, 1, 1);
+        d.status.as_mut().expect("status").conditions = Some(vec![
+            serde_json::from_value(serde_json::json!({
+                "type": "Progressing", "status": "False", "reason": "ProgressDeadlineExceeded",
+                "message": "ReplicaSet \"a-1\" has timed out progressing."
+            }))
+            .expect("condition"),
+        ]);
+        let s = status(&[], &[], Some(&d));
+        assert_eq!(
+            reason(&s, "Degraded"),
+            ("True".into(), "RolloutStuck".into())
+        );
+        assert_eq!(
+            reason(&s, "Progressing"),
+            ("False".into(), "RolloutStuck".into())
+        );
+        assert_eq!(reason(&s, "Ready"), ("False".into(), "RolloutStuck".into()));
+    }
+
+    #[test]
     fn recomputing_an_unchanged_status_is_identical() {
         let d = deployment(1, 1, 1);
         let chain = [provider("a", true, true)];

@@ -5,7 +5,6 @@ pub mod reconcile;
 pub mod status;
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::Secret;
@@ -75,10 +74,16 @@ pub async fn run(
         .run(reconcile, error_policy, controller)
         .for_each(|result| {
             let metrics = context.metrics.clone();
+            let backoff = context.clone();
             async move {
+                let backoff = &backoff.error_backoff;
                 metrics.reconciles.with_label_values(&[CONTROLLER]).inc();
-                if let Err(error) = result {
-                    tracing::debug!(%error, "reconcile did not complete");
+                match result {
+                    Ok((object, _)) => {
+                        let namespace = object.namespace.as_deref().unwrap_or_default();
+                        backoff.reset(&format!("{CONTROLLER}/{namespace}/{}", object.name));
+                    }
+                    Err(error) => tracing::debug!(%error, "reconcile did not complete"),
                 }
             }
         })
@@ -134,7 +139,7 @@ fn forget_provider(context: &Context, provider: &LLMProvider) {
 }
 
 fn error_policy(
-    _provider: Arc<LLMProvider>,
+    object: Arc<LLMProvider>,
     error: &ReconcileError,
     controller: Arc<ProviderController>,
 ) -> Action {
@@ -145,5 +150,15 @@ fn error_policy(
         .with_label_values(&[CONTROLLER, error.reason()])
         .inc();
     tracing::warn!(%error, "reconcile failed; retrying");
-    Action::requeue(Duration::from_secs(5))
+    let key = format!(
+        "{CONTROLLER}/{}/{}",
+        object.namespace().unwrap_or_default(),
+        object.name_any()
+    );
+    Action::requeue(
+        controller
+            .context
+            .error_backoff
+            .next_delay(&key, rand::random::<f64>()),
+    )
 }
