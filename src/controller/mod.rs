@@ -14,7 +14,9 @@ use std::time::Duration;
 
 use futures::future::join_all;
 use kube::api::Api;
+use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::reflector::ObjectRef;
 use kube::{Client, Resource};
 use tokio_util::sync::CancellationToken;
 
@@ -68,6 +70,54 @@ impl Context {
         })
     }
 
+    /// Counts a finished reconcile and resets the error backoff of an object that succeeded.
+    pub fn record_reconcile<K, E>(
+        &self,
+        controller: &str,
+        result: Result<
+            (ObjectRef<K>, Action),
+            kube::runtime::controller::Error<E, kube::runtime::watcher::Error>,
+        >,
+    ) where
+        K: Resource,
+        E: std::error::Error,
+    {
+        self.metrics
+            .reconciles
+            .with_label_values(&[controller])
+            .inc();
+        match result {
+            Ok((object, _)) => self.error_backoff.reset(&backoff_key(
+                controller,
+                object.namespace.as_deref(),
+                &object.name,
+            )),
+            Err(error) => tracing::debug!(%error, "reconcile did not complete"),
+        }
+    }
+
+    /// The requeue of an object whose reconcile failed: counted by reason, backed off per object.
+    pub fn requeue_after_error<K: Resource>(
+        &self,
+        controller: &str,
+        object: &K,
+        reason: &str,
+        error: &dyn std::error::Error,
+    ) -> Action {
+        self.metrics
+            .reconcile_errors
+            .with_label_values(&[controller, reason])
+            .inc();
+        tracing::warn!(%error, "reconcile failed; retrying");
+        let meta = object.meta();
+        let key = backoff_key(
+            controller,
+            meta.namespace.as_deref(),
+            meta.name.as_deref().unwrap_or_default(),
+        );
+        Action::requeue(self.error_backoff.next_delay(&key, rand::random::<f64>()))
+    }
+
     /// Publishes an Event about an AgentDeployment. A failure to publish is logged, never fatal:
     /// events inform people, the status is the source of truth.
     pub async fn publish_event(
@@ -94,6 +144,10 @@ impl Context {
             tracing::warn!(%error, reason = event.reason, "cannot publish an event");
         }
     }
+}
+
+fn backoff_key(controller: &str, namespace: Option<&str>, name: &str) -> String {
+    format!("{controller}/{}/{name}", namespace.unwrap_or_default())
 }
 
 /// Where a controller watches: all namespaces, or one.

@@ -172,13 +172,7 @@ pub fn deployment(agent: &AgentDeployment, name: &str, inputs: &DeploymentInputs
     };
 
     Deployment {
-        metadata: ObjectMeta {
-            name: Some(name.to_string()),
-            namespace: agent.metadata.namespace.clone(),
-            labels: Some(agent_labels(&agent_name)),
-            owner_references: super::owner_reference(agent).map(|o| vec![o]),
-            ..ObjectMeta::default()
-        },
+        metadata: super::child_metadata(agent, name),
         spec: DeploymentSpec {
             replicas: desired_replicas(agent),
             selector: LabelSelector {

@@ -4,7 +4,6 @@ use k8s_openapi::api::autoscaling::v2::{
     CrossVersionObjectReference, HorizontalPodAutoscaler, HorizontalPodAutoscalerSpec, MetricSpec,
     MetricTarget, ResourceMetricSource,
 };
-use kube::api::ObjectMeta;
 
 use crate::api::AgentDeployment;
 
@@ -41,15 +40,7 @@ pub fn horizontal_pod_autoscaler(
     }
     metrics.extend(autoscaling.metrics.iter().cloned());
     Some(HorizontalPodAutoscaler {
-        metadata: ObjectMeta {
-            name: Some(name.to_string()),
-            namespace: agent.metadata.namespace.clone(),
-            labels: Some(super::labels::agent_labels(
-                &agent.metadata.name.clone().unwrap_or_default(),
-            )),
-            owner_references: super::owner_reference(agent).map(|o| vec![o]),
-            ..ObjectMeta::default()
-        },
+        metadata: super::child_metadata(agent, name),
         spec: HorizontalPodAutoscalerSpec {
             scale_target_ref: CrossVersionObjectReference {
                 api_version: Some("apps/v1".into()),

@@ -14,6 +14,20 @@ pub mod service_account;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::Resource;
 
+/// The metadata every child of an AgentDeployment carries: its name and namespace, the agent's
+/// labels, and the controller owner reference (deletion cascades, watches map back).
+pub fn child_metadata(agent: &crate::api::AgentDeployment, name: &str) -> kube::api::ObjectMeta {
+    kube::api::ObjectMeta {
+        name: Some(name.to_string()),
+        namespace: agent.metadata.namespace.clone(),
+        labels: Some(labels::agent_labels(
+            agent.metadata.name.as_deref().unwrap_or_default(),
+        )),
+        owner_references: owner_reference(agent).map(|o| vec![o]),
+        ..kube::api::ObjectMeta::default()
+    }
+}
+
 /// The controller owner reference of a child, so deletion cascades and watches map back.
 pub fn owner_reference<K: Resource<DynamicType = ()>>(owner: &K) -> Option<OwnerReference> {
     owner.controller_owner_ref(&())

@@ -14,9 +14,8 @@ use k8s_openapi::api::networking::v1::{
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
-use kube::api::ObjectMeta;
 
-use super::labels::{agent_labels, selector_labels};
+use super::labels::selector_labels;
 use crate::api::AgentDeployment;
 
 /// Where an endpoint URL lets the agent send traffic.
@@ -143,13 +142,7 @@ pub fn network_policy(
     }
 
     Some(NetworkPolicy {
-        metadata: ObjectMeta {
-            name: Some(name.to_string()),
-            namespace: agent.metadata.namespace.clone(),
-            labels: Some(agent_labels(&agent_name)),
-            owner_references: super::owner_reference(agent).map(|o| vec![o]),
-            ..ObjectMeta::default()
-        },
+        metadata: super::child_metadata(agent, name),
         spec: Some(NetworkPolicySpec {
             pod_selector: Some(LabelSelector {
                 match_labels: Some(selector_labels(&agent_name)),

@@ -5,7 +5,6 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::ConfigMap;
-use kube::api::ObjectMeta;
 use serde::Serialize;
 
 use crate::api::AgentDeployment;
@@ -120,15 +119,7 @@ pub fn provider_config(chain: &[ResolvedProvider], tools: &[Tool]) -> ProviderCo
 pub fn config_map(agent: &AgentDeployment, name: &str, config: &ProviderConfig) -> ConfigMap {
     let json = serde_json::to_string_pretty(config).unwrap_or_default();
     ConfigMap {
-        metadata: ObjectMeta {
-            name: Some(name.to_string()),
-            namespace: agent.metadata.namespace.clone(),
-            labels: Some(super::labels::agent_labels(
-                &agent.metadata.name.clone().unwrap_or_default(),
-            )),
-            owner_references: super::owner_reference(agent).map(|o| vec![o]),
-            ..ObjectMeta::default()
-        },
+        metadata: super::child_metadata(agent, name),
         data: Some(BTreeMap::from([(CONFIG_FILE.to_string(), json)])),
         ..ConfigMap::default()
     }

@@ -2,9 +2,8 @@
 
 use k8s_openapi::api::core::v1::{Service, ServicePort, ServiceSpec};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
-use kube::api::ObjectMeta;
 
-use super::labels::{agent_labels, selector_labels};
+use super::labels::selector_labels;
 use crate::api::AgentDeployment;
 
 /// `None` when the agent declares no ports: there is nothing to serve.
@@ -30,13 +29,7 @@ pub fn service(agent: &AgentDeployment, name: &str) -> Option<Service> {
         })
         .collect();
     Some(Service {
-        metadata: ObjectMeta {
-            name: Some(name.to_string()),
-            namespace: agent.metadata.namespace.clone(),
-            labels: Some(agent_labels(&agent_name)),
-            owner_references: super::owner_reference(agent).map(|o| vec![o]),
-            ..ObjectMeta::default()
-        },
+        metadata: super::child_metadata(agent, name),
         spec: Some(ServiceSpec {
             selector: Some(selector_labels(&agent_name)),
             ports: Some(ports),

@@ -14,7 +14,6 @@ use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, Service, ServiceAccount};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
-use kube::ResourceExt;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::watcher::{self, Event};
@@ -151,19 +150,8 @@ pub async fn run(
         .graceful_shutdown_on(shutdown.cancelled_owned())
         .run(reconcile, error_policy, controller)
         .for_each(|result| {
-            let metrics = context.metrics.clone();
-            let backoff = context.clone();
-            async move {
-                let backoff = &backoff.error_backoff;
-                metrics.reconciles.with_label_values(&[CONTROLLER]).inc();
-                match result {
-                    Ok((object, _)) => {
-                        let namespace = object.namespace.as_deref().unwrap_or_default();
-                        backoff.reset(&format!("{CONTROLLER}/{namespace}/{}", object.name));
-                    }
-                    Err(error) => tracing::debug!(%error, "reconcile did not complete"),
-                }
-            }
+            context.record_reconcile(CONTROLLER, result);
+            std::future::ready(())
         })
         .await;
 }
@@ -175,20 +163,5 @@ fn error_policy(
 ) -> Action {
     controller
         .context
-        .metrics
-        .reconcile_errors
-        .with_label_values(&[CONTROLLER, error.reason()])
-        .inc();
-    tracing::warn!(%error, "reconcile failed; retrying");
-    let key = format!(
-        "{CONTROLLER}/{}/{}",
-        object.namespace().unwrap_or_default(),
-        object.name_any()
-    );
-    Action::requeue(
-        controller
-            .context
-            .error_backoff
-            .next_delay(&key, rand::random::<f64>()),
-    )
+        .requeue_after_error(CONTROLLER, object.as_ref(), error.reason(), error)
 }
