@@ -20,6 +20,8 @@ use crate::Error;
 pub struct Readiness {
     expected: AtomicUsize,
     synced: AtomicUsize,
+    /// A follower of a leader election is ready (to lead) without caches.
+    following: AtomicBool,
 }
 
 impl Readiness {
@@ -38,8 +40,21 @@ impl Readiness {
     }
 
     pub fn is_ready(&self) -> bool {
+        if self.following.load(Ordering::SeqCst) {
+            return true;
+        }
         let expected = self.expected.load(Ordering::SeqCst);
         expected > 0 && self.synced.load(Ordering::SeqCst) >= expected
+    }
+
+    /// Marks the process as a follower (ready to lead) or as about to lead: a new leader starts
+    /// its caches afresh and is ready once they have synced.
+    pub fn set_following(&self, following: bool) {
+        if !following {
+            self.expected.store(0, Ordering::SeqCst);
+            self.synced.store(0, Ordering::SeqCst);
+        }
+        self.following.store(following, Ordering::SeqCst);
     }
 }
 

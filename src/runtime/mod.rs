@@ -1,7 +1,8 @@
-//! Process runtime: logging, metrics, the health/metrics HTTP server, start-up checks, and the
-//! lifecycle of the controllers from start to graceful shutdown.
+//! Process runtime: logging, metrics, the health/metrics HTTP server, start-up checks, leader
+//! election, and the lifecycle of the controllers from start to graceful shutdown.
 
 pub mod http;
+pub mod leader;
 pub mod metrics;
 pub mod options;
 pub mod startup;
@@ -15,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::Error;
 use crate::controller::{self, Context};
+use metrics::Metrics;
 use options::RunOptions;
 
 /// Runs the operator until SIGTERM or SIGINT.
@@ -38,16 +40,32 @@ pub async fn run(options: RunOptions) -> Result<(), Error> {
     .await?;
     tracing::info!(address = %options.metrics_address, namespaces = ?options.namespaces, "agent-operator started");
 
-    let context = Arc::new(Context::new(client, metrics, readiness)?);
-    let controllers = tokio::spawn(controller::run_all(
-        context,
-        options.clone(),
-        shutdown.clone(),
-    ));
+    let context = Arc::new(Context::new(client.clone(), metrics, readiness.clone())?);
+    let signal = shutdown.clone();
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        tracing::info!("shutting down: no new reconciles start");
+        signal.cancel();
+    });
 
-    wait_for_signal().await;
-    tracing::info!("shutting down: no new reconciles start");
-    shutdown.cancel();
+    if options.leader_election {
+        run_elected(client, context, &options, readiness, shutdown).await;
+    } else {
+        let controllers = tokio::spawn(controller::run_all(
+            context,
+            options.clone(),
+            shutdown.clone(),
+        ));
+        shutdown.cancelled().await;
+        finish(controllers, &options).await;
+    }
+    let _ = server.await;
+    tracing::info!("agent-operator stopped");
+    Ok(())
+}
+
+/// Waits at most the shutdown bound for in-flight reconciles.
+async fn finish(controllers: tokio::task::JoinHandle<()>, options: &RunOptions) {
     let bound = Duration::from_secs(options.shutdown_timeout_seconds);
     if tokio::time::timeout(bound, controllers).await.is_err() {
         tracing::warn!(
@@ -55,12 +73,63 @@ pub async fn run(options: RunOptions) -> Result<(), Error> {
             "in-flight reconciles did not finish in time and were abandoned"
         );
     }
-    let _ = server.await;
-    tracing::info!("agent-operator stopped");
-    Ok(())
 }
 
-use metrics::Metrics;
+/// Runs the controllers only while this replica holds the Lease. Losing it aborts them at once,
+/// without waiting for in-flight reconciles: a former leader must not write anything more.
+async fn run_elected(
+    client: Client,
+    context: Arc<Context>,
+    options: &RunOptions,
+    readiness: Arc<http::Readiness>,
+    shutdown: CancellationToken,
+) {
+    let namespace = options
+        .lease_namespace
+        .clone()
+        .or_else(|| std::env::var("POD_NAMESPACE").ok())
+        .unwrap_or_else(|| "default".to_string());
+    let host = std::env::var("POD_NAME")
+        .or_else(|_| std::env::var("HOSTNAME"))
+        .unwrap_or_else(|_| "agent-operator".into());
+    let identity = format!("{host}-{}", std::process::id());
+    let (leading_tx, mut leading) = tokio::sync::watch::channel(false);
+    let elector = leader::LeaderElector::new(
+        kube::Api::namespaced(client, &namespace),
+        options.lease_name.clone(),
+        identity,
+        leader::LeaseTiming::default(),
+    );
+    // The elector stops only after the controllers did, so the Lease is released last.
+    let stop_election = CancellationToken::new();
+    let election = tokio::spawn(elector.run(leading_tx, stop_election.clone()));
+    readiness.set_following(true);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            changed = leading.wait_for(|lead| *lead) => if changed.is_err() { break },
+        }
+        readiness.set_following(false);
+        let controllers = tokio::spawn(controller::run_all(
+            context.clone(),
+            options.clone(),
+            shutdown.child_token(),
+        ));
+        tokio::select! {
+            _ = shutdown.cancelled() => {
+                finish(controllers, options).await;
+                break;
+            }
+            _ = leading.wait_for(|lead| !*lead) => {
+                controllers.abort();
+                let _ = controllers.await;
+                readiness.set_following(true);
+            }
+        }
+    }
+    stop_election.cancel();
+    let _ = election.await;
+}
 
 /// kube's and reqwest's rustls are both in the binary, so rustls cannot choose a crypto
 /// provider by itself and the first TLS connection would panic; choose ring once, here.

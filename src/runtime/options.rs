@@ -46,6 +46,22 @@ pub struct RunOptions {
     #[arg(long, env = "AGENT_OPERATOR_CONCURRENCY", default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=1024))]
     pub concurrency: u16,
 
+    /// Elect a leader among replicas through a Lease, so exactly one reconciles.
+    #[arg(long, env = "AGENT_OPERATOR_LEADER_ELECTION", default_value_t = false, action = clap::ArgAction::Set)]
+    pub leader_election: bool,
+
+    /// Namespace of the leader-election Lease; defaults to the pod's namespace (POD_NAMESPACE).
+    #[arg(long, env = "AGENT_OPERATOR_LEASE_NAMESPACE", value_parser = parse_namespace)]
+    pub lease_namespace: Option<String>,
+
+    /// Name of the leader-election Lease.
+    #[arg(
+        long,
+        env = "AGENT_OPERATOR_LEASE_NAME",
+        default_value = "agent-operator"
+    )]
+    pub lease_name: String,
+
     /// Longest time a graceful shutdown waits for in-flight reconciles, in seconds.
     #[arg(long, env = "AGENT_OPERATOR_SHUTDOWN_TIMEOUT", default_value_t = 20, value_parser = clap::value_parser!(u64).range(1..=600))]
     pub shutdown_timeout_seconds: u64,

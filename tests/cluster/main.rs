@@ -6,5 +6,6 @@ mod support;
 
 mod agent_deployment;
 mod api;
+mod leader_election;
 mod llm_provider;
 mod local_cluster;

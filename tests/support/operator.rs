@@ -14,10 +14,15 @@ pub struct OperatorProcess {
 impl OperatorProcess {
     /// Starts `agent-operator run` watching `namespace` and waits until `/readyz` answers ok.
     pub async fn start(namespace: &str) -> Self {
+        Self::start_with(namespace, "", &[]).await
+    }
+
+    /// As `start`, with extra arguments; `tag` tells apart the logs of several processes.
+    pub async fn start_with(namespace: &str, tag: &str, extra_args: &[&str]) -> Self {
         let metrics_port = free_port();
         let log_dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("operator-logs");
         std::fs::create_dir_all(&log_dir).expect("create log folder");
-        let log_path = log_dir.join(format!("{namespace}.log"));
+        let log_path = log_dir.join(format!("{namespace}{tag}.log"));
         let log = std::fs::File::create(&log_path).expect("create operator log");
         let child = Command::new(env!("CARGO_BIN_EXE_agent-operator"))
             .args([
@@ -31,6 +36,7 @@ impl OperatorProcess {
             ])
             .arg("--metrics-address")
             .arg(format!("127.0.0.1:{metrics_port}"))
+            .args(extra_args)
             .env("KUBECONFIG", super::kubeconfig_path())
             .stdout(Stdio::from(log.try_clone().expect("clone log handle")))
             .stderr(Stdio::from(log))
@@ -55,6 +61,31 @@ impl OperatorProcess {
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// SIGKILL: the process dies without releasing anything.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM, then waits up to `bound` for the exit; returns the exit code.
+    pub async fn terminate(&mut self, bound: Duration) -> Option<i32> {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let deadline = tokio::time::Instant::now() + bound;
+        while tokio::time::Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status.code();
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        None
     }
 
     pub fn log(&self) -> String {
