@@ -146,6 +146,11 @@ impl Context {
     }
 }
 
+/// A short random id that tells the log lines of one reconcile apart from the next.
+pub fn reconcile_id() -> String {
+    format!("{:08x}", rand::random::<u32>())
+}
+
 fn backoff_key(controller: &str, namespace: Option<&str>, name: &str) -> String {
     format!("{controller}/{}/{name}", namespace.unwrap_or_default())
 }

@@ -14,6 +14,8 @@ pub struct Metrics {
     pub provider_up: IntGaugeVec,
     pub provider_probe_duration: HistogramVec,
     pub provider_probe_failures: IntCounterVec,
+    pub agent_ready_replicas: IntGaugeVec,
+    pub failovers: IntCounterVec,
 }
 
 impl Metrics {
@@ -75,6 +77,22 @@ impl Metrics {
             ),
             &["namespace", "name", "reason"],
         )?;
+        let agent_ready_replicas = IntGaugeVec::new(
+            Opts::new(
+                "agent_operator_agent_ready_replicas",
+                "Ready pods of an AgentDeployment.",
+            ),
+            &["namespace", "name"],
+        )?;
+        let failovers = IntCounterVec::new(
+            Opts::new(
+                "agent_operator_failovers_total",
+                "Changes of an AgentDeployment's active provider.",
+            ),
+            &["namespace", "name"],
+        )?;
+        registry.register(Box::new(agent_ready_replicas.clone()))?;
+        registry.register(Box::new(failovers.clone()))?;
         registry.register(Box::new(reconciles.clone()))?;
         registry.register(Box::new(reconcile_errors.clone()))?;
         registry.register(Box::new(reconcile_duration.clone()))?;
@@ -91,6 +109,8 @@ impl Metrics {
             provider_up,
             provider_probe_duration,
             provider_probe_failures,
+            agent_ready_replicas,
+            failovers,
         })
     }
 

@@ -248,7 +248,7 @@ async fn failover_moves_the_active_provider_without_restarting_pods() {
     provider(&ns, "first", &first).await;
     provider(&ns, "second", &second).await;
     agent(&ns, "support", json!({"image": "ghcr.io/example/agent:1", "providers": [{"name": "first"}, {"name": "second"}]})).await;
-    let _operator = OperatorProcess::start(&ns.name).await;
+    let operator = OperatorProcess::start(&ns.name).await;
 
     let agents = ns.api::<AgentDeployment>();
     wait_for_ready(&agents, "support", "True", "Available").await;
@@ -289,6 +289,20 @@ async fn failover_moves_the_active_provider_without_restarting_pods() {
         reasons.iter().any(|r| r == "Failover") && reasons.iter().any(|r| r == "ProviderRecovered"),
         "failover and recovery are events: {reasons:?}"
     );
+    let failovers = format!(
+        "agent_operator_failovers_total{{name=\"support\",namespace=\"{}\"}}",
+        ns.name
+    );
+    assert_eq!(
+        operator.metric(&failovers).await,
+        Some(2.0),
+        "both switches are counted"
+    );
+    let ready = format!(
+        "agent_operator_agent_ready_replicas{{name=\"support\",namespace=\"{}\"}}",
+        ns.name
+    );
+    assert_eq!(operator.metric(&ready).await, Some(1.0));
     let generation_after = deployments
         .get("support")
         .await

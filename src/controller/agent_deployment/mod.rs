@@ -22,6 +22,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{Context, Scope};
 use crate::api::AgentDeployment;
+use crate::api::agent_deployment::AgentDeploymentStatus;
 use crate::api::llm_provider::LLMProvider;
 use crate::resources::labels::MANAGED_BY;
 use reconcile::{CONTROLLER, ReconcileError, reconcile};
@@ -48,6 +49,20 @@ pub struct Caches {
 pub struct AgentController {
     pub context: Arc<Context>,
     pub caches: Caches,
+    /// The status last written per agent UID, newer than the watch cache right after a write.
+    written: std::sync::Mutex<std::collections::HashMap<String, AgentDeploymentStatus>>,
+}
+
+impl AgentController {
+    pub fn written_status(&self, uid: &str) -> Option<AgentDeploymentStatus> {
+        self.written.lock().ok()?.get(uid).cloned()
+    }
+
+    pub fn remember_status(&self, uid: String, status: AgentDeploymentStatus) {
+        if let Ok(mut written) = self.written.lock() {
+            written.insert(uid, status);
+        }
+    }
 }
 
 /// A reflected watch whose cache counts toward readiness. Children are watched by our
@@ -125,6 +140,7 @@ pub async fn run(
             network_policies,
             pods: pods.clone(),
         },
+        written: Default::default(),
     });
     // Our own status writes do not change the generation; only spec changes trigger here.
     let agent_trigger = agent_stream.predicate_filter(predicates::generation, Default::default());

@@ -75,7 +75,7 @@ pub fn child_names(agent: &str) -> ChildNames {
     }
 }
 
-#[instrument(skip_all, fields(kind = "AgentDeployment", namespace = agent.namespace(), name = %agent.name_any()))]
+#[instrument(skip_all, fields(kind = "AgentDeployment", namespace = agent.namespace(), name = %agent.name_any(), reconcile_id = %crate::controller::reconcile_id()))]
 pub async fn reconcile(
     agent: Arc<AgentDeployment>,
     controller: Arc<AgentController>,
@@ -218,11 +218,29 @@ pub async fn reconcile(
         suspended: agent.spec.suspend,
         selector: selector_string(&name),
     };
-    let status = desired_status(agent.status.as_ref(), &inputs, Timestamp::now());
-    for event in events_for(agent.status.as_ref(), &status, &chain) {
+    // The watch cache can lag behind our own last status write; as the only writer of status,
+    // the status we last wrote is the truth, so counting, events and the write decision use it.
+    let uid = agent.uid().unwrap_or_default();
+    let previous = controller
+        .written_status(&uid)
+        .or_else(|| agent.status.clone());
+    let status = desired_status(previous.as_ref(), &inputs, Timestamp::now());
+    let metrics = &controller.context.metrics;
+    metrics
+        .agent_ready_replicas
+        .with_label_values(&[namespace.as_str(), name.as_str()])
+        .set(i64::from(status.ready_replicas));
+    let previous_active = previous.as_ref().and_then(|s| s.active_provider.as_ref());
+    if previous_active.is_some() && previous_active != status.active_provider.as_ref() {
+        metrics
+            .failovers
+            .with_label_values(&[namespace.as_str(), name.as_str()])
+            .inc();
+    }
+    for event in events_for(previous.as_ref(), &status, &chain) {
         controller.context.publish_event(&agent, event).await;
     }
-    if agent.status.as_ref() != Some(&status) {
+    if previous.as_ref() != Some(&status) {
         let api: Api<AgentDeployment> = Api::namespaced(client.clone(), &namespace);
         api.patch_status(
             &name,
@@ -231,6 +249,7 @@ pub async fn reconcile(
         )
         .await
         .map_err(|source| ReconcileError::UpdateStatus { source })?;
+        controller.remember_status(uid, status.clone());
         controller
             .context
             .metrics

@@ -45,7 +45,7 @@ impl ReconcileError {
     }
 }
 
-#[instrument(skip_all, fields(kind = "LLMProvider", namespace = provider.namespace(), name = %provider.name_any()))]
+#[instrument(skip_all, fields(kind = "LLMProvider", namespace = provider.namespace(), name = %provider.name_any(), reconcile_id = %crate::controller::reconcile_id()))]
 pub async fn reconcile(
     provider: Arc<LLMProvider>,
     controller: Arc<ProviderController>,
