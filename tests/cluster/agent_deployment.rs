@@ -195,9 +195,7 @@ async fn agent_with_two_replicas_becomes_ready_owns_its_children_and_deletes_the
 
 #[tokio::test]
 async fn missing_provider_is_a_condition_until_it_is_created() {
-    let client = support::client().await;
-    support::install_crds(&client).await;
-    let ns = TestNamespace::new(&client, "agent-missing-provider").await;
+    let (_, ns) = support::namespace_with_crds("agent-missing-provider").await;
     agent(
         &ns,
         "support",
@@ -232,9 +230,7 @@ async fn missing_provider_is_a_condition_until_it_is_created() {
 
 #[tokio::test]
 async fn failover_moves_the_active_provider_without_restarting_pods() {
-    let client = support::client().await;
-    support::install_crds(&client).await;
-    let ns = TestNamespace::new(&client, "agent-failover").await;
+    let (_, ns) = support::namespace_with_crds("agent-failover").await;
     let first = FakeProvider::start(Behaviour {
         api_key: Some(KEY.into()),
         ..Behaviour::default()
@@ -317,9 +313,7 @@ async fn failover_moves_the_active_provider_without_restarting_pods() {
 
 #[tokio::test]
 async fn autoscaling_leaves_replicas_to_the_hpa_and_removing_it_restores_them() {
-    let client = support::client().await;
-    support::install_crds(&client).await;
-    let ns = TestNamespace::new(&client, "agent-autoscaling").await;
+    let (_, ns) = support::namespace_with_crds("agent-autoscaling").await;
     agent(&ns, "support", json!({
         "image": "ghcr.io/example/agent:1",
         "autoscaling": {"minReplicas": 2, "maxReplicas": 5, "targetCPUUtilizationPercentage": 70}
@@ -388,9 +382,7 @@ async fn autoscaling_leaves_replicas_to_the_hpa_and_removing_it_restores_them() 
 
 #[tokio::test]
 async fn secret_change_rolls_pods_and_an_unchanged_agent_writes_nothing() {
-    let client = support::client().await;
-    support::install_crds(&client).await;
-    let ns = TestNamespace::new(&client, "agent-secrets").await;
+    let (_, ns) = support::namespace_with_crds("agent-secrets").await;
     apply(&ns.api::<Secret>(), "tools", json!({
         "apiVersion": "v1", "kind": "Secret", "metadata": {"name": "tools"}, "stringData": {"token": "tok-1"}
     }))
@@ -514,9 +506,7 @@ async fn event_reasons(ns: &TestNamespace, name: &str) -> Vec<String> {
 
 #[tokio::test]
 async fn crash_looping_pods_show_in_status_and_events() {
-    let client = support::client().await;
-    support::install_crds(&client).await;
-    let ns = TestNamespace::new(&client, "agent-crashloop").await;
+    let (_, ns) = support::namespace_with_crds("agent-crashloop").await;
     agent(&ns, "support", json!({
         "image": "ghcr.io/example/agent:1",
         "podMetadata": {"annotations": {"kwok.agentoperator.dev/waiting-reason": "CrashLoopBackOff"}}
@@ -553,9 +543,7 @@ async fn crash_looping_pods_show_in_status_and_events() {
 
 #[tokio::test]
 async fn missing_secret_key_is_a_condition_until_it_exists_and_no_credential_leaks() {
-    let client = support::client().await;
-    support::install_crds(&client).await;
-    let ns = TestNamespace::new(&client, "agent-missing-key").await;
+    let (_, ns) = support::namespace_with_crds("agent-missing-key").await;
     let fake = FakeProvider::start(Behaviour {
         api_key: Some(KEY.into()),
         ..Behaviour::default()
@@ -631,9 +619,7 @@ async fn missing_secret_key_is_a_condition_until_it_exists_and_no_credential_lea
 async fn disruption_budget_network_policy_and_suspend_follow_the_spec() {
     use k8s_openapi::api::networking::v1::NetworkPolicy;
     use k8s_openapi::api::policy::v1::PodDisruptionBudget;
-    let client = support::client().await;
-    support::install_crds(&client).await;
-    let ns = TestNamespace::new(&client, "agent-policies").await;
+    let (_, ns) = support::namespace_with_crds("agent-policies").await;
     agent(&ns, "support", json!({
         "image": "ghcr.io/example/agent:1", "replicas": 2,
         "ports": [{"name": "http", "containerPort": 8080}],

@@ -12,7 +12,7 @@ use kube::{Client, Discovery};
 use serde_json::{Value, json};
 
 use crate::support::admission::{AdmissionCase, AdmissionCases, admission_cases};
-use crate::support::{self, TEST_MANAGER, TestNamespace};
+use crate::support::{self, TEST_MANAGER};
 
 fn api_for(client: &Client, namespace: &str, kind: &str) -> Api<DynamicObject> {
     let resource = ApiResource::from_gvk(&GroupVersionKind::gvk(GROUP, VERSION, kind));
@@ -25,9 +25,7 @@ fn object_for(cases: &AdmissionCases, case: &AdmissionCase) -> DynamicObject {
 
 #[tokio::test]
 async fn every_invalid_object_is_rejected_with_its_own_message() {
-    let client = support::client().await;
-    support::install_crds(&client).await;
-    let ns = TestNamespace::new(&client, "admission-invalid").await;
+    let (client, ns) = support::namespace_with_crds("admission-invalid").await;
     let cases = admission_cases();
     assert!(
         cases.invalid.len() >= 25,
@@ -88,9 +86,7 @@ async fn every_invalid_object_is_rejected_with_its_own_message() {
 
 #[tokio::test]
 async fn valid_edge_cases_are_accepted() {
-    let client = support::client().await;
-    support::install_crds(&client).await;
-    let ns = TestNamespace::new(&client, "admission-valid").await;
+    let (client, ns) = support::namespace_with_crds("admission-valid").await;
     let cases = admission_cases();
     let mut failures = Vec::new();
     for case in &cases.valid {
@@ -153,9 +149,7 @@ use serde::Deserialize;
 
 #[tokio::test]
 async fn samples_apply_and_read_back_unchanged() {
-    let client = support::client().await;
-    support::install_crds(&client).await;
-    let ns = TestNamespace::new(&client, "samples").await;
+    let (client, ns) = support::namespace_with_crds("samples").await;
     let samples = samples();
     let kinds: Vec<&str> = samples.iter().filter_map(|s| s["kind"].as_str()).collect();
     for kind in ["LLMProvider", "AgentDeployment", "AgentTask"] {
@@ -204,9 +198,7 @@ async fn samples_apply_and_read_back_unchanged() {
 
 #[tokio::test]
 async fn kubectl_get_shows_the_printer_columns() {
-    let client = support::client().await;
-    support::install_crds(&client).await;
-    let ns = TestNamespace::new(&client, "printer-columns").await;
+    let (client, ns) = support::namespace_with_crds("printer-columns").await;
     let cases = admission_cases();
     for kind in ["LLMProvider", "AgentDeployment", "AgentTask"] {
         let object: DynamicObject =
@@ -288,9 +280,7 @@ async fn kubectl_explain_shows_field_descriptions() {
 
 #[tokio::test]
 async fn kubectl_scale_changes_spec_replicas() {
-    let client = support::client().await;
-    support::install_crds(&client).await;
-    let ns = TestNamespace::new(&client, "scale").await;
+    let (_, ns) = support::namespace_with_crds("scale").await;
     let agents: Api<AgentDeployment> = ns.api();
     let agent: AgentDeployment = serde_json::from_value(json!({
         "apiVersion": "agentoperator.dev/v1alpha1",

@@ -47,9 +47,7 @@ async fn a_provider(ns: &TestNamespace, fake: &FakeProvider) {
 
 #[tokio::test]
 async fn only_the_leader_reconciles_and_a_killed_leader_is_replaced() {
-    let client = support::client().await;
-    support::install_crds(&client).await;
-    let ns = TestNamespace::new(&client, "leader-election").await;
+    let (_, ns) = support::namespace_with_crds("leader-election").await;
     let fake = FakeProvider::start(Behaviour::default()).await;
     a_provider(&ns, &fake).await;
     let mut first = elected(&ns, "-a").await;
@@ -111,9 +109,7 @@ async fn only_the_leader_reconciles_and_a_killed_leader_is_replaced() {
 
 #[tokio::test]
 async fn sigterm_exits_zero_and_releases_the_lease() {
-    let client = support::client().await;
-    support::install_crds(&client).await;
-    let ns = TestNamespace::new(&client, "leader-sigterm").await;
+    let (_, ns) = support::namespace_with_crds("leader-sigterm").await;
     let mut operator = elected(&ns, "").await;
     let expected = format!("-{}", operator.pid());
     wait_until(Duration::from_secs(30), "the Lease to be held", || async {

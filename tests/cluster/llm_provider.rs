@@ -84,9 +84,7 @@ async fn wait_for_condition(
 
 #[tokio::test]
 async fn healthy_provider_becomes_ready_with_models_and_credential_hash() {
-    let client = support::client().await;
-    support::install_crds(&client).await;
-    let ns = TestNamespace::new(&client, "provider-healthy").await;
+    let (_, ns) = support::namespace_with_crds("provider-healthy").await;
     let fake = FakeProvider::start(Behaviour {
         api_key: Some(KEY.into()),
         ..Behaviour::default()
@@ -121,9 +119,7 @@ async fn healthy_provider_becomes_ready_with_models_and_credential_hash() {
 
 #[tokio::test]
 async fn each_failure_class_has_its_own_reason_and_recovery_follows() {
-    let client = support::client().await;
-    support::install_crds(&client).await;
-    let ns = TestNamespace::new(&client, "provider-failures").await;
+    let (_, ns) = support::namespace_with_crds("provider-failures").await;
     create_secret(&ns, "key", KEY).await;
 
     type Fault = fn(&mut Behaviour);
@@ -194,9 +190,7 @@ async fn each_failure_class_has_its_own_reason_and_recovery_follows() {
 
 #[tokio::test]
 async fn fixing_the_secret_recovers_without_touching_the_provider() {
-    let client = support::client().await;
-    support::install_crds(&client).await;
-    let ns = TestNamespace::new(&client, "provider-rotation").await;
+    let (_, ns) = support::namespace_with_crds("provider-rotation").await;
     let fake = FakeProvider::start(Behaviour {
         api_key: Some(KEY.into()),
         ..Behaviour::default()
@@ -271,9 +265,7 @@ async fn fixing_the_secret_recovers_without_touching_the_provider() {
 
 #[tokio::test]
 async fn steady_state_makes_no_status_writes() {
-    let client = support::client().await;
-    support::install_crds(&client).await;
-    let ns = TestNamespace::new(&client, "provider-quiet").await;
+    let (_, ns) = support::namespace_with_crds("provider-quiet").await;
     create_secret(&ns, "key", KEY).await;
     let mut fakes = Vec::new();
     for i in 0..5 {
@@ -331,9 +323,7 @@ async fn steady_state_makes_no_status_writes() {
 
 #[tokio::test]
 async fn a_hanging_provider_does_not_delay_the_others() {
-    let client = support::client().await;
-    support::install_crds(&client).await;
-    let ns = TestNamespace::new(&client, "provider-hang").await;
+    let (_, ns) = support::namespace_with_crds("provider-hang").await;
     create_secret(&ns, "key", KEY).await;
     let hanging = FakeProvider::start(Behaviour {
         delay: Duration::from_secs(600),
@@ -374,9 +364,7 @@ async fn a_hanging_provider_does_not_delay_the_others() {
 
 #[tokio::test]
 async fn two_hundred_healthy_providers_probed_every_five_seconds_write_no_status() {
-    let client = support::client().await;
-    support::install_crds(&client).await;
-    let ns = TestNamespace::new(&client, "provider-scale").await;
+    let (_, ns) = support::namespace_with_crds("provider-scale").await;
     create_secret(&ns, "key", KEY).await;
     // One fake endpoint serves all of them; each LLMProvider is probed on its own schedule.
     let fake = FakeProvider::start(Behaviour::default()).await;
@@ -436,9 +424,7 @@ async fn two_hundred_healthy_providers_probed_every_five_seconds_write_no_status
 
 #[tokio::test]
 async fn a_rotated_key_the_provider_refuses_does_not_roll_the_agents() {
-    let client = support::client().await;
-    support::install_crds(&client).await;
-    let ns = TestNamespace::new(&client, "provider-bad-rotation").await;
+    let (_, ns) = support::namespace_with_crds("provider-bad-rotation").await;
     let fake = FakeProvider::start(Behaviour {
         api_key: Some(KEY.into()),
         ..Behaviour::default()

@@ -142,6 +142,14 @@ impl Drop for TestNamespace {
     }
 }
 
+/// The usual start of a test of ours: a client, the CRDs installed, a fresh namespace.
+pub async fn namespace_with_crds(test: &str) -> (Client, TestNamespace) {
+    let client = client().await;
+    install_crds(&client).await;
+    let namespace = TestNamespace::new(&client, test).await;
+    (client, namespace)
+}
+
 /// Installs (or updates) the operator's CRDs with server-side apply and waits until the API
 /// server serves them.
 pub async fn install_crds(client: &Client) {
