@@ -87,7 +87,7 @@ impl Metrics {
         let failovers = IntCounterVec::new(
             Opts::new(
                 "agent_operator_failovers_total",
-                "Changes of an AgentDeployment's active provider.",
+                "Switches of an AgentDeployment's active provider from one provider to another.",
             ),
             &["namespace", "name"],
         )?;

@@ -45,7 +45,7 @@ async fn provider(ns: &TestNamespace, name: &str, fake: &FakeProvider) {
         "spec": {
             "type": "OpenAI", "endpoint": fake.openai_endpoint(), "allowInsecureHTTP": true,
             "credentials": {"name": format!("{name}-key"), "key": "apiKey"}, "defaultModel": "gpt-4o", "models": ["gpt-4o"],
-            "healthCheck": {"interval": "1s", "timeout": "1s", "failureThreshold": 1, "successThreshold": 1}
+            "healthCheck": {"interval": "2s", "timeout": "2s", "failureThreshold": 2, "successThreshold": 1}
         }
     }))
     .await;
@@ -273,6 +273,13 @@ async fn failover_moves_the_active_provider_without_restarting_pods() {
         }
     };
 
+    // Start-up may briefly activate the second provider; wait for the chain's first choice.
+    wait_until(WAIT, "the first provider to be active", || active("first")).await;
+    let failovers = format!(
+        "agent_operator_failovers_total{{name=\"support\",namespace=\"{}\"}}",
+        ns.name
+    );
+    let failovers_before = operator.metric(&failovers).await.unwrap_or(0.0);
     first.set(|b| b.status = Some(503));
     wait_until(WAIT, "failover to the second provider", || active("second")).await;
     first.set(|b| b.status = None);
@@ -285,14 +292,10 @@ async fn failover_moves_the_active_provider_without_restarting_pods() {
         reasons.iter().any(|r| r == "Failover") && reasons.iter().any(|r| r == "ProviderRecovered"),
         "failover and recovery are events: {reasons:?}"
     );
-    let failovers = format!(
-        "agent_operator_failovers_total{{name=\"support\",namespace=\"{}\"}}",
-        ns.name
-    );
     assert_eq!(
-        operator.metric(&failovers).await,
-        Some(2.0),
-        "both switches are counted"
+        operator.metric(&failovers).await.unwrap_or(0.0) - failovers_before,
+        2.0,
+        "both switches are counted, once each"
     );
     let ready = format!(
         "agent_operator_agent_ready_replicas{{name=\"support\",namespace=\"{}\"}}",
@@ -327,8 +330,14 @@ async fn autoscaling_leaves_replicas_to_the_hpa_and_removing_it_restores_them() 
     .await;
     assert_eq!((hpa.spec.min_replicas, hpa.spec.max_replicas), (Some(2), 5));
 
-    // Scale the way the HPA does: through the Deployment's scale subresource.
+    // The real HPA controller first raises the Deployment to minReplicas; wait for that so our
+    // own scale below does not race with it.
     let deployments = ns.api::<Deployment>();
+    wait_until(WAIT, "the HPA to enforce minReplicas", || async {
+        (deployments.get("support").await.ok()?.spec.replicas == Some(2)).then_some(())
+    })
+    .await;
+    // Scale the way the HPA does: through the Deployment's scale subresource.
     deployments
         .patch_scale(
             "support",
@@ -358,6 +367,21 @@ async fn autoscaling_leaves_replicas_to_the_hpa_and_removing_it_restores_them() 
         deployments.get("support").await.expect("get").spec.replicas,
         Some(4),
         "the HPA's replica count survives"
+    );
+    // Directly: the operator's field manager does not own spec.replicas.
+    let applied = deployments.get("support").await.expect("get");
+    let ours = applied
+        .metadata
+        .managed_fields
+        .iter()
+        .flatten()
+        .filter(|m| m.manager.as_deref() == Some("agent-operator"))
+        .map(|m| serde_json::to_string(&m.fields_v1).expect("json"))
+        .collect::<String>();
+    assert!(!ours.is_empty(), "the operator applied the Deployment");
+    assert!(
+        !ours.contains("f:replicas"),
+        "the operator owns spec.replicas while autoscaling: {ours}"
     );
 
     agents
@@ -421,6 +445,21 @@ async fn secret_change_rolls_pods_and_an_unchanged_agent_writes_nothing() {
             ]
         }
     };
+    // kube-controller-manager keeps updating the Deployment's status until the rollout has
+    // settled; only then is a changed resourceVersion the operator's doing.
+    let deployments = ns.api::<Deployment>();
+    wait_until(WAIT, "the rollout to settle", || async {
+        let d = deployments.get("support").await.ok()?;
+        let status = d.status?;
+        let settled = status.observed_generation == d.metadata.generation
+            && status.conditions.iter().flatten().any(|c| {
+                c.type_.as_deref() == Some("Progressing")
+                    && c.reason.as_deref() == Some("NewReplicaSetAvailable")
+            })
+            && status.available_replicas == d.spec.replicas;
+        settled.then_some(())
+    })
+    .await;
     let before = versions(&ns).await;
     let reconciles = r#"agent_operator_reconciles_total{controller="agentdeployment"}"#;
     let count = operator.metric(reconciles).await.unwrap_or(0.0);
@@ -458,7 +497,6 @@ async fn secret_change_rolls_pods_and_an_unchanged_agent_writes_nothing() {
     );
 
     // A change of the Secret's data rolls the pods.
-    let deployments = ns.api::<Deployment>();
     let generation = deployments
         .get("support")
         .await

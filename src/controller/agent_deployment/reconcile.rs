@@ -231,7 +231,10 @@ pub async fn reconcile(
         .with_label_values(&[namespace.as_str(), name.as_str()])
         .set(i64::from(status.ready_replicas));
     let previous_active = previous.as_ref().and_then(|s| s.active_provider.as_ref());
-    if previous_active.is_some() && previous_active != status.active_provider.as_ref() {
+    // A failover is a switch from one provider to another; losing every provider is reported
+    // by ProvidersReady and the NoProviderReady event, not counted here.
+    let switched = matches!((previous_active, status.active_provider.as_ref()), (Some(old), Some(new)) if old != new);
+    if switched {
         metrics
             .failovers
             .with_label_values(&[namespace.as_str(), name.as_str()])
