@@ -270,7 +270,16 @@ async fn steady_state_makes_no_status_writes() {
     let mut fakes = Vec::new();
     for i in 0..5 {
         let fake = FakeProvider::start(Behaviour::default()).await;
-        create_provider(&ns, &format!("p{i}"), openai_spec(&fake, json!({}))).await;
+        create_provider(
+            &ns,
+            &format!("p{i}"),
+            openai_spec(
+                &fake,
+                // Headroom so that one slow probe on a busy machine is not a real change.
+                json!({"healthCheck": {"interval": "2s", "timeout": "2s", "failureThreshold": 3}}),
+            ),
+        )
+        .await;
         fakes.push(fake);
     }
     let operator = OperatorProcess::start(&ns.name).await;
@@ -375,7 +384,7 @@ async fn two_hundred_healthy_providers_probed_every_five_seconds_write_no_status
             &format!("p{i:03}"),
             openai_spec(
                 &fake,
-                json!({"healthCheck": {"interval": "5s", "timeout": "2s"}}),
+                json!({"healthCheck": {"interval": "5s", "timeout": "3s", "failureThreshold": 3}}),
             ),
         )
         .await;
