@@ -39,10 +39,6 @@ impl Duration {
         Self(std::time::Duration::from_secs(secs))
     }
 
-    pub const fn from_millis(millis: u64) -> Self {
-        Self(std::time::Duration::from_millis(millis))
-    }
-
     pub fn as_std(&self) -> std::time::Duration {
         self.0
     }
@@ -110,9 +106,6 @@ impl<'de> Deserialize<'de> for Duration {
 /// The regular expression of a non-negative Go duration, as a CEL string literal.
 const DURATION_PATTERN: &str = r"'^([0-9]+(\\.[0-9]+)?(ns|us|ms|s|m|h))+$'";
 
-/// The CEL grammar check of a duration field; kept beside the type it validates.
-pub const DURATION_RULE: &str = r"self.matches('^([0-9]+(\\.[0-9]+)?(ns|us|ms|s|m|h))+$')";
-
 /// Guards a CEL rule that calls `duration()` on some fields so that it holds when any of them is
 /// not a valid duration: the field's own rule reports that clearly, and the guarded rule would
 /// only add a confusing "type conversion error".
@@ -138,7 +131,7 @@ impl JsonSchema for Duration {
             "type": "string",
             "maxLength": 32,
             "x-kubernetes-validations": [{
-                "rule": DURATION_RULE,
+                "rule": format!("self.matches({DURATION_PATTERN})"),
                 "message": "must be a duration such as 500ms, 30s, 5m or 1h30m (units ms, s, m, h)",
             }],
         })

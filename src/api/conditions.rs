@@ -23,14 +23,6 @@ impl ConditionStatus {
             ConditionStatus::Unknown => "Unknown",
         }
     }
-
-    pub fn from_bool(value: bool) -> Self {
-        if value {
-            ConditionStatus::True
-        } else {
-            ConditionStatus::False
-        }
-    }
 }
 
 /// A condition as a controller computes it, before timestamps are attached.

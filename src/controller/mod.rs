@@ -5,11 +5,11 @@ pub mod agent_deployment;
 pub mod apply;
 pub mod backoff;
 pub mod llm_provider;
+pub mod written_status;
 
-use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::future::join_all;
@@ -21,7 +21,6 @@ use kube::{Client, Resource};
 use tokio_util::sync::CancellationToken;
 
 use crate::Error;
-use crate::providers::health::Health;
 use crate::runtime::http::Readiness;
 use crate::runtime::metrics::Metrics;
 use crate::runtime::options::RunOptions;
@@ -33,9 +32,6 @@ pub struct Context {
     pub readiness: Arc<Readiness>,
     /// Client for provider probes; connections are pooled across probes.
     pub http: reqwest::Client,
-    /// Health of each LLMProvider between probes, by UID. Lost on restart, when it is rebuilt
-    /// from status (readiness and consecutive failures are there).
-    pub provider_health: Mutex<HashMap<String, Health>>,
     /// Publishes Kubernetes Events; it also aggregates repeats into series.
     pub recorder: Recorder,
     /// Retry delays of objects whose reconcile failed.
@@ -64,7 +60,6 @@ impl Context {
             metrics,
             readiness,
             http,
-            provider_health: Mutex::new(HashMap::new()),
             recorder,
             error_backoff: backoff::ErrorBackoff::default(),
         })

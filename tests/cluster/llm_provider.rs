@@ -263,6 +263,14 @@ async fn fixing_the_secret_recovers_without_touching_the_provider() {
     }
 }
 
+async fn resource_versions(api: &Api<LLMProvider>) -> Vec<Option<String>> {
+    let list = api.list(&ListParams::default()).await.expect("list");
+    list.items
+        .iter()
+        .map(|p| p.metadata.resource_version.clone())
+        .collect()
+}
+
 #[tokio::test]
 async fn steady_state_makes_no_status_writes() {
     let (_, ns) = support::namespace_with_crds("provider-quiet").await;
@@ -292,17 +300,10 @@ async fn steady_state_makes_no_status_writes() {
         .metric(writes)
         .await
         .expect("status writes are counted");
-    let versions: Vec<_> = api
-        .list(&ListParams::default())
-        .await
-        .expect("list")
-        .items
-        .iter()
-        .map(|p| p.metadata.resource_version.clone())
-        .collect();
+    let versions = resource_versions(&api).await;
     let probes_before: u64 = fakes.iter().map(FakeProvider::requests).sum();
 
-    // Several probe intervals (1s) pass: every provider is probed again, nothing is written.
+    // Several probe intervals pass: every provider is probed again, nothing is written.
     wait_until(
         WAIT,
         "every provider to be probed three more times",
@@ -318,14 +319,7 @@ async fn steady_state_makes_no_status_writes() {
         .metric(writes)
         .await
         .expect("status writes are counted");
-    let versions_after: Vec<_> = api
-        .list(&ListParams::default())
-        .await
-        .expect("list")
-        .items
-        .iter()
-        .map(|p| p.metadata.resource_version.clone())
-        .collect();
+    let versions_after = resource_versions(&api).await;
     assert_eq!(after, before, "no status write while nothing changes");
     assert_eq!(versions_after, versions, "no resourceVersion changed");
 }

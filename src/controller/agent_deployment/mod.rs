@@ -20,6 +20,7 @@ use kube::runtime::watcher::{self, Event};
 use kube::runtime::{WatchStreamExt, predicates};
 use tokio_util::sync::CancellationToken;
 
+use super::written_status::WrittenStatus;
 use super::{Context, Scope};
 use crate::api::AgentDeployment;
 use crate::api::agent_deployment::AgentDeploymentStatus;
@@ -49,20 +50,8 @@ pub struct Caches {
 pub struct AgentController {
     pub context: Arc<Context>,
     pub caches: Caches,
-    /// The status last written per agent UID, newer than the watch cache right after a write.
-    written: std::sync::Mutex<std::collections::HashMap<String, AgentDeploymentStatus>>,
-}
-
-impl AgentController {
-    pub fn written_status(&self, uid: &str) -> Option<AgentDeploymentStatus> {
-        self.written.lock().ok()?.get(uid).cloned()
-    }
-
-    pub fn remember_status(&self, uid: String, status: AgentDeploymentStatus) {
-        if let Ok(mut written) = self.written.lock() {
-            written.insert(uid, status);
-        }
-    }
+    /// The status last written per agent; see `written_status`.
+    pub written: WrittenStatus<AgentDeploymentStatus>,
 }
 
 /// A reflected watch whose cache counts toward readiness. Children are watched by our
@@ -140,7 +129,7 @@ pub async fn run(
             network_policies,
             pods: pods.clone(),
         },
-        written: Default::default(),
+        written: WrittenStatus::default(),
     });
     // Our own status writes do not change the generation; only spec changes trigger here.
     let agent_trigger = agent_stream.predicate_filter(predicates::generation, Default::default());

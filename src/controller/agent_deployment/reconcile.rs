@@ -218,12 +218,9 @@ pub async fn reconcile(
         suspended: agent.spec.suspend,
         selector: selector_string(&name),
     };
-    // The watch cache can lag behind our own last status write; as the only writer of status,
-    // the status we last wrote is the truth, so counting, events and the write decision use it.
+    // Counting, events and the write decision compare against the status we last wrote.
     let uid = agent.uid().unwrap_or_default();
-    let previous = controller
-        .written_status(&uid)
-        .or_else(|| agent.status.clone());
+    let previous = controller.written.previous(&uid, agent.status.as_ref());
     let status = desired_status(previous.as_ref(), &inputs, Timestamp::now());
     let metrics = &controller.context.metrics;
     metrics
@@ -252,7 +249,7 @@ pub async fn reconcile(
         )
         .await
         .map_err(|source| ReconcileError::UpdateStatus { source })?;
-        controller.remember_status(uid, status.clone());
+        controller.written.remember(uid, status.clone());
         controller
             .context
             .metrics

@@ -15,8 +15,14 @@ use kube::runtime::watcher::{self, Event};
 use kube::runtime::{WatchStreamExt, predicates};
 use tokio_util::sync::CancellationToken;
 
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use super::written_status::WrittenStatus;
 use super::{Context, Scope};
 use crate::api::llm_provider::LLMProvider;
+use crate::api::llm_provider::LLMProviderStatus;
+use crate::providers::health::Health;
 use reconcile::{CONTROLLER, ReconcileError, reconcile};
 
 /// The controller's own context: the shared one plus its Secret cache.
@@ -26,6 +32,11 @@ pub const CACHES: usize = 2;
 pub struct ProviderController {
     pub context: Arc<Context>,
     pub secrets: Store<Secret>,
+    /// Health of each LLMProvider between probes, by UID. Lost on restart, when it is rebuilt
+    /// from status (readiness and consecutive failures are there).
+    pub health: Mutex<HashMap<String, Health>>,
+    /// The status last written per provider; see `written_status`.
+    pub written: WrittenStatus<LLMProviderStatus>,
 }
 
 pub async fn run(
@@ -40,7 +51,13 @@ pub async fn run(
     let (provider_store, provider_writer) = reflector::store::<LLMProvider>();
     let (secret_store, secret_writer) = reflector::store::<Secret>();
 
-    let forget = context.clone();
+    let controller = Arc::new(ProviderController {
+        context: context.clone(),
+        secrets: secret_store.clone(),
+        health: Mutex::new(HashMap::new()),
+        written: WrittenStatus::default(),
+    });
+    let forget = controller.clone();
     let providers_synced = context.readiness.sync_marker();
     let secrets_synced = context.readiness.sync_marker();
     // Status writes do not change the generation, so filtering on it keeps our own status
@@ -61,10 +78,6 @@ pub async fn run(
         .applied_objects();
 
     let lookup = provider_store.clone();
-    let controller = Arc::new(ProviderController {
-        context: context.clone(),
-        secrets: secret_store,
-    });
     Controller::for_stream(providers, provider_store)
         .with_config(kube::runtime::controller::Config::default().concurrency(concurrency))
         .watches_stream(secrets, move |secret| {
@@ -109,7 +122,8 @@ fn providers_using_secret(
         .collect()
 }
 
-fn forget_provider(context: &Context, provider: &LLMProvider) {
+fn forget_provider(controller: &ProviderController, provider: &LLMProvider) {
+    let context = &controller.context;
     let (namespace, name) = (
         provider.namespace().unwrap_or_default(),
         provider.name_any(),
@@ -122,8 +136,11 @@ fn forget_provider(context: &Context, provider: &LLMProvider) {
         .metrics
         .provider_probe_duration
         .remove_label_values(&[namespace.as_str(), name.as_str()]);
-    if let (Some(uid), Ok(mut health)) = (provider.uid(), context.provider_health.lock()) {
-        health.remove(&uid);
+    if let Some(uid) = provider.uid() {
+        if let Ok(mut health) = controller.health.lock() {
+            health.remove(&uid);
+        }
+        controller.written.forget(&uid);
     }
 }
 

@@ -92,7 +92,9 @@ pub async fn reconcile(
             .max(1),
     };
     let uid = provider.uid().unwrap_or_default();
-    let previous_health = remembered_health(&controller, &uid, provider.status.as_ref());
+    // Compare against the status we last wrote: the cache may not have caught up with it yet.
+    let previous = controller.written.previous(&uid, provider.status.as_ref());
+    let previous_health = remembered_health(&controller, &uid, previous.as_ref());
     let health = observe(&previous_health, &outcome, thresholds);
     let report = ProbeReport {
         health: &health,
@@ -101,13 +103,13 @@ pub async fn reconcile(
         credential_hash,
     };
     let status = desired_status(
-        provider.status.as_ref(),
+        previous.as_ref(),
         provider.meta().generation,
         &report,
         Timestamp::now(),
     );
-    if let Ok(mut remembered) = context.provider_health.lock() {
-        remembered.insert(uid, health.clone());
+    if let Ok(mut remembered) = controller.health.lock() {
+        remembered.insert(uid.clone(), health.clone());
     }
     context
         .metrics
@@ -116,8 +118,8 @@ pub async fn reconcile(
         .set(i64::from(health.ready == Some(true)));
 
     // Report.
-    if provider.status.as_ref() != Some(&status) {
-        if ready_changed(provider.status.as_ref(), &status) {
+    if previous.as_ref() != Some(&status) {
+        if ready_changed(previous.as_ref(), &status) {
             info!(ready = health.ready, reason = ?health.last_failure.as_ref().map(|f| f.class.reason()), "provider readiness changed");
         }
         let api: Api<LLMProvider> = Api::namespaced(context.client.clone(), &namespace);
@@ -134,6 +136,7 @@ pub async fn reconcile(
             .status_writes
             .with_label_values(&[CONTROLLER])
             .inc();
+        controller.written.remember(uid, status);
     } else {
         debug!("status unchanged");
     }
@@ -200,8 +203,7 @@ fn remembered_health(
     status: Option<&LLMProviderStatus>,
 ) -> Health {
     if let Some(health) = controller
-        .context
-        .provider_health
+        .health
         .lock()
         .ok()
         .and_then(|m| m.get(uid).cloned())
