@@ -8,6 +8,7 @@ use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use super::agent_deployment::PodMetadata;
 use super::common::{AgentWorkload, ConfigMapKeyRef, Duration, SecretKeyRef};
 
 /// Largest inline `input`; larger inputs come from a ConfigMap or Secret through `inputFrom`.
@@ -97,11 +98,24 @@ pub struct AgentTaskSpec {
     #[serde(default)]
     pub retry_backoff: RetryBackoff,
 
-    /// Seconds after the task finishes at which its Jobs, pods and result ConfigMap are deleted.
-    /// The AgentTask itself, with its status and result summary, is kept. Unset keeps everything.
+    /// Seconds after the task finishes at which `ttlDeletes` is deleted. Unset keeps
+    /// everything until the AgentTask is deleted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0, max = 31_536_000))]
     pub ttl_seconds_after_finished: Option<i32>,
+
+    /// What `ttlSecondsAfterFinished` deletes. `Children` (the default) deletes the task's Jobs,
+    /// pods and ConfigMaps and keeps the AgentTask with its status and result summary, so
+    /// `kubectl get agenttasks` still shows what ran; `Task` deletes the AgentTask itself, and
+    /// with it everything it owns.
+    #[serde(default)]
+    pub ttl_deletes: TtlDeletes,
+
+    /// Extra labels and annotations for the worker pods. With `agentRef` they are added to the
+    /// AgentDeployment's `podMetadata`, and win on conflict. Immutable.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = kube::core::Rule::new("self == oldSelf").message("spec.podMetadata is immutable: create a new AgentTask"))]
+    pub pod_metadata: Option<PodMetadata>,
 
     /// Set to true to stop the task: a running attempt is stopped and the task ends Cancelled.
     /// Cannot be set back to false.
@@ -115,6 +129,16 @@ fn default_timeout() -> Duration {
 
 fn default_backoff_limit() -> i32 {
     2
+}
+
+/// What the TTL after a finished task deletes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum TtlDeletes {
+    /// The task's Jobs, pods and ConfigMaps; the AgentTask and its status stay.
+    #[default]
+    Children,
+    /// The AgentTask itself, and so everything it owns.
+    Task,
 }
 
 /// A reference to an AgentDeployment in the same namespace.
@@ -202,8 +226,11 @@ pub struct AgentTaskStatus {
     /// Pending, Queued, Running, Succeeded, Failed or Cancelled, derived from the conditions.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub phase: Option<TaskPhase>,
-    /// `Complete` and `Failed`, with a reason from: Succeeded, Timeout, BackoffLimitExceeded,
-    /// WorkerError, ProviderUnavailable, Cancelled, InvalidReference.
+    /// `Complete` and `Failed`, the source of truth of the task's state. While the task runs
+    /// both are False with the same reason: Pending, InvalidReference, ConcurrencyLimit,
+    /// ProviderUnavailable, BackingOff or Running. At the end, `Complete` is True with reason
+    /// Succeeded, or `Failed` is True with reason Timeout, BackoffLimitExceeded, WorkerError
+    /// (the worker asked not to be retried) or Cancelled.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,
@@ -216,6 +243,10 @@ pub struct AgentTaskStatus {
     /// Attempts started so far, including the running one.
     #[serde(default)]
     pub attempts: i32,
+    /// Attempts that failed and count against `backoffLimit`. Attempts that failed because of
+    /// the LLM provider are not counted.
+    #[serde(default)]
+    pub failed_attempts: i32,
     /// When the first attempt started.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub start_time: Option<Time>,
@@ -246,14 +277,15 @@ pub struct AgentTaskStatus {
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct TaskResult {
-    /// The first 1024 characters of the result.
+    /// The first 1024 characters of the result (the worker's termination message).
     #[serde(default)]
     #[schemars(length(max = 1024))]
     pub summary: String,
     /// Whether `summary` is shorter than the full result.
     #[serde(default)]
     pub truncated: bool,
-    /// A ConfigMap owned by the task whose key `result` holds the full result.
+    /// When the result is longer than the summary: a ConfigMap owned by the task whose key
+    /// `result` holds the whole result (at most 4 KiB, the termination message limit).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub config_map_ref: Option<LocalObjectReference>,
 }
@@ -262,4 +294,53 @@ pub struct TaskResult {
 pub mod condition {
     pub const COMPLETE: &str = "Complete";
     pub const FAILED: &str = "Failed";
+}
+
+/// The reasons of the `Complete` and `Failed` conditions: a closed, documented set.
+pub mod reason {
+    /// Accepted; the first attempt is about to start.
+    pub const PENDING: &str = "Pending";
+    /// The AgentDeployment, an LLMProvider or the input that the task refers to does not exist.
+    pub const INVALID_REFERENCE: &str = "InvalidReference";
+    /// The agent's `maxConcurrentTasks` is reached; the task starts when a slot frees.
+    pub const CONCURRENCY_LIMIT: &str = "ConcurrencyLimit";
+    /// No provider of the failover chain is Ready, or the last attempt failed because of the
+    /// provider; the task starts when one is Ready, without using up an attempt.
+    pub const PROVIDER_UNAVAILABLE: &str = "ProviderUnavailable";
+    /// Waiting for `status.nextAttemptTime` before the next attempt.
+    pub const BACKING_OFF: &str = "BackingOff";
+    /// An attempt is running.
+    pub const RUNNING: &str = "Running";
+    /// The task finished successfully.
+    pub const SUCCEEDED: &str = "Succeeded";
+    /// The last attempt ran longer than `spec.timeout`, and no retry is left.
+    pub const TIMEOUT: &str = "Timeout";
+    /// Attempts failed more than `spec.backoffLimit` times.
+    pub const BACKOFF_LIMIT_EXCEEDED: &str = "BackoffLimitExceeded";
+    /// The worker exited with the code that asks not to be retried.
+    pub const WORKER_ERROR: &str = "WorkerError";
+    /// `spec.cancel` stopped the task.
+    pub const CANCELLED: &str = "Cancelled";
+}
+
+/// Exit codes with a meaning to the operator (see `docs/agent-contract.md`); any other non-zero
+/// code is a failed attempt that is retried up to `backoffLimit`.
+pub mod exit_code {
+    /// The input cannot be processed: retrying would fail again (sysexits `EX_DATAERR`).
+    pub const DO_NOT_RETRY: i32 = 65;
+    /// The LLM provider failed: the attempt is not counted and the task waits for a Ready
+    /// provider (sysexits `EX_UNAVAILABLE`).
+    pub const PROVIDER_UNAVAILABLE: i32 = 69;
+}
+
+/// An AgentTask for unit tests elsewhere: built from a spec as JSON, the way the API
+/// server would hand it over.
+#[cfg(test)]
+pub fn task_for_tests(name: &str, spec: serde_json::Value) -> AgentTask {
+    serde_json::from_value(serde_json::json!({
+        "apiVersion": "agentoperator.dev/v1alpha1", "kind": "AgentTask",
+        "metadata": {"name": name, "namespace": "team", "uid": "u-1"},
+        "spec": spec
+    }))
+    .expect("a valid AgentTask")
 }

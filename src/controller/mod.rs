@@ -2,8 +2,10 @@
 //! client for provider probes. `run_all` starts one controller per kind and watched scope.
 
 pub mod agent_deployment;
+pub mod agent_task;
 pub mod apply;
 pub mod backoff;
+pub mod chain;
 pub mod llm_provider;
 pub mod written_status;
 
@@ -12,11 +14,14 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::TryStreamExt;
 use futures::future::join_all;
 use kube::api::Api;
+use kube::runtime::WatchStreamExt;
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
-use kube::runtime::reflector::ObjectRef;
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::watcher::{self, Event as WatchEvent};
 use kube::{Client, Resource};
 use tokio_util::sync::CancellationToken;
 
@@ -113,32 +118,73 @@ impl Context {
         Action::requeue(self.error_backoff.next_delay(&key, rand::random::<f64>()))
     }
 
-    /// Publishes an Event about an AgentDeployment. A failure to publish is logged, never fatal:
-    /// events inform people, the status is the source of truth.
+    /// Publishes an Event about an AgentDeployment.
     pub async fn publish_event(
         &self,
         agent: &crate::api::AgentDeployment,
         event: agent_deployment::events::AgentEvent,
     ) {
+        self.publish(agent, event.warning, event.reason, event.note)
+            .await;
+    }
+
+    /// Publishes an Event about one of our objects. A failure to publish is logged, never
+    /// fatal: events inform people, the status is the source of truth.
+    pub async fn publish<K: Resource<DynamicType = ()>>(
+        &self,
+        object: &K,
+        warning: bool,
+        reason: &str,
+        note: String,
+    ) {
         let kube_event = Event {
-            type_: if event.warning {
+            type_: if warning {
                 EventType::Warning
             } else {
                 EventType::Normal
             },
-            reason: event.reason.to_string(),
-            note: Some(event.note),
+            reason: reason.to_string(),
+            note: Some(note),
             action: "Reconcile".into(),
             secondary: None,
         };
         if let Err(error) = self
             .recorder
-            .publish(&kube_event, &agent.object_ref(&()))
+            .publish(&kube_event, &object.object_ref(&()))
             .await
         {
-            tracing::warn!(%error, reason = event.reason, "cannot publish an event");
+            tracing::warn!(%error, reason, "cannot publish an event");
         }
     }
+}
+
+/// A reflected watch whose cache counts toward readiness. Children are watched by our
+/// managed-by label only, so the caches hold the operator's objects, not the whole cluster's.
+pub fn reflected<K>(
+    context: &Context,
+    api: kube::Api<K>,
+    config: watcher::Config,
+) -> (
+    Store<K>,
+    impl futures::Stream<Item = Result<K, watcher::Error>> + Send + 'static,
+)
+where
+    K: kube::Resource<DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static,
+{
+    let (store, writer) = reflector::store::<K>();
+    let synced = context.readiness.sync_marker();
+    let stream = watcher::watcher(api, config)
+        .default_backoff()
+        .reflect(writer)
+        .inspect_ok(move |event: &WatchEvent<K>| synced.observe(event))
+        .applied_objects();
+    (store, stream)
 }
 
 /// A short random id that tells the log lines of one reconcile apart from the next.
@@ -186,7 +232,7 @@ impl Scope {
 /// Runs every controller in every scope until `shutdown`.
 pub async fn run_all(context: Arc<Context>, options: RunOptions, shutdown: CancellationToken) {
     let scopes = Scope::from_options(&options);
-    let caches_per_scope = llm_provider::CACHES + agent_deployment::CACHES;
+    let caches_per_scope = llm_provider::CACHES + agent_deployment::CACHES + agent_task::CACHES;
     context
         .readiness
         .expect_caches(scopes.len() * caches_per_scope);
@@ -200,6 +246,12 @@ pub async fn run_all(context: Arc<Context>, options: RunOptions, shutdown: Cance
             shutdown.clone(),
         )));
         controllers.push(Box::pin(agent_deployment::run(
+            context.clone(),
+            scope.clone(),
+            concurrency,
+            shutdown.clone(),
+        )));
+        controllers.push(Box::pin(agent_task::run(
             context.clone(),
             scope,
             concurrency,

@@ -1,29 +1,24 @@
 //! The Deployment that runs an agent: the restricted security context, the provider config and
 //! credentials mounted, and the replica count left to the HPA when autoscaling is on.
 
-use std::collections::BTreeMap;
-
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
 use k8s_openapi::api::core::v1::{
-    Capabilities, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource, EnvVar,
-    EnvVarSource, KeyToPath, PodSecurityContext, PodSpec, PodTemplateSpec, ProjectedVolumeSource,
-    SeccompProfile, SecretKeySelector, SecretProjection, SecurityContext, Volume, VolumeMount,
-    VolumeProjection,
+    ConfigMapVolumeSource, Container, ContainerPort, PodSpec, PodTemplateSpec, Volume,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use kube::api::ObjectMeta;
 
 use super::labels::{agent_labels, selector_labels};
-use super::provider_config::{CONFIG_DIR, CONFIG_FILE, CREDENTIAL_FILE, CREDENTIALS_DIR};
+use super::pod::{
+    AGENT_CONTAINER, CONFIG_VOLUME, agent_env, credentials_volume, non_empty, non_empty_map,
+    read_only_mount, restricted_container_security, restricted_pod_security, tmp_volume,
+};
+use super::provider_config::CONFIG_DIR;
 use crate::api::AgentDeployment;
 use crate::api::common::SecretKeyRef;
 
-/// Name of the agent's container.
-pub const AGENT_CONTAINER: &str = "agent";
 /// Pod-template annotation whose change rolls the pods when a credential or secret changes.
 pub const SECRETS_HASH_ANNOTATION: &str = "agentoperator.dev/secrets-hash";
-/// Environment variable pointing the agent at its provider config.
-pub const CONFIG_ENV: &str = "AGENT_OPERATOR_PROVIDERS_FILE";
 
 /// What the Deployment needs besides the AgentDeployment itself.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -58,97 +53,32 @@ pub fn deployment(agent: &AgentDeployment, name: &str, inputs: &DeploymentInputs
         inputs.secrets_hash.clone(),
     );
 
-    let mut env = vec![EnvVar {
-        name: CONFIG_ENV.to_string(),
-        value: Some(format!("{CONFIG_DIR}/{CONFIG_FILE}")),
-        ..EnvVar::default()
-    }];
-    env.extend(workload.secrets.iter().map(|secret| EnvVar {
-        name: secret.name.clone(),
-        value_from: Some(EnvVarSource {
-            secret_key_ref: Some(SecretKeySelector {
-                name: secret.secret_key_ref.name.clone(),
-                key: secret.secret_key_ref.key.clone(),
-                optional: None,
-            }),
-            ..EnvVarSource::default()
-        }),
-        ..EnvVar::default()
-    }));
-    env.extend(workload.env.iter().cloned());
-
+    let (tmp, tmp_mount) = tmp_volume();
     let mut volumes = vec![
         Volume {
-            name: "providers".into(),
+            name: CONFIG_VOLUME.into(),
             config_map: Some(ConfigMapVolumeSource {
                 name: inputs.config_map.clone(),
                 ..ConfigMapVolumeSource::default()
             }),
             ..Volume::default()
         },
-        Volume {
-            name: "tmp".into(),
-            empty_dir: Some(EmptyDirVolumeSource::default()),
-            ..Volume::default()
-        },
+        tmp,
     ];
-    // Mounted as a whole folder (never subPath), so the kubelet refreshes the files in place
-    // when the config or a credential changes, without restarting the pod.
-    let mut mounts = vec![
-        VolumeMount {
-            name: "providers".into(),
-            mount_path: CONFIG_DIR.into(),
-            read_only: Some(true),
-            ..VolumeMount::default()
-        },
-        VolumeMount {
-            name: "tmp".into(),
-            mount_path: "/tmp".into(),
-            ..VolumeMount::default()
-        },
-    ];
-    if !inputs.credentials.is_empty() {
-        let sources = inputs
-            .credentials
-            .iter()
-            .map(|(provider, secret)| VolumeProjection {
-                secret: Some(SecretProjection {
-                    name: secret.name.clone(),
-                    items: Some(vec![KeyToPath {
-                        key: secret.key.clone(),
-                        path: format!("{provider}/{CREDENTIAL_FILE}"),
-                        mode: Some(0o440),
-                        ..KeyToPath::default()
-                    }]),
-                    optional: None,
-                }),
-                ..VolumeProjection::default()
-            })
-            .collect();
-        volumes.push(Volume {
-            name: "credentials".into(),
-            projected: Some(ProjectedVolumeSource {
-                sources: Some(sources),
-                ..ProjectedVolumeSource::default()
-            }),
-            ..Volume::default()
-        });
-        mounts.push(VolumeMount {
-            name: "credentials".into(),
-            mount_path: CREDENTIALS_DIR.into(),
-            read_only: Some(true),
-            ..VolumeMount::default()
-        });
+    let mut mounts = vec![read_only_mount(CONFIG_VOLUME, CONFIG_DIR), tmp_mount];
+    if let Some((volume, mount)) = credentials_volume(&inputs.credentials) {
+        volumes.push(volume);
+        mounts.push(mount);
     }
 
     let container = Container {
         name: AGENT_CONTAINER.into(),
         image: Some(workload.image.clone()),
         image_pull_policy: spec.image_pull_policy.map(|p| format!("{p:?}")),
-        command: (!workload.command.is_empty()).then(|| workload.command.clone()),
-        args: (!workload.args.is_empty()).then(|| workload.args.clone()),
-        env: Some(env),
-        env_from: (!workload.env_from.is_empty()).then(|| workload.env_from.clone()),
+        command: non_empty(&workload.command),
+        args: non_empty(&workload.args),
+        env: Some(agent_env(workload, Vec::new())),
+        env_from: non_empty(&workload.env_from),
         resources: workload.resources.clone(),
         ports: (!spec.ports.is_empty()).then(|| {
             spec.ports
@@ -192,11 +122,9 @@ pub fn deployment(agent: &AgentDeployment, name: &str, inputs: &DeploymentInputs
                     automount_service_account_token: Some(false),
                     security_context: Some(restricted_pod_security(spec.security.run_as_user)),
                     node_selector: non_empty_map(&workload.node_selector),
-                    tolerations: (!workload.tolerations.is_empty())
-                        .then(|| workload.tolerations.clone()),
+                    tolerations: non_empty(&workload.tolerations),
                     affinity: spec.affinity.clone(),
-                    image_pull_secrets: (!workload.image_pull_secrets.is_empty())
-                        .then(|| workload.image_pull_secrets.clone()),
+                    image_pull_secrets: non_empty(&workload.image_pull_secrets),
                     ..PodSpec::default()
                 }),
             },
@@ -217,45 +145,10 @@ pub fn desired_replicas(agent: &AgentDeployment) -> Option<i32> {
     }
 }
 
-/// The pod-level half of Pod Security `restricted`.
-pub fn restricted_pod_security(run_as_user: Option<i64>) -> PodSecurityContext {
-    PodSecurityContext {
-        run_as_non_root: Some(true),
-        run_as_user,
-        seccomp_profile: Some(SeccompProfile {
-            type_: "RuntimeDefault".into(),
-            localhost_profile: None,
-        }),
-        ..PodSecurityContext::default()
-    }
-}
-
-/// The container-level half of Pod Security `restricted`.
-pub fn restricted_container_security(read_only_root_filesystem: bool) -> SecurityContext {
-    SecurityContext {
-        allow_privilege_escalation: Some(false),
-        privileged: Some(false),
-        read_only_root_filesystem: Some(read_only_root_filesystem),
-        run_as_non_root: Some(true),
-        capabilities: Some(Capabilities {
-            drop: Some(vec!["ALL".into()]),
-            add: None,
-        }),
-        seccomp_profile: Some(SeccompProfile {
-            type_: "RuntimeDefault".into(),
-            localhost_profile: None,
-        }),
-        ..SecurityContext::default()
-    }
-}
-
-fn non_empty_map(map: &BTreeMap<String, String>) -> Option<BTreeMap<String, String>> {
-    (!map.is_empty()).then(|| map.clone())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::resources::provider_config::CREDENTIALS_DIR;
 
     fn agent(spec: serde_json::Value) -> AgentDeployment {
         serde_json::from_value(serde_json::json!({

@@ -3,13 +3,16 @@
 
 pub mod deployment;
 pub mod hpa;
+pub mod job;
 pub mod labels;
 pub mod names;
 pub mod network_policy;
 pub mod pdb;
+pub mod pod;
 pub mod provider_config;
 pub mod service;
 pub mod service_account;
+pub mod task_config;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::Resource;
@@ -17,13 +20,25 @@ use kube::Resource;
 /// The metadata every child of an AgentDeployment carries: its name and namespace, the agent's
 /// labels, and the controller owner reference (deletion cascades, watches map back).
 pub fn child_metadata(agent: &crate::api::AgentDeployment, name: &str) -> kube::api::ObjectMeta {
+    owned_metadata(
+        agent,
+        name,
+        labels::agent_labels(agent.metadata.name.as_deref().unwrap_or_default()),
+    )
+}
+
+/// The metadata of a child of `owner`: name, the owner's namespace, labels and the controller
+/// owner reference.
+pub fn owned_metadata<K: Resource<DynamicType = ()>>(
+    owner: &K,
+    name: &str,
+    labels: std::collections::BTreeMap<String, String>,
+) -> kube::api::ObjectMeta {
     kube::api::ObjectMeta {
         name: Some(name.to_string()),
-        namespace: agent.metadata.namespace.clone(),
-        labels: Some(labels::agent_labels(
-            agent.metadata.name.as_deref().unwrap_or_default(),
-        )),
-        owner_references: owner_reference(agent).map(|o| vec![o]),
+        namespace: owner.meta().namespace.clone(),
+        labels: Some(labels),
+        owner_references: owner_reference(owner).map(|o| vec![o]),
         ..kube::api::ObjectMeta::default()
     }
 }

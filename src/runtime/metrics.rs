@@ -16,6 +16,8 @@ pub struct Metrics {
     pub provider_probe_failures: IntCounterVec,
     pub agent_ready_replicas: IntGaugeVec,
     pub failovers: IntCounterVec,
+    pub task_attempts: IntCounterVec,
+    pub task_duration: HistogramVec,
 }
 
 impl Metrics {
@@ -91,6 +93,25 @@ impl Metrics {
             ),
             &["namespace", "name"],
         )?;
+        let task_attempts = IntCounterVec::new(
+            Opts::new(
+                "agent_operator_task_attempts_total",
+                "AgentTask attempts started (Jobs created), by namespace.",
+            ),
+            &["namespace"],
+        )?;
+        let task_duration = HistogramVec::new(
+            HistogramOpts::new(
+                "agent_operator_task_duration_seconds",
+                "Time from an AgentTask's first attempt to its end, by namespace and final phase.",
+            )
+            .buckets(vec![
+                1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0, 10800.0,
+            ]),
+            &["namespace", "phase"],
+        )?;
+        registry.register(Box::new(task_attempts.clone()))?;
+        registry.register(Box::new(task_duration.clone()))?;
         registry.register(Box::new(agent_ready_replicas.clone()))?;
         registry.register(Box::new(failovers.clone()))?;
         registry.register(Box::new(reconciles.clone()))?;
@@ -111,6 +132,8 @@ impl Metrics {
             provider_probe_failures,
             agent_ready_replicas,
             failovers,
+            task_attempts,
+            task_duration,
         })
     }
 

@@ -3,60 +3,20 @@
 
 use std::time::Duration;
 
-use agent_operator::api::{AgentDeployment, LLMProvider};
+use agent_operator::api::AgentDeployment;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service, ServiceAccount};
+use kube::Api;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
-use kube::{Api, Resource};
 use serde_json::{Value, json};
 
 use crate::support::fake_provider::{Behaviour, FakeProvider};
+use crate::support::objects::{KEY, agent, apply, event_reasons, provider};
 use crate::support::operator::OperatorProcess;
 use crate::support::{self, TestNamespace, wait_until};
 
-const KEY: &str = "sk-agent-test-7c1d9e2f4a6b8c0d";
 const WAIT: Duration = Duration::from_secs(60);
-
-async fn apply<K>(api: &Api<K>, name: &str, object: Value)
-where
-    K: Resource<DynamicType = ()>
-        + Clone
-        + serde::de::DeserializeOwned
-        + serde::Serialize
-        + std::fmt::Debug,
-{
-    api.patch(
-        name,
-        &PatchParams::apply("agent-operator-tests").force(),
-        &Patch::Apply(&object),
-    )
-    .await
-    .unwrap_or_else(|error| panic!("apply {name}: {error}"));
-}
-
-async fn provider(ns: &TestNamespace, name: &str, fake: &FakeProvider) {
-    apply(&ns.api::<Secret>(), &format!("{name}-key"), json!({
-        "apiVersion": "v1", "kind": "Secret", "metadata": {"name": format!("{name}-key")}, "stringData": {"apiKey": KEY}
-    }))
-    .await;
-    apply(&ns.api::<LLMProvider>(), name, json!({
-        "apiVersion": "agentoperator.dev/v1alpha1", "kind": "LLMProvider", "metadata": {"name": name},
-        "spec": {
-            "type": "OpenAI", "endpoint": fake.openai_endpoint(), "allowInsecureHTTP": true,
-            "credentials": {"name": format!("{name}-key"), "key": "apiKey"}, "defaultModel": "gpt-4o", "models": ["gpt-4o"],
-            "healthCheck": {"interval": "2s", "timeout": "2s", "failureThreshold": 2, "successThreshold": 1}
-        }
-    }))
-    .await;
-}
-
-async fn agent(ns: &TestNamespace, name: &str, spec: Value) {
-    apply(&ns.api::<AgentDeployment>(), name, json!({
-        "apiVersion": "agentoperator.dev/v1alpha1", "kind": "AgentDeployment", "metadata": {"name": name}, "spec": spec
-    }))
-    .await;
-}
 
 async fn wait_for_ready(
     api: &Api<AgentDeployment>,
@@ -528,20 +488,6 @@ async fn secret_change_rolls_pods_and_an_unchanged_agent_writes_nothing() {
 }
 
 /// Reasons of the Events recorded about an object.
-async fn event_reasons(ns: &TestNamespace, name: &str) -> Vec<String> {
-    let events = ns
-        .api::<k8s_openapi::api::core::v1::Event>()
-        .list(&ListParams::default())
-        .await
-        .expect("events");
-    events
-        .items
-        .into_iter()
-        .filter(|e| e.involved_object.name.as_deref() == Some(name))
-        .filter_map(|e| e.reason)
-        .collect()
-}
-
 #[tokio::test]
 async fn crash_looping_pods_show_in_status_and_events() {
     let (_, ns) = support::namespace_with_crds("agent-crashloop").await;

@@ -5,6 +5,7 @@
 mod support;
 
 mod agent_deployment;
+mod agent_task;
 mod api;
 mod leader_election;
 mod llm_provider;

@@ -5,6 +5,7 @@
 
 pub mod admission;
 pub mod fake_provider;
+pub mod objects;
 pub mod operator;
 
 use std::future::Future;

@@ -8,20 +8,20 @@ pub mod watches;
 
 use std::sync::Arc;
 
-use futures::{StreamExt, TryStreamExt};
+use futures::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, Service, ServiceAccount};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::runtime::controller::{Action, Controller};
-use kube::runtime::reflector::{self, Store};
-use kube::runtime::watcher::{self, Event};
+use kube::runtime::reflector::Store;
+use kube::runtime::watcher;
 use kube::runtime::{WatchStreamExt, predicates};
 use tokio_util::sync::CancellationToken;
 
 use super::written_status::WrittenStatus;
-use super::{Context, Scope};
+use super::{Context, Scope, reflected};
 use crate::api::AgentDeployment;
 use crate::api::agent_deployment::AgentDeploymentStatus;
 use crate::api::llm_provider::LLMProvider;
@@ -52,35 +52,6 @@ pub struct AgentController {
     pub caches: Caches,
     /// The status last written per agent; see `written_status`.
     pub written: WrittenStatus<AgentDeploymentStatus>,
-}
-
-/// A reflected watch whose cache counts toward readiness. Children are watched by our
-/// managed-by label only, so the caches hold the operator's objects, not the whole cluster's.
-fn reflected<K>(
-    context: &Context,
-    api: kube::Api<K>,
-    config: watcher::Config,
-) -> (
-    Store<K>,
-    impl futures::Stream<Item = Result<K, watcher::Error>> + Send + 'static,
-)
-where
-    K: kube::Resource<DynamicType = ()>
-        + Clone
-        + serde::de::DeserializeOwned
-        + std::fmt::Debug
-        + Send
-        + Sync
-        + 'static,
-{
-    let (store, writer) = reflector::store::<K>();
-    let synced = context.readiness.sync_marker();
-    let stream = watcher::watcher(api, config)
-        .default_backoff()
-        .reflect(writer)
-        .inspect_ok(move |event: &Event<K>| synced.observe(event))
-        .applied_objects();
-    (store, stream)
 }
 
 pub async fn run(

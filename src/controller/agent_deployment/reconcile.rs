@@ -19,10 +19,11 @@ use crate::api::AgentDeployment;
 use crate::api::conditions::is_condition_true;
 use crate::api::llm_provider::{LLMProvider, condition as provider_condition};
 use crate::controller::apply::{apply_if_changed, delete_if_present};
+use crate::controller::chain::resolve_chain;
 use crate::resources::deployment::{DeploymentInputs, SECRETS_HASH_ANNOTATION, deployment};
 use crate::resources::labels::selector_string;
 use crate::resources::names::{DNS_LABEL_MAX, DNS_SUBDOMAIN_MAX, child_name};
-use crate::resources::provider_config::{ResolvedProvider, config_map, provider_config};
+use crate::resources::provider_config::{config_map, provider_config};
 use crate::resources::{hpa, network_policy, pdb, service, service_account, short_hash};
 
 pub const CONTROLLER: &str = "agentdeployment";
@@ -87,7 +88,14 @@ pub async fn reconcile(
     let caches = &controller.caches;
 
     // Resolve references from the caches.
-    let chain = resolve_chain(&controller, &agent, &namespace);
+    // Mount only credentials whose Secret key exists: a missing one would keep every pod from
+    // starting, while the provider's status already reports it.
+    let chain = resolve_chain(
+        &caches.providers,
+        &agent.spec.workload.providers,
+        &namespace,
+        |_, credential| secret_has_key(&controller, &namespace, &credential.name, &credential.key),
+    );
     let broken = broken_secret_references(&controller, &agent, &namespace);
     let current_deployment = caches
         .deployments
@@ -295,77 +303,6 @@ where
                 source,
             }),
     }
-}
-
-/// Each link of the failover chain with its provider's state, from the caches.
-fn resolve_chain(
-    controller: &AgentController,
-    agent: &AgentDeployment,
-    namespace: &str,
-) -> Vec<ResolvedProvider> {
-    agent
-        .spec
-        .workload
-        .providers
-        .iter()
-        .map(|link| {
-            let provider = controller
-                .caches
-                .providers
-                .get(&ObjectRef::<LLMProvider>::new(&link.name).within(namespace));
-            match provider {
-                None => ResolvedProvider {
-                    name: link.name.clone(),
-                    provider_type: None,
-                    endpoint: None,
-                    model: link.model.clone(),
-                    ready: false,
-                    reason: Some("NotFound".into()),
-                    credential: None,
-                    azure_api_version: None,
-                },
-                Some(provider) => {
-                    let conditions = provider
-                        .status
-                        .as_ref()
-                        .map(|s| s.conditions.as_slice())
-                        .unwrap_or_default();
-                    let ready = is_condition_true(conditions, provider_condition::READY);
-                    let reason = (!ready).then(|| {
-                        conditions
-                            .iter()
-                            .find(|c| c.type_ == provider_condition::READY)
-                            .map(|c| c.reason.clone())
-                            .unwrap_or_else(|| "NotProbed".into())
-                    });
-                    // Mount only credentials whose Secret key exists: a missing one would keep
-                    // every pod from starting, while the provider's status already reports it.
-                    let credential = provider
-                        .spec
-                        .credentials
-                        .clone()
-                        .filter(|c| secret_has_key(controller, namespace, &c.name, &c.key));
-                    ResolvedProvider {
-                        name: link.name.clone(),
-                        provider_type: Some(provider.spec.provider_type),
-                        endpoint: Some(provider.spec.endpoint.clone()),
-                        model: link
-                            .model
-                            .clone()
-                            .or_else(|| provider.spec.default_model.clone()),
-                        ready,
-                        reason,
-                        credential,
-                        azure_api_version: provider
-                            .spec
-                            .azure
-                            .as_ref()
-                            .map(|a| a.api_version.clone()),
-                    }
-                }
-            }
-        })
-        .collect()
 }
 
 fn secret_has_key(controller: &AgentController, namespace: &str, secret: &str, key: &str) -> bool {

@@ -1,0 +1,350 @@
+//! What happened to each attempt of a task, read from its Jobs and their pods. Pure.
+//!
+//! The Jobs are the record of the attempts while a task runs: one Job per attempt, never
+//! deleted before the task ends, so counting and classifying them after an operator restart
+//! gives the same answer as before it.
+
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::{ContainerStateTerminated, Pod};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
+use crate::api::agent_task::exit_code;
+use crate::resources::job::PROVIDER_ANNOTATION;
+use crate::resources::labels::ATTEMPT_LABEL;
+use crate::resources::pod::AGENT_CONTAINER;
+
+/// One attempt as observed.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Attempt {
+    pub number: i32,
+    pub job_name: String,
+    pub pod_name: Option<String>,
+    /// The provider the attempt was pointed at first.
+    pub provider: Option<String>,
+    pub started: Option<Time>,
+    pub outcome: Outcome,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum Outcome {
+    /// The Job has not finished, or it finished and its pod's final state is not seen yet.
+    Running,
+    /// The worker exited 0; its termination message, when the pod is still there.
+    Succeeded {
+        result: Option<String>,
+        finished: Option<Time>,
+    },
+    Failed {
+        failure: Failure,
+        finished: Option<Time>,
+    },
+}
+
+/// Why an attempt failed, which decides whether it counts against `backoffLimit`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Failure {
+    /// Stopped at `spec.timeout`.
+    Timeout,
+    /// The worker reported that the LLM provider failed: not counted.
+    ProviderUnavailable { message: Option<String> },
+    /// The worker asked not to be retried.
+    DoNotRetry { message: Option<String> },
+    /// Any other failure; `exit_code` is unknown when the pod is gone.
+    Error {
+        exit_code: Option<i32>,
+        message: Option<String>,
+    },
+}
+
+impl Failure {
+    /// Whether this failure uses up one of the `backoffLimit` retries.
+    pub fn counts(&self) -> bool {
+        !matches!(self, Failure::ProviderUnavailable { .. })
+    }
+
+    /// One line for a condition message.
+    pub fn describe(&self) -> String {
+        let with_message = |text: String, message: &Option<String>| match message {
+            Some(message) if !message.is_empty() => format!("{text}: {}", first_line(message)),
+            _ => text,
+        };
+        match self {
+            Failure::Timeout => "the attempt ran longer than spec.timeout".into(),
+            Failure::ProviderUnavailable { message } => with_message(
+                format!(
+                    "the worker reported a provider failure (exit code {})",
+                    exit_code::PROVIDER_UNAVAILABLE
+                ),
+                message,
+            ),
+            Failure::DoNotRetry { message } => with_message(
+                format!(
+                    "the worker failed and asked not to be retried (exit code {})",
+                    exit_code::DO_NOT_RETRY
+                ),
+                message,
+            ),
+            Failure::Error {
+                exit_code: Some(code),
+                message,
+            } => with_message(format!("the worker exited with code {code}"), message),
+            Failure::Error {
+                exit_code: None,
+                message,
+            } => with_message("the worker failed".into(), message),
+        }
+    }
+}
+
+/// Condition messages stay one line, and a worker's message is bounded.
+fn first_line(message: &str) -> String {
+    let line = message.lines().next().unwrap_or_default();
+    line.chars().take(256).collect()
+}
+
+/// The attempts of a task from its Jobs and their pods, ordered by number. Jobs without a valid
+/// attempt label are not ours to count.
+pub fn observe_attempts(jobs: &[&Job], pods: &[&Pod]) -> Vec<Attempt> {
+    let mut attempts: Vec<Attempt> = jobs
+        .iter()
+        .filter_map(|job| {
+            let number: i32 = job
+                .metadata
+                .labels
+                .as_ref()?
+                .get(ATTEMPT_LABEL)?
+                .parse()
+                .ok()?;
+            let job_name = job.metadata.name.clone()?;
+            let pod = newest_pod_of(&job_name, pods);
+            Some(Attempt {
+                number,
+                pod_name: pod.and_then(|p| p.metadata.name.clone()),
+                provider: job
+                    .metadata
+                    .annotations
+                    .as_ref()
+                    .and_then(|a| a.get(PROVIDER_ANNOTATION).cloned()),
+                started: job.metadata.creation_timestamp.clone(),
+                outcome: outcome_of(job, pod),
+                job_name,
+            })
+        })
+        .collect();
+    attempts.sort_by_key(|a| a.number);
+    attempts
+}
+
+fn newest_pod_of<'a>(job_name: &str, pods: &[&'a Pod]) -> Option<&'a Pod> {
+    pods.iter()
+        .copied()
+        .filter(|pod| {
+            pod.metadata
+                .owner_references
+                .iter()
+                .flatten()
+                .any(|o| o.kind == "Job" && o.name == job_name)
+        })
+        .max_by(|a, b| {
+            a.metadata
+                .creation_timestamp
+                .cmp(&b.metadata.creation_timestamp)
+        })
+}
+
+fn outcome_of(job: &Job, pod: Option<&Pod>) -> Outcome {
+    let conditions = job
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.as_deref())
+        .unwrap_or_default();
+    let finished_condition = |type_: &str| {
+        conditions
+            .iter()
+            .find(|c| c.type_ == type_ && c.status == "True")
+    };
+    if let Some(complete) = finished_condition("Complete") {
+        let finished = job
+            .status
+            .as_ref()
+            .and_then(|s| s.completion_time.clone())
+            .or_else(|| complete.last_transition_time.clone());
+        return match pod {
+            // The pod's last state may lag behind the Job's in the cache: wait for it.
+            Some(pod) => match terminated_agent(pod) {
+                Some(terminated) => Outcome::Succeeded {
+                    result: terminated.message.clone(),
+                    finished,
+                },
+                None => Outcome::Running,
+            },
+            None => Outcome::Succeeded {
+                result: None,
+                finished,
+            },
+        };
+    }
+    if let Some(failed) = finished_condition("Failed") {
+        let finished = failed.last_transition_time.clone();
+        if failed.reason.as_deref() == Some("DeadlineExceeded") {
+            return Outcome::Failed {
+                failure: Failure::Timeout,
+                finished,
+            };
+        }
+        let failure = match pod.map(terminated_agent) {
+            Some(Some(terminated)) => failure_from_exit(terminated),
+            // Not yet seen as terminated: wait for the pod's final state.
+            Some(None) => return Outcome::Running,
+            None => Failure::Error {
+                exit_code: None,
+                message: failed.message.clone(),
+            },
+        };
+        return Outcome::Failed { failure, finished };
+    }
+    Outcome::Running
+}
+
+fn terminated_agent(pod: &Pod) -> Option<&ContainerStateTerminated> {
+    pod.status
+        .as_ref()?
+        .container_statuses
+        .as_ref()?
+        .iter()
+        .find(|c| c.name == AGENT_CONTAINER)?
+        .state
+        .as_ref()?
+        .terminated
+        .as_ref()
+}
+
+fn failure_from_exit(terminated: &ContainerStateTerminated) -> Failure {
+    let message = terminated.message.clone();
+    match terminated.exit_code {
+        exit_code::PROVIDER_UNAVAILABLE => Failure::ProviderUnavailable { message },
+        exit_code::DO_NOT_RETRY => Failure::DoNotRetry { message },
+        code => Failure::Error {
+            exit_code: Some(code),
+            message,
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job(number: i32, condition: Option<(&str, &str)>) -> Job {
+        let conditions = condition
+            .map(|(type_, reason)| {
+                serde_json::json!([{"type": type_, "status": "True", "reason": reason,
+                    "lastTransitionTime": "2026-01-01T00:01:00Z"}])
+            })
+            .unwrap_or(serde_json::json!([]));
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": format!("t-{number}"), "labels": {ATTEMPT_LABEL: number.to_string()},
+                "annotations": {PROVIDER_ANNOTATION: "openai"},
+                "creationTimestamp": "2026-01-01T00:00:00Z"},
+            "status": {"conditions": conditions}
+        }))
+        .expect("job")
+    }
+
+    fn pod(job: &str, exit: Option<(i32, &str)>) -> Pod {
+        let state = match exit {
+            Some((code, message)) => {
+                serde_json::json!({"terminated": {"exitCode": code, "message": message}})
+            }
+            None => serde_json::json!({"running": {}}),
+        };
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": format!("{job}-abcde"),
+                "ownerReferences": [{"apiVersion": "batch/v1", "kind": "Job", "name": job, "uid": "j"}]},
+            "status": {"containerStatuses": [{"name": "agent", "image": "a", "imageID": "", "ready": false,
+                "restartCount": 0, "state": state}]}
+        }))
+        .expect("pod")
+    }
+
+    #[test]
+    fn a_finished_job_waits_for_its_pods_final_state() {
+        let complete = job(1, Some(("Complete", "")));
+        let running = pod("t-1", None);
+        let attempts = observe_attempts(&[&complete], &[&running]);
+        assert_eq!(attempts[0].outcome, Outcome::Running);
+
+        let done = pod("t-1", Some((0, "the answer")));
+        let attempts = observe_attempts(&[&complete], &[&done]);
+        assert!(matches!(
+            &attempts[0].outcome,
+            Outcome::Succeeded { result: Some(r), .. } if r == "the answer"
+        ));
+        assert_eq!(attempts[0].provider.as_deref(), Some("openai"));
+        assert_eq!(attempts[0].pod_name.as_deref(), Some("t-1-abcde"));
+    }
+
+    #[test]
+    fn failures_are_classified_by_deadline_and_exit_code() {
+        let cases = [
+            (Some(("Failed", "DeadlineExceeded")), None, Failure::Timeout),
+            (
+                Some(("Failed", "BackoffLimitExceeded")),
+                Some((69, "503 from provider")),
+                Failure::ProviderUnavailable {
+                    message: Some("503 from provider".into()),
+                },
+            ),
+            (
+                Some(("Failed", "BackoffLimitExceeded")),
+                Some((65, "bad input")),
+                Failure::DoNotRetry {
+                    message: Some("bad input".into()),
+                },
+            ),
+            (
+                Some(("Failed", "BackoffLimitExceeded")),
+                Some((2, "")),
+                Failure::Error {
+                    exit_code: Some(2),
+                    message: Some(String::new()),
+                },
+            ),
+        ];
+        for (condition, exit, expected) in cases {
+            let failed = job(1, condition);
+            let pods: Vec<Pod> = exit.map(|e| pod("t-1", Some(e))).into_iter().collect();
+            let pod_refs: Vec<&Pod> = pods.iter().collect();
+            let attempts = observe_attempts(&[&failed], &pod_refs);
+            match &attempts[0].outcome {
+                Outcome::Failed { failure, .. } => assert_eq!(failure, &expected),
+                other => panic!("expected a failure, got {other:?}"),
+            }
+        }
+        assert!(!Failure::ProviderUnavailable { message: None }.counts());
+        assert!(Failure::Timeout.counts());
+    }
+
+    #[test]
+    fn attempts_are_ordered_and_foreign_jobs_ignored() {
+        let (two, one) = (job(2, None), job(1, Some(("Complete", ""))));
+        let mut foreign = job(3, None);
+        foreign.metadata.labels = None;
+        let numbers: Vec<i32> = observe_attempts(&[&two, &foreign, &one], &[])
+            .iter()
+            .map(|a| a.number)
+            .collect();
+        assert_eq!(numbers, [1, 2]);
+    }
+
+    #[test]
+    fn worker_messages_are_bounded_to_one_line() {
+        let failure = Failure::Error {
+            exit_code: Some(1),
+            message: Some(format!("{}\nsecond line", "x".repeat(500))),
+        };
+        let text = failure.describe();
+        assert!(!text.contains('\n'));
+        assert!(text.len() < 300);
+    }
+}

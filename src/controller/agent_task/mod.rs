@@ -1,0 +1,177 @@
+//! The AgentTask controller: runs each task as one Job per attempt, with a deadline, retries,
+//! queueing behind its agent's `maxConcurrentTasks`, cancellation, a recorded result and
+//! cleanup.
+
+pub mod attempts;
+pub mod queue;
+pub mod reconcile;
+pub mod status;
+pub mod watches;
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+
+use futures::channel::mpsc;
+use futures::{StreamExt, TryStreamExt};
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::{ConfigMap, Pod};
+use kube::ResourceExt;
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::watcher::{self, Event};
+use kube::runtime::{WatchStreamExt, predicates};
+use tokio_util::sync::CancellationToken;
+
+use super::written_status::WrittenStatus;
+use super::{Context, Scope, reflected};
+use crate::api::agent_task::AgentTaskStatus;
+use crate::api::llm_provider::LLMProvider;
+use crate::api::{AgentDeployment, AgentTask};
+use crate::resources::labels::TASK_LABEL;
+use reconcile::{CONTROLLER, ReconcileError, reconcile};
+
+/// Watch caches this controller keeps per scope.
+pub const CACHES: usize = 6;
+
+/// Read-only views of everything a reconcile reads.
+pub struct Caches {
+    pub tasks: Store<AgentTask>,
+    pub agents: Store<AgentDeployment>,
+    pub providers: Store<LLMProvider>,
+    /// The tasks' Jobs, one per attempt.
+    pub jobs: Store<Job>,
+    /// The tasks' worker pods, for exit codes and termination messages.
+    pub pods: Store<Pod>,
+    /// The tasks' own ConfigMaps (worker files and results).
+    pub config_maps: Store<ConfigMap>,
+}
+
+pub struct TaskController {
+    pub context: Arc<Context>,
+    pub caches: Caches,
+    /// The status last written per task; see `written_status`.
+    pub written: WrittenStatus<AgentTaskStatus>,
+    /// UIDs of tasks whose first Job this process is creating, until they finish: admission
+    /// counts them before their Job shows in the cache. Guarded together with the admission
+    /// decision, so two reconciles cannot both take the last slot.
+    pub starting: Mutex<HashSet<String>>,
+    /// Wakes tasks whose state changed because of another task (a slot freed).
+    pub wake: mpsc::UnboundedSender<ObjectRef<AgentTask>>,
+}
+
+impl TaskController {
+    /// Asks for a reconcile of every unfinished task of `agent`: one of them may start now.
+    pub fn wake_queue(&self, namespace: Option<&str>, agent: &str) {
+        for task in watches::unfinished_tasks_of_agent(&self.caches.tasks, namespace, agent) {
+            let _ = self.wake.unbounded_send(task);
+        }
+    }
+
+    fn forget(&self, task: &AgentTask) {
+        if let Some(uid) = task.uid() {
+            self.written.forget(&uid);
+            if let Ok(mut starting) = self.starting.lock() {
+                starting.remove(&uid);
+            }
+        }
+    }
+}
+
+pub async fn run(
+    context: Arc<Context>,
+    scope: Scope,
+    concurrency: u16,
+    shutdown: CancellationToken,
+) {
+    let client = &context.client;
+    let all = watcher::Config::default;
+    // Only objects that belong to a task: the caches never hold the cluster's other Jobs and pods.
+    let owned = || watcher::Config::default().labels(TASK_LABEL);
+
+    let (agents, agent_stream) = reflected(&context, scope.api::<AgentDeployment>(client), all());
+    let (providers, provider_stream) = reflected(&context, scope.api::<LLMProvider>(client), all());
+    let (jobs, job_stream) = reflected(&context, scope.api::<Job>(client), owned());
+    let (pods, pod_stream) = reflected(&context, scope.api::<Pod>(client), owned());
+    let (config_maps, config_map_stream) =
+        reflected(&context, scope.api::<ConfigMap>(client), owned());
+
+    let (tasks, task_writer) = reflector::store::<AgentTask>();
+    let (wake, woken) = mpsc::unbounded();
+    let controller = Arc::new(TaskController {
+        context: context.clone(),
+        caches: Caches {
+            tasks: tasks.clone(),
+            agents: agents.clone(),
+            providers,
+            jobs,
+            pods,
+            config_maps,
+        },
+        written: WrittenStatus::default(),
+        starting: Mutex::new(HashSet::new()),
+        wake,
+    });
+
+    // A task that finished or was deleted frees a slot of its agent: wake the tasks queued
+    // behind it. This runs after the store has the change, so they see the slot free.
+    let synced = context.readiness.sync_marker();
+    let on_task_event = controller.clone();
+    let task_stream = watcher::watcher(scope.api::<AgentTask>(client), all())
+        .default_backoff()
+        .reflect(task_writer)
+        .inspect_ok(move |event| {
+            synced.observe(event);
+            match event {
+                Event::Delete(task) => {
+                    on_task_event.forget(task);
+                    wake_after(&on_task_event, task);
+                }
+                // Not on the initial list: every task is reconciled after it anyway.
+                Event::Apply(task) if status::is_finished(task.status.as_ref()) => {
+                    wake_after(&on_task_event, task);
+                }
+                _ => {}
+            }
+        })
+        .applied_objects()
+        // Our own status writes do not change the generation; spec changes (cancel) do.
+        .predicate_filter(predicates::generation, Default::default());
+
+    let (tasks_for_agents, tasks_for_providers, agents_for_providers) =
+        (tasks.clone(), tasks.clone(), agents.clone());
+    Controller::for_stream(task_stream, tasks)
+        .with_config(kube::runtime::controller::Config::default().concurrency(concurrency))
+        .owns_stream(job_stream)
+        .owns_stream(config_map_stream)
+        .watches_stream(pod_stream, watches::task_of_pod)
+        .watches_stream(agent_stream, move |agent| {
+            watches::tasks_of_agent(&tasks_for_agents, &agent)
+        })
+        .watches_stream(provider_stream, move |provider| {
+            watches::tasks_using_provider(&tasks_for_providers, &agents_for_providers, &provider)
+        })
+        .reconcile_on(woken)
+        .graceful_shutdown_on(shutdown.cancelled_owned())
+        .run(reconcile, error_policy, controller)
+        .for_each(|result| {
+            context.record_reconcile(CONTROLLER, result);
+            std::future::ready(())
+        })
+        .await;
+}
+
+fn wake_after(controller: &TaskController, task: &AgentTask) {
+    if let Some(agent) = &task.spec.agent_ref {
+        controller.wake_queue(task.namespace().as_deref(), &agent.name);
+    }
+}
+
+fn error_policy(
+    object: Arc<AgentTask>,
+    error: &ReconcileError,
+    controller: Arc<TaskController>,
+) -> Action {
+    controller
+        .context
+        .requeue_after_error(CONTROLLER, object.as_ref(), error.reason(), error)
+}

@@ -1,0 +1,645 @@
+//! One reconcile of an AgentTask, as a pipeline: read the task's attempts and references from
+//! the caches → decide (pure) → apply the worker files and the one step decided → report status.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret};
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use kube::runtime::controller::Action;
+use kube::runtime::reflector::ObjectRef;
+use kube::{Resource, ResourceExt};
+use tracing::instrument;
+
+use super::TaskController;
+use super::attempts::{Attempt, observe_attempts};
+use super::queue::{QueueEntry, may_start};
+use super::status::{ChainState, Decision, Inputs, Slot, Step, decide, is_finished};
+use crate::api::agent_task::{AgentTaskStatus, InputSource, TtlDeletes, reason};
+use crate::api::conditions::find_condition;
+use crate::api::{AgentDeployment, AgentTask};
+use crate::controller::apply::apply_if_changed;
+use crate::controller::chain::{credential_validated, resolve_chain};
+use crate::resources::job::{AttemptInputs, Worker, job};
+use crate::resources::provider_config::{ResolvedProvider, provider_config};
+use crate::resources::task_config::{result_config_map, task_config_map};
+
+pub const CONTROLLER: &str = "agenttask";
+
+/// How long a reconcile waits for the caches' first list: deciding on a partial view of the
+/// Jobs could start an attempt that already ran.
+const CACHE_SYNC_WAIT: Duration = Duration::from_secs(30);
+/// Nothing announces drift of a running task that nobody changed; look again this often.
+const IDLE_REQUEUE: Duration = Duration::from_secs(600);
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReconcileError {
+    #[error("AgentTask has no namespace")]
+    MissingNamespace,
+    #[error("the watch caches have not synced yet")]
+    CachesNotSynced,
+    #[error("cannot apply ConfigMap {name}: {source}")]
+    ApplyConfigMap { name: String, source: kube::Error },
+    #[error("cannot create Job {name} for attempt {attempt}: {source}")]
+    CreateJob {
+        name: String,
+        attempt: i32,
+        source: kube::Error,
+    },
+    #[error("cannot delete {kind} {name}: {source}")]
+    Delete {
+        kind: &'static str,
+        name: String,
+        source: kube::Error,
+    },
+    #[error("cannot read {kind} {name} for spec.inputFrom: {source}")]
+    ReadInput {
+        kind: &'static str,
+        name: String,
+        source: kube::Error,
+    },
+    #[error("cannot update the status: {source}")]
+    UpdateStatus { source: kube::Error },
+}
+
+impl ReconcileError {
+    pub fn reason(&self) -> &'static str {
+        match self {
+            ReconcileError::MissingNamespace => "MissingNamespace",
+            ReconcileError::CachesNotSynced => "CachesNotSynced",
+            ReconcileError::ApplyConfigMap { .. } => "Apply",
+            ReconcileError::CreateJob { .. } => "CreateJob",
+            ReconcileError::Delete { .. } => "Delete",
+            ReconcileError::ReadInput { .. } => "ReadInput",
+            ReconcileError::UpdateStatus { .. } => "UpdateStatus",
+        }
+    }
+}
+
+#[instrument(skip_all, fields(kind = "AgentTask", namespace = task.namespace(), name = %task.name_any(), reconcile_id = %crate::controller::reconcile_id()))]
+pub async fn reconcile(
+    task: Arc<AgentTask>,
+    controller: Arc<TaskController>,
+) -> Result<Action, ReconcileError> {
+    wait_for_caches(&controller).await?;
+    let namespace = task.namespace().ok_or(ReconcileError::MissingNamespace)?;
+    let name = task.name_any();
+    let uid = task.uid().unwrap_or_default();
+    let previous = controller.written.previous(&uid, task.status.as_ref());
+
+    // Read.
+    let attempts = if is_finished(previous.as_ref()) {
+        Vec::new()
+    } else {
+        attempts_of(&controller, &task)
+    };
+    let agent = task.spec.agent_ref.as_ref().and_then(|r| {
+        controller
+            .caches
+            .agents
+            .get(&ObjectRef::new(&r.name).within(&namespace))
+    });
+    let worker = worker_of(&task, agent.as_deref());
+    let chain = worker
+        .as_ref()
+        .map(|w| {
+            resolve_chain(
+                &controller.caches.providers,
+                &w.workload.providers,
+                &namespace,
+                |provider, _| credential_validated(provider),
+            )
+        })
+        .unwrap_or_default();
+    let may_start_attempt = !is_finished(previous.as_ref())
+        && attempts
+            .last()
+            .is_none_or(|a| matches!(a.outcome, super::attempts::Outcome::Failed { .. }));
+    let broken_reference = match &worker {
+        Err(message) => Some(message.clone()),
+        Ok(_) if may_start_attempt => missing_input(&controller, &task, &namespace).await?,
+        Ok(_) => None,
+    };
+
+    // Decide, and claim a slot in the same critical section.
+    let decision = {
+        let mut starting = controller
+            .starting
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let slot = match (agent.as_deref(), may_start_attempt) {
+            (Some(agent), true) => slot_for(&controller, &task, agent, &starting),
+            _ => Slot::Free,
+        };
+        let inputs = Inputs {
+            name: &name,
+            spec: &task.spec,
+            generation: task.meta().generation,
+            attempts: &attempts,
+            broken_reference,
+            chain: chain_state(&chain),
+            slot,
+        };
+        let decision = decide(previous.as_ref(), &inputs, Timestamp::now());
+        if matches!(decision.step, Step::StartAttempt { .. }) {
+            starting.insert(uid.clone());
+        }
+        decision
+    };
+
+    // Apply.
+    if !is_finished(Some(&decision.status)) {
+        let tools = agent
+            .as_ref()
+            .map(|a| a.spec.tools.clone())
+            .unwrap_or_default();
+        let config = task_config_map(&task, &provider_config(&chain, &tools));
+        apply_config_map(&controller, config).await?;
+    }
+    let applied = apply_step(&controller, &task, &decision, worker.ok(), &chain).await;
+    if applied.is_err() && matches!(decision.step, Step::StartAttempt { .. }) {
+        forget_start(&controller, &uid);
+    }
+    applied?;
+
+    // Report.
+    report(&controller, &task, previous.as_ref(), &decision).await?;
+    tracing::debug!(reason = ?decision.status.reason, step = ?step_name(&decision.step), requeue_after = ?decision.requeue_after, "reconciled");
+    Ok(decision
+        .requeue_after
+        .map(Action::requeue)
+        .unwrap_or_else(|| Action::requeue(IDLE_REQUEUE)))
+}
+
+fn step_name(step: &Step) -> &'static str {
+    match step {
+        Step::Nothing => "none",
+        Step::StartAttempt { .. } => "start attempt",
+        Step::StopAttempt { .. } => "stop attempt",
+        Step::StoreResult { .. } => "store result",
+        Step::Cleanup => "cleanup",
+    }
+}
+
+async fn wait_for_caches(controller: &TaskController) -> Result<(), ReconcileError> {
+    let caches = &controller.caches;
+    let all = async {
+        caches.jobs.wait_until_ready().await?;
+        caches.pods.wait_until_ready().await?;
+        caches.agents.wait_until_ready().await?;
+        caches.providers.wait_until_ready().await
+    };
+    match tokio::time::timeout(CACHE_SYNC_WAIT, all).await {
+        Ok(Ok(())) => Ok(()),
+        _ => Err(ReconcileError::CachesNotSynced),
+    }
+}
+
+/// The task's attempts from the Jobs it owns and their pods.
+fn attempts_of(controller: &TaskController, task: &AgentTask) -> Vec<Attempt> {
+    let uid = task.uid();
+    let owned_by_task =
+        |owners: Option<&Vec<k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference>>| {
+            owners
+                .into_iter()
+                .flatten()
+                .any(|o| Some(&o.uid) == uid.as_ref())
+        };
+    let jobs = controller.caches.jobs.state();
+    let jobs: Vec<&Job> = jobs
+        .iter()
+        .map(|j| j.as_ref())
+        .filter(|j| owned_by_task(j.metadata.owner_references.as_ref()))
+        .collect();
+    let job_names: Vec<&str> = jobs
+        .iter()
+        .filter_map(|j| j.metadata.name.as_deref())
+        .collect();
+    let pods = controller.caches.pods.state();
+    let pods: Vec<&Pod> = pods
+        .iter()
+        .map(|p| p.as_ref())
+        .filter(|p| p.metadata.namespace == task.metadata.namespace)
+        .filter(|p| {
+            p.metadata
+                .owner_references
+                .iter()
+                .flatten()
+                .any(|o| o.kind == "Job" && job_names.contains(&o.name.as_str()))
+        })
+        .collect();
+    observe_attempts(&jobs, &pods)
+}
+
+/// The worker from the referenced AgentDeployment or the inline template, or why there is none.
+fn worker_of(task: &AgentTask, agent: Option<&AgentDeployment>) -> Result<Worker, String> {
+    let task_metadata = task.spec.pod_metadata.clone().unwrap_or_default();
+    if let Some(template) = &task.spec.template {
+        return Ok(Worker {
+            workload: template.workload.clone(),
+            pod_metadata: task_metadata,
+            security: crate::api::agent_deployment::AgentSecurity::default(),
+            image_pull_policy: None,
+            service_account: template.workload.service_account_name.clone(),
+        });
+    }
+    let reference = task
+        .spec
+        .agent_ref
+        .as_ref()
+        .map(|r| r.name.as_str())
+        .unwrap_or_default();
+    let Some(agent) = agent else {
+        return Err(format!(
+            "AgentDeployment {reference} named by spec.agentRef does not exist; create it, or delete this task and create one for an existing agent"
+        ));
+    };
+    let mut pod_metadata = agent.spec.pod_metadata.clone().unwrap_or_default();
+    pod_metadata.labels.extend(task_metadata.labels);
+    pod_metadata.annotations.extend(task_metadata.annotations);
+    let workload = &agent.spec.workload;
+    Ok(Worker {
+        workload: workload.clone(),
+        pod_metadata,
+        security: agent.spec.security.clone(),
+        image_pull_policy: agent.spec.image_pull_policy,
+        service_account: Some(workload.service_account_name.clone().unwrap_or_else(|| {
+            crate::controller::agent_deployment::reconcile::child_names(&agent.name_any())
+                .service_account
+        })),
+    })
+}
+
+/// Checks `spec.inputFrom` just before an attempt would start: a missing ConfigMap, Secret or
+/// key is a condition naming it, not a pod stuck in ContainerCreating. Read directly, not
+/// cached: it is needed once per attempt, and caching every ConfigMap and Secret would cost
+/// far more memory.
+async fn missing_input(
+    controller: &TaskController,
+    task: &AgentTask,
+    namespace: &str,
+) -> Result<Option<String>, ReconcileError> {
+    let client = &controller.context.client;
+    match &task.spec.input_from {
+        Some(InputSource {
+            config_map_key_ref: Some(reference),
+            ..
+        }) => {
+            let found = Api::<ConfigMap>::namespaced(client.clone(), namespace)
+                .get_opt(&reference.name)
+                .await
+                .map_err(|source| ReconcileError::ReadInput {
+                    kind: "ConfigMap",
+                    name: reference.name.clone(),
+                    source,
+                })?;
+            let has_key = found.as_ref().is_some_and(|c| {
+                c.data
+                    .as_ref()
+                    .is_some_and(|d| d.contains_key(&reference.key))
+                    || c.binary_data
+                        .as_ref()
+                        .is_some_and(|d| d.contains_key(&reference.key))
+            });
+            Ok(describe_missing(
+                "ConfigMap",
+                found.is_some(),
+                has_key,
+                &reference.name,
+                &reference.key,
+            ))
+        }
+        Some(InputSource {
+            secret_key_ref: Some(reference),
+            ..
+        }) => {
+            let found = Api::<Secret>::namespaced(client.clone(), namespace)
+                .get_opt(&reference.name)
+                .await
+                .map_err(|source| ReconcileError::ReadInput {
+                    kind: "Secret",
+                    name: reference.name.clone(),
+                    source,
+                })?;
+            let has_key = found.as_ref().is_some_and(|s| {
+                s.data
+                    .as_ref()
+                    .is_some_and(|d| d.contains_key(&reference.key))
+            });
+            Ok(describe_missing(
+                "Secret",
+                found.is_some(),
+                has_key,
+                &reference.name,
+                &reference.key,
+            ))
+        }
+        _ => Ok(None),
+    }
+}
+
+fn describe_missing(
+    kind: &str,
+    exists: bool,
+    has_key: bool,
+    name: &str,
+    key: &str,
+) -> Option<String> {
+    match (exists, has_key) {
+        (false, _) => Some(format!(
+            "{kind} {name} named by spec.inputFrom does not exist; create it with key {key}"
+        )),
+        (true, false) => Some(format!(
+            "{kind} {name} named by spec.inputFrom has no key {key}; add the key"
+        )),
+        (true, true) => None,
+    }
+}
+
+fn chain_state(chain: &[ResolvedProvider]) -> ChainState {
+    if chain.is_empty() {
+        return ChainState::Empty;
+    }
+    match chain.iter().find(|p| p.ready) {
+        Some(ready) => ChainState::Ready(ready.name.clone()),
+        None => ChainState::NoneReady(chain.iter().map(|p| p.name.clone()).collect()),
+    }
+}
+
+/// The queue of the task's agent, from the caches plus the starts this process has claimed.
+fn slot_for(
+    controller: &TaskController,
+    task: &AgentTask,
+    agent: &AgentDeployment,
+    starting: &std::collections::HashSet<String>,
+) -> Slot {
+    let Some(limit) = agent.spec.max_concurrent_tasks else {
+        return Slot::Free;
+    };
+    let agent_name = agent.name_any();
+    let with_jobs: std::collections::HashSet<String> = controller
+        .caches
+        .jobs
+        .state()
+        .iter()
+        .filter(|j| j.metadata.namespace == task.metadata.namespace)
+        .flat_map(|j| j.metadata.owner_references.clone().unwrap_or_default())
+        .map(|o| o.uid)
+        .collect();
+    let entries: Vec<QueueEntry> = controller
+        .caches
+        .tasks
+        .state()
+        .iter()
+        .filter(|t| t.metadata.namespace == task.metadata.namespace)
+        .filter(|t| {
+            t.spec
+                .agent_ref
+                .as_ref()
+                .is_some_and(|r| r.name == agent_name)
+        })
+        .map(|t| {
+            let uid = t.uid().unwrap_or_default();
+            let status = controller.written.previous(&uid, t.status.as_ref());
+            let waiting_reason = status
+                .as_ref()
+                .and_then(|s| {
+                    find_condition(&s.conditions, crate::api::agent_task::condition::COMPLETE)
+                })
+                .map(|c| c.reason.clone());
+            QueueEntry {
+                name: t.name_any(),
+                created: t.metadata.creation_timestamp.clone(),
+                finished: is_finished(status.as_ref()),
+                started: with_jobs.contains(&uid)
+                    || starting.contains(&uid)
+                    || status.as_ref().is_some_and(|s| s.attempts > 0),
+                blocked: waiting_reason.as_deref() == Some(reason::INVALID_REFERENCE),
+                uid,
+            }
+        })
+        .collect();
+    if may_start(&task.uid().unwrap_or_default(), &entries, limit) {
+        Slot::Free
+    } else {
+        Slot::Full {
+            agent: agent_name,
+            limit,
+        }
+    }
+}
+
+fn forget_start(controller: &TaskController, uid: &str) {
+    if let Ok(mut starting) = controller.starting.lock() {
+        starting.remove(uid);
+    }
+}
+
+async fn apply_config_map(
+    controller: &TaskController,
+    config: ConfigMap,
+) -> Result<(), ReconcileError> {
+    let name = config.name_any();
+    apply_if_changed(
+        &controller.context.client,
+        &controller.caches.config_maps,
+        config,
+    )
+    .await
+    .map(|_| ())
+    .map_err(|source| ReconcileError::ApplyConfigMap { name, source })
+}
+
+async fn apply_step(
+    controller: &TaskController,
+    task: &AgentTask,
+    decision: &Decision,
+    worker: Option<Worker>,
+    chain: &[ResolvedProvider],
+) -> Result<(), ReconcileError> {
+    let client = &controller.context.client;
+    let namespace = task.namespace().unwrap_or_default();
+    match &decision.step {
+        Step::Nothing => Ok(()),
+        Step::StartAttempt { number, provider } => {
+            let Some(worker) = worker else {
+                return Ok(());
+            };
+            let inputs = AttemptInputs {
+                attempt: *number,
+                worker,
+                credentials: chain
+                    .iter()
+                    .filter_map(|p| p.credential.clone().map(|c| (p.name.clone(), c)))
+                    .collect(),
+                provider: provider.clone(),
+            };
+            let job = job(task, &inputs);
+            let name = job.name_any();
+            // Create, never apply: a Job of this attempt that exists already (a restart, a
+            // stale cache) is refused with 409 and the attempt runs once.
+            match Api::<Job>::namespaced(client.clone(), &namespace)
+                .create(&PostParams::default(), &job)
+                .await
+            {
+                Ok(_) => {
+                    controller
+                        .context
+                        .metrics
+                        .task_attempts
+                        .with_label_values(&[namespace.as_str()])
+                        .inc();
+                    tracing::info!(job = %name, attempt = number, "attempt started");
+                    Ok(())
+                }
+                Err(kube::Error::Api(status)) if status.code == 409 => {
+                    tracing::debug!(job = %name, "the attempt's Job exists already");
+                    Ok(())
+                }
+                Err(source) => Err(ReconcileError::CreateJob {
+                    name,
+                    attempt: *number,
+                    source,
+                }),
+            }
+        }
+        Step::StopAttempt { job_name } => {
+            delete::<Job>(controller, &namespace, job_name, "Job").await
+        }
+        Step::StoreResult { result } => {
+            let config = result_config_map(task, result);
+            apply_config_map(controller, config).await
+        }
+        Step::Cleanup => cleanup(controller, task, &namespace).await,
+    }
+}
+
+/// After the TTL: the task's Jobs (their pods follow through garbage collection) and
+/// ConfigMaps, or the task itself, as `spec.ttlDeletes` says.
+async fn cleanup(
+    controller: &TaskController,
+    task: &AgentTask,
+    namespace: &str,
+) -> Result<(), ReconcileError> {
+    if task.spec.ttl_deletes == TtlDeletes::Task {
+        return delete::<AgentTask>(controller, namespace, &task.name_any(), "AgentTask").await;
+    }
+    let uid = task.uid();
+    let owned =
+        |owners: &Option<Vec<k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference>>| {
+            owners
+                .iter()
+                .flatten()
+                .any(|o| Some(&o.uid) == uid.as_ref())
+        };
+    let jobs: Vec<String> = controller
+        .caches
+        .jobs
+        .state()
+        .iter()
+        .filter(|j| owned(&j.metadata.owner_references))
+        .map(|j| j.name_any())
+        .collect();
+    for name in jobs {
+        delete::<Job>(controller, namespace, &name, "Job").await?;
+    }
+    let config_maps: Vec<String> = controller
+        .caches
+        .config_maps
+        .state()
+        .iter()
+        .filter(|c| owned(&c.metadata.owner_references))
+        .map(|c| c.name_any())
+        .collect();
+    for name in config_maps {
+        delete::<ConfigMap>(controller, namespace, &name, "ConfigMap").await?;
+    }
+    Ok(())
+}
+
+async fn delete<K>(
+    controller: &TaskController,
+    namespace: &str,
+    name: &str,
+    kind: &'static str,
+) -> Result<(), ReconcileError>
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + std::fmt::Debug
+        + serde::de::DeserializeOwned,
+{
+    // Background propagation: the garbage collector removes the Job's pods.
+    match Api::<K>::namespaced(controller.context.client.clone(), namespace)
+        .delete(name, &DeleteParams::background())
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
+        Err(source) => Err(ReconcileError::Delete {
+            kind,
+            name: name.to_string(),
+            source,
+        }),
+    }
+}
+
+/// Writes the status when it changed, with the Event and metrics of the transition.
+async fn report(
+    controller: &TaskController,
+    task: &AgentTask,
+    previous: Option<&AgentTaskStatus>,
+    decision: &Decision,
+) -> Result<(), ReconcileError> {
+    let status = &decision.status;
+    if previous == Some(status) {
+        return Ok(());
+    }
+    let namespace = task.namespace().unwrap_or_default();
+    let name = task.name_any();
+    Api::<AgentTask>::namespaced(controller.context.client.clone(), &namespace)
+        .patch_status(
+            &name,
+            &PatchParams::default(),
+            &Patch::Merge(serde_json::json!({ "status": status })),
+        )
+        .await
+        .map_err(|source| ReconcileError::UpdateStatus { source })?;
+    let uid = task.uid().unwrap_or_default();
+    controller.written.remember(uid.clone(), status.clone());
+    let metrics = &controller.context.metrics;
+    metrics.status_writes.with_label_values(&[CONTROLLER]).inc();
+
+    let reason_of = |s: Option<&AgentTaskStatus>| s.and_then(|s| s.reason.clone());
+    if reason_of(previous) != reason_of(Some(status))
+        && let Some(condition) = status.conditions.first()
+    {
+        let warning = !matches!(
+            condition.reason.as_str(),
+            reason::PENDING | reason::RUNNING | reason::SUCCEEDED | reason::CONCURRENCY_LIMIT
+        );
+        controller
+            .context
+            .publish(task, warning, &condition.reason, condition.message.clone())
+            .await;
+    }
+    if is_finished(Some(status)) && !is_finished(previous) {
+        forget_start(controller, &uid);
+        let phase = status.phase.map(|p| format!("{p:?}")).unwrap_or_default();
+        if let (Some(start), Some(end)) = (&status.start_time, &status.completion_time) {
+            let seconds = end.0.duration_since(start.0).as_secs_f64();
+            metrics
+                .task_duration
+                .with_label_values(&[namespace.as_str(), phase.as_str()])
+                .observe(seconds.max(0.0));
+        }
+        // The slot this task held is free: wake the tasks waiting behind it, which compare
+        // against the status just written.
+        if let Some(agent) = &task.spec.agent_ref {
+            controller.wake_queue(Some(&namespace), &agent.name);
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,876 @@
+//! What a task should do next and the status that says so, decided from what the controller
+//! read. Pure: no client, no clock (the time is an argument), so every path has a unit test.
+//!
+//! The conditions `Complete` and `Failed` are the source of truth; `phase` and `reason` are
+//! derived from them for display. Once either is True the task is finished and its status is
+//! never recomputed from Jobs again (they may be gone by then).
+
+use std::time::Duration;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::{SignedDuration, Timestamp};
+
+use super::attempts::{Attempt, Failure, Outcome};
+use crate::api::agent_task::{
+    AgentTaskSpec, AgentTaskStatus, TaskPhase, TaskResult, condition, reason,
+};
+use crate::api::conditions::{
+    ConditionStatus, DesiredCondition, find_condition, is_condition_true, merge_conditions,
+};
+use crate::resources::job::job_name;
+
+/// Characters of the result kept in `status.result.summary`.
+pub const SUMMARY_CHARS: usize = 1024;
+
+/// How often a task with a broken reference looks again.
+pub const REFERENCE_RECHECK: Duration = Duration::from_secs(10);
+
+/// The failover chain as far as starting an attempt is concerned.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ChainState {
+    /// The worker has no providers: nothing to wait for.
+    Empty,
+    /// The first Ready provider.
+    Ready(String),
+    /// No provider is Ready; their names, for the message.
+    NoneReady(Vec<String>),
+}
+
+/// Whether the agent's `maxConcurrentTasks` lets this task start now.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Slot {
+    Free,
+    Full { agent: String, limit: i32 },
+}
+
+/// Everything the decision depends on.
+pub struct Inputs<'a> {
+    pub name: &'a str,
+    pub spec: &'a AgentTaskSpec,
+    pub generation: Option<i64>,
+    pub attempts: &'a [Attempt],
+    /// A reference that does not resolve, as a message naming it and the fix.
+    pub broken_reference: Option<String>,
+    pub chain: ChainState,
+    pub slot: Slot,
+}
+
+/// The one thing the reconcile does besides writing status.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Step {
+    Nothing,
+    /// Create the Job of this attempt.
+    StartAttempt {
+        number: i32,
+        provider: Option<String>,
+    },
+    /// Delete the running attempt's Job (cancellation).
+    StopAttempt {
+        job_name: String,
+    },
+    /// Keep the whole result in the result ConfigMap.
+    StoreResult {
+        result: String,
+    },
+    /// The TTL after finishing has passed.
+    Cleanup,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Decision {
+    pub status: AgentTaskStatus,
+    pub step: Step,
+    /// When to look again without any watch event (a backoff or TTL ending).
+    pub requeue_after: Option<Duration>,
+}
+
+/// Whether a status is final: `Complete` or `Failed` is True.
+pub fn is_finished(status: Option<&AgentTaskStatus>) -> bool {
+    status.is_some_and(|s| {
+        is_condition_true(&s.conditions, condition::COMPLETE)
+            || is_condition_true(&s.conditions, condition::FAILED)
+    })
+}
+
+pub fn decide(previous: Option<&AgentTaskStatus>, inputs: &Inputs, now: Timestamp) -> Decision {
+    if let Some(finished) = previous.filter(|s| is_finished(Some(s))) {
+        return after_finish(finished, inputs.spec, now);
+    }
+    let base = carried_over(previous, inputs);
+    let latest = inputs.attempts.last();
+    let failures: Vec<&Failure> = inputs
+        .attempts
+        .iter()
+        .filter_map(|a| match &a.outcome {
+            Outcome::Failed { failure, .. } => Some(failure),
+            _ => None,
+        })
+        .collect();
+    let counted = i32::try_from(failures.iter().filter(|f| f.counts()).count()).unwrap_or(i32::MAX);
+    let base = AgentTaskStatus {
+        failed_attempts: base.failed_attempts.max(counted),
+        ..base
+    };
+
+    match latest.map(|a| &a.outcome) {
+        Some(Outcome::Running) => {
+            let attempt = latest
+                .map(|a| (a.number, a.job_name.clone()))
+                .unwrap_or_default();
+            if inputs.spec.cancel {
+                return finish_cancelled(
+                    previous,
+                    base,
+                    inputs,
+                    now,
+                    Step::StopAttempt {
+                        job_name: attempt.1,
+                    },
+                );
+            }
+            let message = format!("attempt {} is running as Job {}", attempt.0, attempt.1);
+            return in_progress(previous, base, inputs, now, reason::RUNNING, message);
+        }
+        Some(Outcome::Succeeded { result, finished }) => {
+            let result = result.clone().unwrap_or_default();
+            let (summary, truncated) = summarize(&result);
+            let step = if truncated {
+                Step::StoreResult {
+                    result: result.clone(),
+                }
+            } else {
+                Step::Nothing
+            };
+            let status = AgentTaskStatus {
+                result: Some(TaskResult {
+                    summary,
+                    truncated,
+                    config_map_ref: truncated.then(|| {
+                        k8s_openapi::api::core::v1::LocalObjectReference {
+                            name: crate::resources::task_config::result_config_map_name(
+                                inputs.name,
+                            ),
+                        }
+                    }),
+                }),
+                ..base
+            };
+            let message = format!("attempt {} succeeded", status.attempts);
+            return finished_status(
+                previous,
+                status,
+                inputs,
+                finished.as_ref(),
+                now,
+                (condition::COMPLETE, reason::SUCCEEDED, message),
+                step,
+            );
+        }
+        Some(Outcome::Failed { failure, finished }) if !inputs.spec.cancel => {
+            let number = latest.map(|a| a.number).unwrap_or_default();
+            let described = format!("attempt {number} failed: {}", failure.describe());
+            if matches!(failure, Failure::DoNotRetry { .. }) {
+                return finished_status(
+                    previous,
+                    base,
+                    inputs,
+                    finished.as_ref(),
+                    now,
+                    (condition::FAILED, reason::WORKER_ERROR, described),
+                    Step::Nothing,
+                );
+            }
+            if counted > inputs.spec.backoff_limit {
+                let final_reason = if matches!(failure, Failure::Timeout) {
+                    reason::TIMEOUT
+                } else {
+                    reason::BACKOFF_LIMIT_EXCEEDED
+                };
+                let message = format!(
+                    "{described}; {counted} failed attempts exceed spec.backoffLimit {}",
+                    inputs.spec.backoff_limit
+                );
+                return finished_status(
+                    previous,
+                    base,
+                    inputs,
+                    finished.as_ref(),
+                    now,
+                    (condition::FAILED, final_reason, message),
+                    Step::Nothing,
+                );
+            }
+            let delay = retry_delay(inputs.spec, failures.len());
+            let next = finished
+                .as_ref()
+                .map(|t| t.0)
+                .unwrap_or(now)
+                .checked_add(SignedDuration::try_from(delay).unwrap_or(SignedDuration::ZERO))
+                .unwrap_or(now);
+            if now < next {
+                let status = AgentTaskStatus {
+                    next_attempt_time: Some(Time(next)),
+                    ..base
+                };
+                let message = format!(
+                    "{described}; attempt {} starts after {}",
+                    number + 1,
+                    Time(next).0
+                );
+                let wait = Duration::try_from(next.duration_since(now)).unwrap_or_default();
+                let mut decision =
+                    in_progress(previous, status, inputs, now, reason::BACKING_OFF, message);
+                decision.requeue_after = Some(wait);
+                return decision;
+            }
+            let waiting_for_provider = !failure.counts();
+            return next_attempt(
+                previous,
+                base,
+                inputs,
+                now,
+                number + 1,
+                waiting_for_provider,
+            );
+        }
+        _ => {}
+    }
+    if inputs.spec.cancel {
+        return finish_cancelled(previous, base, inputs, now, Step::Nothing);
+    }
+    next_attempt(
+        previous,
+        base,
+        inputs,
+        now,
+        1 + latest.map_or(0, |a| a.number),
+        false,
+    )
+}
+
+/// The checks before an attempt starts, in the order a person would fix them.
+fn next_attempt(
+    previous: Option<&AgentTaskStatus>,
+    base: AgentTaskStatus,
+    inputs: &Inputs,
+    now: Timestamp,
+    number: i32,
+    after_provider_failure: bool,
+) -> Decision {
+    if let Some(message) = &inputs.broken_reference {
+        let mut decision = in_progress(
+            previous,
+            base,
+            inputs,
+            now,
+            reason::INVALID_REFERENCE,
+            message.clone(),
+        );
+        // A missing input ConfigMap or Secret is not watched: look again now and then.
+        decision.requeue_after = Some(REFERENCE_RECHECK);
+        return decision;
+    }
+    let provider = match &inputs.chain {
+        ChainState::Empty => None,
+        ChainState::Ready(name) => Some(name.clone()),
+        ChainState::NoneReady(names) => {
+            let message = if after_provider_failure {
+                format!(
+                    "attempt {} failed because of the provider and no LLMProvider of the failover chain ({}) is Ready; attempt {number} starts when one is",
+                    number - 1,
+                    names.join(", ")
+                )
+            } else {
+                format!(
+                    "no LLMProvider of the failover chain ({}) is Ready; attempt {number} starts when one is",
+                    names.join(", ")
+                )
+            };
+            return in_progress(
+                previous,
+                base,
+                inputs,
+                now,
+                reason::PROVIDER_UNAVAILABLE,
+                message,
+            );
+        }
+    };
+    if let Slot::Full { agent, limit } = &inputs.slot {
+        let message = format!(
+            "AgentDeployment {agent} already runs its spec.maxConcurrentTasks ({limit}) tasks; this task starts when one of them finishes, in creation order"
+        );
+        return in_progress(
+            previous,
+            base,
+            inputs,
+            now,
+            reason::CONCURRENCY_LIMIT,
+            message,
+        );
+    }
+    let job = job_name(inputs.name, number);
+    let status = AgentTaskStatus {
+        attempts: base.attempts.max(number),
+        start_time: base.start_time.clone().or(Some(Time(now))),
+        job_name: Some(job.clone()),
+        pod_name: None,
+        provider: provider.clone(),
+        next_attempt_time: None,
+        ..base
+    };
+    let message = format!("attempt {number} is running as Job {job}");
+    let mut decision = in_progress(previous, status, inputs, now, reason::RUNNING, message);
+    decision.step = Step::StartAttempt { number, provider };
+    decision
+}
+
+/// The facts that carry over from attempt to attempt, refreshed from the Jobs.
+fn carried_over(previous: Option<&AgentTaskStatus>, inputs: &Inputs) -> AgentTaskStatus {
+    let previous = previous.cloned().unwrap_or_default();
+    let latest = inputs.attempts.last();
+    let first_started = inputs.attempts.first().and_then(|a| a.started.clone());
+    AgentTaskStatus {
+        attempts: previous.attempts.max(latest.map_or(0, |a| a.number)),
+        start_time: previous.start_time.clone().or(first_started),
+        job_name: latest
+            .map(|a| a.job_name.clone())
+            .or(previous.job_name.clone()),
+        pod_name: latest
+            .and_then(|a| a.pod_name.clone())
+            .or(previous.pod_name.clone()),
+        provider: latest
+            .and_then(|a| a.provider.clone())
+            .or(previous.provider.clone()),
+        next_attempt_time: None,
+        ..previous
+    }
+}
+
+fn in_progress(
+    previous: Option<&AgentTaskStatus>,
+    status: AgentTaskStatus,
+    inputs: &Inputs,
+    now: Timestamp,
+    why: &'static str,
+    message: String,
+) -> Decision {
+    let conditions = [
+        DesiredCondition::new(
+            condition::COMPLETE,
+            ConditionStatus::False,
+            why,
+            message.clone(),
+        ),
+        DesiredCondition::new(condition::FAILED, ConditionStatus::False, why, message),
+    ];
+    Decision {
+        status: with_conditions(previous, status, inputs, now, &conditions),
+        step: Step::Nothing,
+        requeue_after: None,
+    }
+}
+
+fn finished_status(
+    previous: Option<&AgentTaskStatus>,
+    status: AgentTaskStatus,
+    inputs: &Inputs,
+    finished: Option<&Time>,
+    now: Timestamp,
+    (true_type, why, message): (&'static str, &'static str, String),
+    step: Step,
+) -> Decision {
+    let conditions = [condition::COMPLETE, condition::FAILED].map(|type_| {
+        let state = if type_ == true_type {
+            ConditionStatus::True
+        } else {
+            ConditionStatus::False
+        };
+        DesiredCondition::new(type_, state, why, message.clone())
+    });
+    let completion = finished.map(|t| t.0).unwrap_or(now);
+    let status = AgentTaskStatus {
+        completion_time: Some(Time(completion)),
+        duration: status
+            .start_time
+            .as_ref()
+            .map(|start| display_duration(start.0, completion)),
+        next_attempt_time: None,
+        ..status
+    };
+    let mut decision = Decision {
+        status: with_conditions(previous, status, inputs, now, &conditions),
+        step,
+        requeue_after: None,
+    };
+    if let Some(ttl) = ttl(inputs.spec) {
+        decision.requeue_after = Some(ttl);
+    }
+    decision
+}
+
+fn finish_cancelled(
+    previous: Option<&AgentTaskStatus>,
+    status: AgentTaskStatus,
+    inputs: &Inputs,
+    now: Timestamp,
+    step: Step,
+) -> Decision {
+    let message = match &step {
+        Step::StopAttempt { job_name } => {
+            format!("spec.cancel is set; the running attempt (Job {job_name}) was stopped")
+        }
+        _ => "spec.cancel is set; no attempt was running".to_string(),
+    };
+    finished_status(
+        previous,
+        status,
+        inputs,
+        None,
+        now,
+        (condition::FAILED, reason::CANCELLED, message),
+        step,
+    )
+}
+
+/// A finished task only waits for its TTL.
+fn after_finish(finished: &AgentTaskStatus, spec: &AgentTaskSpec, now: Timestamp) -> Decision {
+    let mut decision = Decision {
+        status: finished.clone(),
+        step: Step::Nothing,
+        requeue_after: None,
+    };
+    let (Some(ttl), Some(completed)) = (ttl(spec), finished.completion_time.as_ref()) else {
+        return decision;
+    };
+    let due = completed
+        .0
+        .checked_add(SignedDuration::try_from(ttl).unwrap_or(SignedDuration::ZERO))
+        .unwrap_or(completed.0);
+    if now >= due {
+        decision.step = Step::Cleanup;
+    } else {
+        decision.requeue_after = Duration::try_from(due.duration_since(now)).ok();
+    }
+    decision
+}
+
+fn ttl(spec: &AgentTaskSpec) -> Option<Duration> {
+    spec.ttl_seconds_after_finished
+        .and_then(|s| u64::try_from(s).ok())
+        .map(Duration::from_secs)
+}
+
+fn with_conditions(
+    previous: Option<&AgentTaskStatus>,
+    status: AgentTaskStatus,
+    inputs: &Inputs,
+    now: Timestamp,
+    conditions: &[DesiredCondition],
+) -> AgentTaskStatus {
+    let existing = previous
+        .map(|s| s.conditions.as_slice())
+        .unwrap_or_default();
+    let conditions = merge_conditions(existing, conditions, inputs.generation, now);
+    let phase = phase_of(&conditions);
+    let why = find_condition(&conditions, condition::COMPLETE).map(|c| c.reason.clone());
+    AgentTaskStatus {
+        phase: Some(phase),
+        reason: why,
+        observed_generation: inputs.generation,
+        conditions,
+        ..status
+    }
+}
+
+/// The display phase, derived from the conditions and nothing else.
+pub fn phase_of(
+    conditions: &[k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition],
+) -> TaskPhase {
+    if is_condition_true(conditions, condition::COMPLETE) {
+        return TaskPhase::Succeeded;
+    }
+    let why = find_condition(conditions, condition::FAILED).map(|c| c.reason.as_str());
+    if is_condition_true(conditions, condition::FAILED) {
+        return if why == Some(reason::CANCELLED) {
+            TaskPhase::Cancelled
+        } else {
+            TaskPhase::Failed
+        };
+    }
+    match why {
+        Some(reason::RUNNING) => TaskPhase::Running,
+        Some(reason::CONCURRENCY_LIMIT | reason::PROVIDER_UNAVAILABLE | reason::BACKING_OFF) => {
+            TaskPhase::Queued
+        }
+        _ => TaskPhase::Pending,
+    }
+}
+
+/// `spec.retryBackoff.initialDelay` doubled per earlier failure, capped at `maxDelay`.
+pub fn retry_delay(spec: &AgentTaskSpec, failures: usize) -> Duration {
+    let doublings = u32::try_from(failures.saturating_sub(1))
+        .unwrap_or(u32::MAX)
+        .min(20);
+    spec.retry_backoff
+        .initial_delay
+        .as_std()
+        .saturating_mul(1 << doublings)
+        .min(spec.retry_backoff.max_delay.as_std())
+}
+
+/// The first `SUMMARY_CHARS` characters, and whether anything was cut.
+pub fn summarize(result: &str) -> (String, bool) {
+    let summary: String = result.chars().take(SUMMARY_CHARS).collect();
+    let truncated = summary.len() < result.len();
+    (summary, truncated)
+}
+
+fn display_duration(start: Timestamp, end: Timestamp) -> String {
+    let elapsed = Duration::try_from(end.duration_since(start)).unwrap_or_default();
+    crate::api::common::Duration::from(Duration::from_secs(elapsed.as_secs())).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(extra: serde_json::Value) -> AgentTaskSpec {
+        let mut spec = serde_json::json!({"agentRef": {"name": "support"}, "input": "x",
+            "retryBackoff": {"initialDelay": "10s", "maxDelay": "1m"}});
+        if let (Some(spec), Some(extra)) = (spec.as_object_mut(), extra.as_object()) {
+            spec.extend(extra.clone());
+        }
+        crate::api::agent_task::task_for_tests("t", spec).spec
+    }
+
+    fn at(second: i64) -> Timestamp {
+        Timestamp::from_second(1_800_000_000 + second).expect("timestamp")
+    }
+
+    fn attempt(number: i32, outcome: Outcome) -> Attempt {
+        Attempt {
+            number,
+            job_name: format!("t-{number}"),
+            pod_name: Some(format!("t-{number}-abcde")),
+            provider: Some("openai".into()),
+            started: Some(Time(at(0))),
+            outcome,
+        }
+    }
+
+    fn failed(failure: Failure, second: i64) -> Outcome {
+        Outcome::Failed {
+            failure,
+            finished: Some(Time(at(second))),
+        }
+    }
+
+    fn error() -> Failure {
+        Failure::Error {
+            exit_code: Some(1),
+            message: None,
+        }
+    }
+
+    fn decide_with(
+        spec: &AgentTaskSpec,
+        previous: Option<&AgentTaskStatus>,
+        attempts: &[Attempt],
+        chain: ChainState,
+        slot: Slot,
+        now: i64,
+    ) -> Decision {
+        let inputs = Inputs {
+            name: "t",
+            spec,
+            generation: Some(1),
+            attempts,
+            broken_reference: None,
+            chain,
+            slot,
+        };
+        decide(previous, &inputs, at(now))
+    }
+
+    fn ready() -> ChainState {
+        ChainState::Ready("openai".into())
+    }
+
+    #[test]
+    fn a_new_task_starts_attempt_one_at_the_first_ready_provider() {
+        let spec = spec(serde_json::json!({}));
+        let decision = decide_with(&spec, None, &[], ready(), Slot::Free, 0);
+        assert_eq!(
+            decision.step,
+            Step::StartAttempt {
+                number: 1,
+                provider: Some("openai".into())
+            }
+        );
+        assert_eq!(decision.status.phase, Some(TaskPhase::Running));
+        assert_eq!(decision.status.attempts, 1);
+        assert_eq!(decision.status.job_name.as_deref(), Some("t-1"));
+        assert_eq!(decision.status.start_time, Some(Time(at(0))));
+    }
+
+    #[test]
+    fn starting_again_from_a_stale_cache_changes_nothing() {
+        let spec = spec(serde_json::json!({}));
+        let first = decide_with(&spec, None, &[], ready(), Slot::Free, 0);
+        // The Job is not in the cache yet: the same attempt is decided, with the same status.
+        let again = decide_with(&spec, Some(&first.status), &[], ready(), Slot::Free, 5);
+        assert_eq!(again.step, first.step);
+        assert_eq!(again.status, first.status);
+        // Once the Job shows, running, nothing but the pod's name is new.
+        let running = decide_with(
+            &spec,
+            Some(&first.status),
+            &[attempt(1, Outcome::Running)],
+            ready(),
+            Slot::Free,
+            6,
+        );
+        assert_eq!(running.step, Step::Nothing);
+        assert_eq!(
+            AgentTaskStatus {
+                pod_name: None,
+                ..running.status.clone()
+            },
+            first.status
+        );
+    }
+
+    #[test]
+    fn success_records_the_result_and_times() {
+        let spec = spec(serde_json::json!({}));
+        let done = Outcome::Succeeded {
+            result: Some("all good".into()),
+            finished: Some(Time(at(90))),
+        };
+        let decision = decide_with(&spec, None, &[attempt(1, done)], ready(), Slot::Free, 95);
+        let status = &decision.status;
+        assert_eq!(status.phase, Some(TaskPhase::Succeeded));
+        assert_eq!(status.reason.as_deref(), Some(reason::SUCCEEDED));
+        assert_eq!(status.completion_time, Some(Time(at(90))));
+        assert_eq!(status.duration.as_deref(), Some("1m30s"));
+        let result = status.result.as_ref().expect("result");
+        assert_eq!(
+            (result.summary.as_str(), result.truncated),
+            ("all good", false)
+        );
+        assert_eq!(decision.step, Step::Nothing);
+        assert!(is_finished(Some(status)));
+    }
+
+    #[test]
+    fn a_long_result_is_summarised_and_stored_whole() {
+        let spec = spec(serde_json::json!({}));
+        let long = "é".repeat(3000);
+        let done = Outcome::Succeeded {
+            result: Some(long.clone()),
+            finished: None,
+        };
+        let decision = decide_with(&spec, None, &[attempt(1, done)], ready(), Slot::Free, 1);
+        let result = decision.status.result.expect("result");
+        assert!(result.truncated);
+        assert_eq!(result.summary.chars().count(), SUMMARY_CHARS);
+        assert_eq!(
+            result.config_map_ref.map(|r| r.name),
+            Some("t-result".to_string())
+        );
+        assert_eq!(decision.step, Step::StoreResult { result: long });
+    }
+
+    #[test]
+    fn failures_back_off_exponentially_then_retry() {
+        let spec = spec(serde_json::json!({"backoffLimit": 3}));
+        let attempts = [
+            attempt(1, failed(error(), 0)),
+            attempt(2, failed(error(), 100)),
+        ];
+        // Second failure: 10s doubled once = 20s after it finished.
+        let waiting = decide_with(&spec, None, &attempts, ready(), Slot::Free, 105);
+        assert_eq!(waiting.status.phase, Some(TaskPhase::Queued));
+        assert_eq!(waiting.status.reason.as_deref(), Some(reason::BACKING_OFF));
+        assert_eq!(waiting.status.next_attempt_time, Some(Time(at(120))));
+        assert_eq!(waiting.requeue_after, Some(Duration::from_secs(15)));
+        assert_eq!(waiting.status.failed_attempts, 2);
+        let retry = decide_with(
+            &spec,
+            Some(&waiting.status),
+            &attempts,
+            ready(),
+            Slot::Free,
+            120,
+        );
+        assert!(matches!(retry.step, Step::StartAttempt { number: 3, .. }));
+        assert_eq!(retry.status.next_attempt_time, None);
+    }
+
+    #[test]
+    fn the_backoff_limit_ends_the_task() {
+        let spec = spec(serde_json::json!({"backoffLimit": 1}));
+        let attempts = [
+            attempt(1, failed(error(), 0)),
+            attempt(2, failed(error(), 30)),
+        ];
+        let decision = decide_with(&spec, None, &attempts, ready(), Slot::Free, 31);
+        assert_eq!(decision.status.phase, Some(TaskPhase::Failed));
+        assert_eq!(
+            decision.status.reason.as_deref(),
+            Some(reason::BACKOFF_LIMIT_EXCEEDED)
+        );
+        assert_eq!(decision.step, Step::Nothing);
+    }
+
+    #[test]
+    fn a_last_timeout_is_reported_as_timeout() {
+        let spec = spec(serde_json::json!({"backoffLimit": 0}));
+        let attempts = [attempt(1, failed(Failure::Timeout, 60))];
+        let decision = decide_with(&spec, None, &attempts, ready(), Slot::Free, 61);
+        assert_eq!(decision.status.reason.as_deref(), Some(reason::TIMEOUT));
+        assert_eq!(decision.status.failed_attempts, 1);
+    }
+
+    #[test]
+    fn do_not_retry_ends_at_once() {
+        let spec = spec(serde_json::json!({"backoffLimit": 5}));
+        let attempts = [attempt(1, failed(Failure::DoNotRetry { message: None }, 0))];
+        let decision = decide_with(&spec, None, &attempts, ready(), Slot::Free, 1);
+        assert_eq!(
+            decision.status.reason.as_deref(),
+            Some(reason::WORKER_ERROR)
+        );
+    }
+
+    #[test]
+    fn provider_failures_wait_for_a_ready_provider_without_using_the_budget() {
+        let spec = spec(serde_json::json!({"backoffLimit": 0}));
+        let attempts = [attempt(
+            1,
+            failed(Failure::ProviderUnavailable { message: None }, 0),
+        )];
+        let down = ChainState::NoneReady(vec!["openai".into()]);
+        let waiting = decide_with(&spec, None, &attempts, down, Slot::Free, 60);
+        assert_eq!(
+            waiting.status.reason.as_deref(),
+            Some(reason::PROVIDER_UNAVAILABLE)
+        );
+        assert_eq!(waiting.status.phase, Some(TaskPhase::Queued));
+        assert_eq!(waiting.status.failed_attempts, 0);
+        let retry = decide_with(
+            &spec,
+            Some(&waiting.status),
+            &attempts,
+            ready(),
+            Slot::Free,
+            61,
+        );
+        assert!(matches!(retry.step, Step::StartAttempt { number: 2, .. }));
+    }
+
+    #[test]
+    fn no_ready_provider_queues_without_an_attempt() {
+        let spec = spec(serde_json::json!({}));
+        let down = ChainState::NoneReady(vec!["a".into(), "b".into()]);
+        let decision = decide_with(&spec, None, &[], down, Slot::Free, 0);
+        assert_eq!(decision.step, Step::Nothing);
+        assert_eq!(decision.status.attempts, 0);
+        assert_eq!(decision.status.phase, Some(TaskPhase::Queued));
+        assert!(decision.status.conditions[0].message.contains("(a, b)"));
+    }
+
+    #[test]
+    fn a_full_agent_queues_the_task() {
+        let spec = spec(serde_json::json!({}));
+        let full = Slot::Full {
+            agent: "support".into(),
+            limit: 2,
+        };
+        let decision = decide_with(&spec, None, &[], ready(), full, 0);
+        assert_eq!(decision.step, Step::Nothing);
+        assert_eq!(
+            decision.status.reason.as_deref(),
+            Some(reason::CONCURRENCY_LIMIT)
+        );
+    }
+
+    #[test]
+    fn a_broken_reference_waits_with_its_message() {
+        let spec = spec(serde_json::json!({}));
+        let inputs = Inputs {
+            name: "t",
+            spec: &spec,
+            generation: Some(1),
+            attempts: &[],
+            broken_reference: Some("AgentDeployment support does not exist".into()),
+            chain: ready(),
+            slot: Slot::Free,
+        };
+        let decision = decide(None, &inputs, at(0));
+        assert_eq!(
+            decision.status.reason.as_deref(),
+            Some(reason::INVALID_REFERENCE)
+        );
+        assert_eq!(decision.status.phase, Some(TaskPhase::Pending));
+        assert_eq!(decision.step, Step::Nothing);
+        assert_eq!(decision.requeue_after, Some(REFERENCE_RECHECK));
+    }
+
+    #[test]
+    fn cancel_stops_the_running_attempt() {
+        let spec = spec(serde_json::json!({"cancel": true}));
+        let decision = decide_with(
+            &spec,
+            None,
+            &[attempt(1, Outcome::Running)],
+            ready(),
+            Slot::Free,
+            0,
+        );
+        assert_eq!(
+            decision.step,
+            Step::StopAttempt {
+                job_name: "t-1".into()
+            }
+        );
+        assert_eq!(decision.status.phase, Some(TaskPhase::Cancelled));
+        let queued = decide_with(&spec, None, &[], ready(), Slot::Free, 0);
+        assert_eq!(queued.status.phase, Some(TaskPhase::Cancelled));
+        assert_eq!(queued.step, Step::Nothing);
+    }
+
+    #[test]
+    fn a_finished_task_waits_for_its_ttl_then_cleans_up() {
+        let spec = spec(serde_json::json!({"ttlSecondsAfterFinished": 30}));
+        let done = Outcome::Succeeded {
+            result: None,
+            finished: Some(Time(at(10))),
+        };
+        let finished = decide_with(&spec, None, &[attempt(1, done)], ready(), Slot::Free, 12);
+        assert_eq!(finished.requeue_after, Some(Duration::from_secs(30)));
+        // Later reconciles never look at Jobs again: they may be gone.
+        let before = decide_with(&spec, Some(&finished.status), &[], ready(), Slot::Free, 20);
+        assert_eq!(before.status, finished.status);
+        assert_eq!(before.requeue_after, Some(Duration::from_secs(20)));
+        let due = decide_with(&spec, Some(&finished.status), &[], ready(), Slot::Free, 40);
+        assert_eq!(due.step, Step::Cleanup);
+        assert_eq!(due.status, finished.status);
+    }
+
+    #[test]
+    fn phase_follows_the_conditions() {
+        let spec = spec(serde_json::json!({}));
+        let decision = decide_with(&spec, None, &[], ready(), Slot::Free, 0);
+        assert_eq!(phase_of(&decision.status.conditions), TaskPhase::Running);
+        assert_eq!(phase_of(&[]), TaskPhase::Pending);
+    }
+
+    #[test]
+    fn retry_delays_double_up_to_the_maximum() {
+        let spec = spec(serde_json::json!({}));
+        let delays: Vec<u64> = (1..=5).map(|n| retry_delay(&spec, n).as_secs()).collect();
+        assert_eq!(delays, [10, 20, 40, 60, 60]);
+    }
+}
