@@ -29,6 +29,11 @@ pub enum Error {
     CrdsMissing { missing: String },
 
     #[error(
+        "the operator's account lacks permissions it needs: {missing}; grant them with the Helm chart's RBAC or `kubectl apply -k config/rbac` (the rules the operator uses are in config/rbac/role.yaml)"
+    )]
+    PermissionsMissing { missing: String },
+
+    #[error(
         "--log-level '{level}' is not a valid filter ({reason}); use e.g. info or agent_operator=debug"
     )]
     InvalidLogLevel { level: String, reason: String },

@@ -66,3 +66,17 @@ fn crds_stay_far_below_the_last_applied_annotation_limit() {
         );
     }
 }
+
+#[test]
+fn rbac_matches_the_permissions_the_code_uses() {
+    use agent_operator::runtime::permissions::{controller_cluster_role, leader_election_role};
+    let header = "# Generated from src/runtime/permissions.rs, the table the operator's start-up check\n\
+                  # also reads. Regenerate: UPDATE_GENERATED=1 cargo test --test generated\n";
+    let role = serde_yaml::to_string(&controller_cluster_role()).expect("ClusterRole renders");
+    check_generated("config/rbac/role.yaml", &format!("{header}{role}"));
+    let leases = serde_yaml::to_string(&leader_election_role()).expect("Role renders");
+    check_generated(
+        "config/rbac/leader_election_role.yaml",
+        &format!("{header}{leases}"),
+    );
+}

@@ -177,14 +177,62 @@ where
         + Sync
         + 'static,
 {
+    reflected_with(context, api, config, |_| {})
+}
+
+/// As `reflected`, calling `on_delete` for each object deleted (to forget what is kept about it).
+pub fn reflected_with<K>(
+    context: &Context,
+    api: kube::Api<K>,
+    config: watcher::Config,
+    on_delete: impl Fn(&K) + Send + 'static,
+) -> (
+    Store<K>,
+    impl futures::Stream<Item = Result<K, watcher::Error>> + Send + 'static,
+)
+where
+    K: kube::Resource<DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static,
+{
     let (store, writer) = reflector::store::<K>();
     let synced = context.readiness.sync_marker();
     let stream = watcher::watcher(api, config)
         .default_backoff()
         .reflect(writer)
-        .inspect_ok(move |event: &WatchEvent<K>| synced.observe(event))
+        .inspect_ok(move |event: &WatchEvent<K>| {
+            synced.observe(event);
+            if let WatchEvent::Delete(object) = event {
+                on_delete(object);
+            }
+        })
         .applied_objects();
     (store, stream)
+}
+
+/// Counts the objects of `store` in the operator's census (see `runtime/census.rs`) while the
+/// returned guard lives, that is while the controller runs.
+pub fn census_of<K>(
+    context: &Context,
+    controller: &str,
+    scope: &Scope,
+    store: &Store<K>,
+    facts: fn(&K) -> crate::runtime::census::ObjectFacts,
+) -> crate::runtime::census::CensusGuard
+where
+    K: kube::Resource<DynamicType = ()> + Clone + Send + Sync + 'static,
+{
+    let store = store.clone();
+    context
+        .metrics
+        .census
+        .register(format!("{controller}/{scope:?}"), move || {
+            store.state().iter().map(|object| facts(object)).collect()
+        })
 }
 
 /// A short random id that tells the log lines of one reconcile apart from the next.

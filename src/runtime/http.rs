@@ -142,4 +142,25 @@ mod tests {
         second.observe(&Event::<()>::InitDone);
         assert!(readiness.is_ready());
     }
+
+    #[tokio::test]
+    async fn readyz_answers_503_until_the_caches_synced_then_200() {
+        let readiness = Arc::new(Readiness::default());
+        let state = ServerState {
+            metrics: Arc::new(Metrics::new().expect("metrics")),
+            readiness: readiness.clone(),
+        };
+        readiness.expect_caches(1);
+        let marker = readiness.sync_marker();
+        let (code, _) = readyz(State(state.clone())).await;
+        assert_eq!(code, StatusCode::SERVICE_UNAVAILABLE);
+        marker.observe(&Event::<()>::InitDone);
+        let (code, _) = readyz(State(state.clone())).await;
+        assert_eq!(code, StatusCode::OK);
+        // A new leader starts its caches afresh: not ready until they synced again.
+        readiness.set_following(false);
+        readiness.expect_caches(1);
+        let (code, _) = readyz(State(state)).await;
+        assert_eq!(code, StatusCode::SERVICE_UNAVAILABLE);
+    }
 }

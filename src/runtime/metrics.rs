@@ -1,6 +1,9 @@
 //! The operator's Prometheus metrics, registered once. One naming scheme: `agent_operator_*`.
 //! Labels never carry a secret: namespace and name of objects, controller names and reasons.
 
+use std::sync::Arc;
+
+use super::census::{Census, CensusCollector};
 use prometheus::{
     Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
 };
@@ -18,6 +21,9 @@ pub struct Metrics {
     pub failovers: IntCounterVec,
     pub task_attempts: IntCounterVec,
     pub task_duration: HistogramVec,
+    pub api_requests: IntCounterVec,
+    /// Objects by kind and condition, tasks by phase: counted from the caches at each scrape.
+    pub census: Arc<Census>,
 }
 
 impl Metrics {
@@ -110,6 +116,16 @@ impl Metrics {
             ]),
             &["namespace", "phase"],
         )?;
+        let api_requests = IntCounterVec::new(
+            Opts::new(
+                "agent_operator_kubernetes_requests_total",
+                "Requests to the Kubernetes API, by verb, resource and HTTP status code (or error).",
+            ),
+            &["verb", "resource", "code"],
+        )?;
+        registry.register(Box::new(api_requests.clone()))?;
+        let census = Arc::new(Census::default());
+        registry.register(Box::new(CensusCollector::new(census.clone())?))?;
         registry.register(Box::new(task_attempts.clone()))?;
         registry.register(Box::new(task_duration.clone()))?;
         registry.register(Box::new(agent_ready_replicas.clone()))?;
@@ -134,7 +150,16 @@ impl Metrics {
             failovers,
             task_attempts,
             task_duration,
+            api_requests,
+            census,
         })
+    }
+
+    /// A timer that observes `reconcile_duration` of `controller` when dropped.
+    pub fn reconcile_timer(&self, controller: &str) -> prometheus::HistogramTimer {
+        self.reconcile_duration
+            .with_label_values(&[controller])
+            .start_timer()
     }
 
     /// The Prometheus text exposition of every metric.

@@ -1,10 +1,13 @@
 //! Process runtime: logging, metrics, the health/metrics HTTP server, start-up checks, leader
 //! election, and the lifecycle of the controllers from start to graceful shutdown.
 
+pub mod api_client;
+pub mod census;
 pub mod http;
 pub mod leader;
 pub mod metrics;
 pub mod options;
+pub mod permissions;
 pub mod startup;
 pub mod telemetry;
 
@@ -23,12 +26,21 @@ use options::RunOptions;
 pub async fn run(options: RunOptions) -> Result<(), Error> {
     telemetry::init(options.log_format, &options.log_level)?;
     install_crypto_provider();
-    let client = Client::try_default()
-        .await
-        .map_err(|source| Error::KubeConfig { source })?;
-    startup::check(&client).await?;
-
     let metrics = Arc::new(Metrics::new().map_err(|source| Error::Metrics { source })?);
+    let config = kube::Config::infer()
+        .await
+        .map_err(|source| Error::KubeConfig {
+            source: kube::Error::InferConfig(source),
+        })?;
+    let client = api_client::client(
+        config,
+        options.client_qps,
+        options.client_burst,
+        metrics.api_requests.clone(),
+    )
+    .map_err(|source| Error::KubeConfig { source })?;
+    startup::check(&client, &options).await?;
+
     let readiness = Arc::new(http::Readiness::default());
     let shutdown = CancellationToken::new();
     let server = http::serve(
@@ -84,11 +96,7 @@ async fn run_elected(
     readiness: Arc<http::Readiness>,
     shutdown: CancellationToken,
 ) {
-    let namespace = options
-        .lease_namespace
-        .clone()
-        .or_else(|| std::env::var("POD_NAMESPACE").ok())
-        .unwrap_or_else(|| "default".to_string());
+    let namespace = lease_namespace(options);
     let host = std::env::var("POD_NAME")
         .or_else(|_| std::env::var("HOSTNAME"))
         .unwrap_or_else(|_| "agent-operator".into());
@@ -129,6 +137,15 @@ async fn run_elected(
     }
     stop_election.cancel();
     let _ = election.await;
+}
+
+/// The Lease's namespace: the flag, else the pod's own namespace, else `default`.
+pub fn lease_namespace(options: &RunOptions) -> String {
+    options
+        .lease_namespace
+        .clone()
+        .or_else(|| std::env::var("POD_NAMESPACE").ok())
+        .unwrap_or_else(|| "default".to_string())
 }
 
 /// kube's and reqwest's rustls are both in the binary, so rustls cannot choose a crypto

@@ -62,6 +62,15 @@ pub struct RunOptions {
     )]
     pub lease_name: String,
 
+    /// Requests per second the operator sends to the Kubernetes API at most, on average; 0
+    /// turns client-side limiting off (the API server's priority and fairness still applies).
+    #[arg(long, env = "AGENT_OPERATOR_CLIENT_QPS", default_value_t = 50, value_parser = clap::value_parser!(u32).range(0..=10_000))]
+    pub client_qps: u32,
+
+    /// Requests the operator may send at once above `--client-qps` after a quiet period.
+    #[arg(long, env = "AGENT_OPERATOR_CLIENT_BURST", default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub client_burst: u32,
+
     /// Longest time a graceful shutdown waits for in-flight reconciles, in seconds.
     #[arg(long, env = "AGENT_OPERATOR_SHUTDOWN_TIMEOUT", default_value_t = 20, value_parser = clap::value_parser!(u64).range(1..=600))]
     pub shutdown_timeout_seconds: u64,
@@ -116,5 +125,14 @@ mod tests {
         assert!(cli.run.namespaces.is_empty());
         assert_eq!(cli.run.log_format, LogFormat::Json);
         assert!(Cli::try_parse_from(["x", "--concurrency", "0"]).is_err());
+        assert_eq!((cli.run.client_qps, cli.run.client_burst), (50, 100));
+    }
+
+    #[test]
+    fn client_limits_can_turn_off_but_not_go_negative() {
+        let cli = Cli::try_parse_from(["x", "--client-qps", "0"]).expect("0 turns limiting off");
+        assert_eq!(cli.run.client_qps, 0);
+        assert!(Cli::try_parse_from(["x", "--client-burst", "0"]).is_err());
+        assert!(Cli::try_parse_from(["x", "--client-qps", "-1"]).is_err());
     }
 }

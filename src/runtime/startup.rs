@@ -1,22 +1,35 @@
 //! Checks made before any controller starts, so a misconfigured operator says what is wrong in
-//! one line instead of crash-looping: the API server answers, and our CRDs are installed.
+//! one line instead of crash-looping: the API server answers, our CRDs are installed, and the
+//! operator's account has every permission the controllers use.
 
+use futures::{StreamExt, stream};
+use k8s_openapi::api::authorization::v1::{
+    ResourceAttributes, SelfSubjectAccessReview, SelfSubjectAccessReviewSpec,
+};
 use kube::Client;
+use kube::api::{Api, PostParams};
 
+use super::options::RunOptions;
+use super::permissions::{Access, CONTROLLER_PERMISSIONS, LEADER_ELECTION_PERMISSIONS, accesses};
 use crate::Error;
 use crate::api::{GROUP, VERSION};
 
 /// The kinds the operator serves.
 const KINDS: [&str; 3] = ["LLMProvider", "AgentDeployment", "AgentTask"];
 
-pub async fn check(client: &Client) -> Result<(), Error> {
+pub async fn check(client: &Client, options: &RunOptions) -> Result<(), Error> {
     client
         .apiserver_version()
         .await
         .map_err(|source| Error::ApiServerUnreachable { source })?;
+    check_crds(client, &format!("{GROUP}/{VERSION}")).await?;
+    check_permissions(client, options).await
+}
+
+/// Checks through discovery that `group_version` serves our three kinds.
+pub async fn check_crds(client: &Client, group_version: &str) -> Result<(), Error> {
     // Discovery is readable by every authenticated user, so this check needs no extra RBAC.
-    let group_version = format!("{GROUP}/{VERSION}");
-    let served: Vec<String> = match client.list_api_group_resources(&group_version).await {
+    let served: Vec<String> = match client.list_api_group_resources(group_version).await {
         Ok(list) => list.resources.into_iter().map(|r| r.kind).collect(),
         Err(kube::Error::Api(status)) if status.code == 404 => Vec::new(),
         Err(source) => return Err(Error::ApiServerUnreachable { source }),
@@ -33,4 +46,74 @@ pub async fn check(client: &Client) -> Result<(), Error> {
             missing: missing.join(", "),
         })
     }
+}
+
+/// Asks the API server whether this account may do each thing the controllers do, where they do
+/// it. Every authenticated user may ask this about itself, so the check needs no RBAC of its own.
+async fn check_permissions(client: &Client, options: &RunOptions) -> Result<(), Error> {
+    let mut wanted = Vec::new();
+    if options.namespaces.is_empty() {
+        wanted.extend(accesses(CONTROLLER_PERMISSIONS, None));
+    } else {
+        for namespace in &options.namespaces {
+            wanted.extend(accesses(CONTROLLER_PERMISSIONS, Some(namespace)));
+        }
+    }
+    if options.leader_election {
+        let namespace = super::lease_namespace(options);
+        wanted.extend(accesses(LEADER_ELECTION_PERMISSIONS, Some(&namespace)));
+    }
+    let reviews: Api<SelfSubjectAccessReview> = Api::all(client.clone());
+    let answers: Vec<(Access, Result<bool, kube::Error>)> = stream::iter(wanted)
+        .map(|access| {
+            let reviews = reviews.clone();
+            async move {
+                let allowed = allowed(&reviews, &access).await;
+                (access, allowed)
+            }
+        })
+        .buffer_unordered(8)
+        .collect()
+        .await;
+    let mut missing = Vec::new();
+    for (access, answer) in answers {
+        match answer {
+            Ok(true) => {}
+            Ok(false) => missing.push(access),
+            Err(source) => return Err(Error::ApiServerUnreachable { source }),
+        }
+    }
+    if missing.is_empty() {
+        return Ok(());
+    }
+    missing.sort();
+    Err(Error::PermissionsMissing {
+        missing: missing
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(", "),
+    })
+}
+
+async fn allowed(
+    reviews: &Api<SelfSubjectAccessReview>,
+    access: &Access,
+) -> Result<bool, kube::Error> {
+    let review = SelfSubjectAccessReview {
+        spec: SelfSubjectAccessReviewSpec {
+            resource_attributes: Some(ResourceAttributes {
+                group: Some(access.group.to_string()),
+                resource: Some(access.resource.to_string()),
+                subresource: access.subresource.map(str::to_string),
+                verb: Some(access.verb.to_string()),
+                namespace: access.namespace.clone(),
+                ..ResourceAttributes::default()
+            }),
+            ..SelfSubjectAccessReviewSpec::default()
+        },
+        ..SelfSubjectAccessReview::default()
+    };
+    let answer = reviews.create(&PostParams::default(), &review).await?;
+    Ok(answer.status.is_some_and(|s| s.allowed))
 }

@@ -77,7 +77,7 @@ async fn agent_with_two_replicas_becomes_ready_owns_its_children_and_deletes_the
         }),
     )
     .await;
-    let _operator = OperatorProcess::start(&ns.name).await;
+    let operator = OperatorProcess::start(&ns.name).await;
 
     let agents = ns.api::<AgentDeployment>();
     let ready = wait_for_ready(&agents, "support", "True", "Available").await;
@@ -119,6 +119,14 @@ async fn agent_with_two_replicas_becomes_ready_owns_its_children_and_deletes_the
     let file = &config.data.expect("data")["providers.json"];
     assert!(file.contains("/var/run/agentoperator/credentials/openai/api-key"));
     assert!(!file.contains(KEY), "no credential value in a ConfigMap");
+    let series = format!(
+        "agent_operator_agent_ready_replicas{{name=\"support\",namespace=\"{}\"}}",
+        ns.name
+    );
+    assert!(
+        operator.metrics().await.contains(&series),
+        "the agent has its series"
+    );
 
     agents
         .delete("support", &DeleteParams::foreground())
@@ -150,6 +158,10 @@ async fn agent_with_two_replicas_becomes_ready_owns_its_children_and_deletes_the
             gone.then_some(())
         },
     )
+    .await;
+    wait_until(WAIT, "the deleted agent's metric series to go", || async {
+        (!operator.metrics().await.contains(&series)).then_some(())
+    })
     .await;
 }
 

@@ -13,7 +13,7 @@ use kube::{Api, ResourceExt};
 use serde_json::{Value, json};
 
 use crate::support::fake_provider::{Behaviour, FakeProvider};
-use crate::support::objects::{KEY, agent, apply, event_reasons, provider};
+use crate::support::objects::{KEY, agent, agent_task, apply, event_reasons, provider};
 use crate::support::operator::OperatorProcess;
 use crate::support::{self, TestNamespace, wait_until};
 
@@ -47,10 +47,7 @@ async fn task(ns: &TestNamespace, name: &str, pod: Value, extra: Value) {
         "podMetadata": {"annotations": pod}
     });
     support::merge_patch(&mut spec, &extra);
-    apply(&ns.api::<AgentTask>(), name, json!({
-        "apiVersion": "agentoperator.dev/v1alpha1", "kind": "AgentTask", "metadata": {"name": name}, "spec": spec
-    }))
-    .await;
+    agent_task(ns, name, spec).await;
 }
 
 fn phase(task: &AgentTask) -> Option<String> {
@@ -172,6 +169,20 @@ async fn a_task_succeeds_first_time_with_its_result_in_a_restricted_namespace() 
         metrics.contains("agent_operator_task_duration_seconds_count{")
             && metrics.contains("phase=\"Succeeded\""),
         "the task's duration is observed by its final phase"
+    );
+    assert_eq!(
+        operator
+            .metric(r#"agent_operator_tasks{phase="Succeeded"}"#)
+            .await,
+        Some(1.0)
+    );
+    assert_eq!(
+        operator
+            .metric(
+                r#"agent_operator_objects{condition="Complete",kind="AgentTask",status="True"}"#
+            )
+            .await,
+        Some(1.0)
     );
 }
 

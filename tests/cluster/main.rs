@@ -10,3 +10,5 @@ mod api;
 mod leader_election;
 mod llm_provider;
 mod local_cluster;
+mod rbac;
+mod runtime;

@@ -200,6 +200,45 @@ where
     }
 }
 
+/// A kubeconfig authenticating as ServiceAccount `account` of `namespace`, with a token minted by
+/// the TokenRequest API (as `kubectl create token` does), written next to the operator logs.
+pub async fn kubeconfig_for_service_account(
+    client: &Client,
+    namespace: &str,
+    account: &str,
+) -> PathBuf {
+    use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
+    use k8s_openapi::api::core::v1::ServiceAccount;
+    let accounts: Api<ServiceAccount> = Api::namespaced(client.clone(), namespace);
+    let request = TokenRequest {
+        spec: Some(TokenRequestSpec {
+            expiration_seconds: Some(3600),
+            ..TokenRequestSpec::default()
+        }),
+        ..TokenRequest::default()
+    };
+    let token = accounts
+        .create_token_request(account, &PostParams::default(), &request)
+        .await
+        .unwrap_or_else(|error| panic!("cannot mint a token for {namespace}/{account}: {error}"))
+        .status
+        .and_then(|s| s.token)
+        .expect("a token");
+    let mut kubeconfig = Kubeconfig::read_from(kubeconfig_path()).expect("the admin kubeconfig");
+    for named in &mut kubeconfig.auth_infos {
+        named.auth_info = Some(kube::config::AuthInfo {
+            token: Some(token.as_str().into()),
+            ..kube::config::AuthInfo::default()
+        });
+    }
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("kubeconfigs");
+    std::fs::create_dir_all(&dir).expect("create kubeconfig folder");
+    let path = dir.join(format!("{namespace}-{account}.yaml"));
+    let yaml = serde_yaml::to_string(&kubeconfig).expect("kubeconfig renders");
+    std::fs::write(&path, yaml).expect("write kubeconfig");
+    path
+}
+
 /// Applies a JSON merge patch (RFC 7386) to `target`.
 pub fn merge_patch(target: &mut Value, patch: &Value) {
     match (target, patch) {

@@ -1,7 +1,7 @@
 //! Objects the cluster tests create again and again: applied by server-side apply, as a person
 //! would with `kubectl apply --server-side`.
 
-use agent_operator::api::{AgentDeployment, LLMProvider};
+use agent_operator::api::{AgentDeployment, AgentTask, LLMProvider};
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{ListParams, Patch, PatchParams};
 use kube::{Api, Resource};
@@ -52,6 +52,14 @@ pub async fn provider(ns: &TestNamespace, name: &str, fake: &FakeProvider) {
 pub async fn agent(ns: &TestNamespace, name: &str, spec: Value) {
     apply(&ns.api::<AgentDeployment>(), name, json!({
         "apiVersion": "agentoperator.dev/v1alpha1", "kind": "AgentDeployment", "metadata": {"name": name}, "spec": spec
+    }))
+    .await;
+}
+
+/// An AgentTask `name` with `spec`.
+pub async fn agent_task(ns: &TestNamespace, name: &str, spec: Value) {
+    apply(&ns.api::<AgentTask>(), name, json!({
+        "apiVersion": "agentoperator.dev/v1alpha1", "kind": "AgentTask", "metadata": {"name": name}, "spec": spec
     }))
     .await;
 }

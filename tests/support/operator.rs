@@ -19,6 +19,16 @@ impl OperatorProcess {
 
     /// As `start`, with extra arguments; `tag` tells apart the logs of several processes.
     pub async fn start_with(namespace: &str, tag: &str, extra_args: &[&str]) -> Self {
+        Self::start_as(namespace, tag, extra_args, &super::kubeconfig_path()).await
+    }
+
+    /// As `start_with`, authenticated by `kubeconfig` instead of the cluster admin's.
+    pub async fn start_as(
+        namespace: &str,
+        tag: &str,
+        extra_args: &[&str],
+        kubeconfig: &std::path::Path,
+    ) -> Self {
         let metrics_port = free_port();
         let log_dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("operator-logs");
         std::fs::create_dir_all(&log_dir).expect("create log folder");
@@ -37,7 +47,7 @@ impl OperatorProcess {
             .arg("--metrics-address")
             .arg(format!("127.0.0.1:{metrics_port}"))
             .args(extra_args)
-            .env("KUBECONFIG", super::kubeconfig_path())
+            .env("KUBECONFIG", kubeconfig)
             .stdout(Stdio::from(log.try_clone().expect("clone log handle")))
             .stderr(Stdio::from(log))
             .spawn()
@@ -129,4 +139,27 @@ async fn http_get(url: &str) -> Option<(u16, String)> {
     let response = reqwest::get(url).await.ok()?;
     let code = response.status().as_u16();
     Some((code, response.text().await.ok()?))
+}
+
+/// Runs `agent-operator run` for `namespace` as `kubeconfig` until it exits by itself (a failed
+/// start-up check), and returns its output; panics if it is still running after `bound`.
+pub async fn run_until_exit(
+    namespace: &str,
+    kubeconfig: &std::path::Path,
+    bound: Duration,
+) -> std::process::Output {
+    let child = Command::new(env!("CARGO_BIN_EXE_agent-operator"))
+        .args(["run", "--namespaces", namespace, "--metrics-address"])
+        .arg(format!("127.0.0.1:{}", free_port()))
+        .env("KUBECONFIG", kubeconfig)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start agent-operator");
+    let waited = tokio::task::spawn_blocking(move || child.wait_with_output());
+    tokio::time::timeout(bound, waited)
+        .await
+        .expect("agent-operator exits by itself")
+        .expect("join")
+        .expect("output")
 }

@@ -21,11 +21,14 @@ use kube::runtime::{WatchStreamExt, predicates};
 use tokio_util::sync::CancellationToken;
 
 use super::written_status::WrittenStatus;
-use super::{Context, Scope, reflected};
+use super::{Context, Scope, census_of, reflected, reflected_with};
 use crate::api::AgentDeployment;
 use crate::api::agent_deployment::AgentDeploymentStatus;
 use crate::api::llm_provider::LLMProvider;
 use crate::resources::labels::MANAGED_BY;
+use crate::runtime::census::ObjectFacts;
+use crate::runtime::metrics::Metrics;
+use kube::ResourceExt;
 use reconcile::{CONTROLLER, ReconcileError, reconcile};
 
 /// Watch caches this controller keeps per scope.
@@ -65,7 +68,17 @@ pub async fn run(
     let owned =
         || watcher::Config::default().labels(&format!("app.kubernetes.io/managed-by={MANAGED_BY}"));
 
-    let (agents, agent_stream) = reflected(&context, scope.api::<AgentDeployment>(client), all());
+    let metrics = context.metrics.clone();
+    let (agents, agent_stream) = reflected_with(
+        &context,
+        scope.api::<AgentDeployment>(client),
+        all(),
+        move |agent| forget_metrics(&metrics, agent),
+    );
+    let _census = census_of(&context, CONTROLLER, &scope, &agents, |agent| {
+        let conditions = agent.status.as_ref().map(|s| s.conditions.as_slice());
+        ObjectFacts::new("AgentDeployment", conditions.unwrap_or_default(), None)
+    });
     let (providers, provider_stream) = reflected(&context, scope.api::<LLMProvider>(client), all());
     let (secrets, secret_stream) = reflected(&context, scope.api::<Secret>(client), all());
     let (deployments, deployment_stream) =
@@ -130,6 +143,15 @@ pub async fn run(
             std::future::ready(())
         })
         .await;
+}
+
+/// Drops the metric series of a deleted agent, so dashboards do not show it forever.
+pub fn forget_metrics(metrics: &Metrics, agent: &AgentDeployment) {
+    let namespace = agent.namespace().unwrap_or_default();
+    let name = agent.name_any();
+    let labels = [namespace.as_str(), name.as_str()];
+    let _ = metrics.agent_ready_replicas.remove_label_values(&labels);
+    let _ = metrics.failovers.remove_label_values(&labels);
 }
 
 fn error_policy(

@@ -81,6 +81,14 @@ pub async fn reconcile(
     agent: Arc<AgentDeployment>,
     controller: Arc<AgentController>,
 ) -> Result<Action, ReconcileError> {
+    // Observed when the reconcile ends, on every path, errors included.
+    let _timer = controller.context.metrics.reconcile_timer(CONTROLLER);
+    // Being deleted: the garbage collector removes the children; applying them again would
+    // only race it, and the agent's metric series must not come back.
+    if agent.meta().deletion_timestamp.is_some() {
+        super::forget_metrics(&controller.context.metrics, &agent);
+        return Ok(Action::await_change());
+    }
     let client = &controller.context.client;
     let namespace = agent.namespace().ok_or(ReconcileError::MissingNamespace)?;
     let name = agent.name_any();

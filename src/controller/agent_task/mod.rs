@@ -23,11 +23,12 @@ use kube::runtime::{WatchStreamExt, predicates};
 use tokio_util::sync::CancellationToken;
 
 use super::written_status::WrittenStatus;
-use super::{Context, Scope, reflected};
+use super::{Context, Scope, census_of, reflected};
 use crate::api::agent_task::AgentTaskStatus;
 use crate::api::llm_provider::LLMProvider;
 use crate::api::{AgentDeployment, AgentTask};
 use crate::resources::labels::TASK_LABEL;
+use crate::runtime::census::ObjectFacts;
 use reconcile::{CONTROLLER, ReconcileError, reconcile};
 
 /// Watch caches this controller keeps per scope.
@@ -96,6 +97,17 @@ pub async fn run(
         reflected(&context, scope.api::<ConfigMap>(client), owned());
 
     let (tasks, task_writer) = reflector::store::<AgentTask>();
+    let _census = census_of(&context, CONTROLLER, &scope, &tasks, |task| {
+        let status = task.status.as_ref();
+        let phase = status
+            .and_then(|s| s.phase)
+            .map_or_else(|| "Pending".to_string(), |p| format!("{p:?}"));
+        ObjectFacts::new(
+            "AgentTask",
+            status.map(|s| s.conditions.as_slice()).unwrap_or_default(),
+            Some(phase),
+        )
+    });
     let (wake, woken) = mpsc::unbounded();
     let controller = Arc::new(TaskController {
         context: context.clone(),

@@ -83,6 +83,13 @@ pub async fn reconcile(
     task: Arc<AgentTask>,
     controller: Arc<TaskController>,
 ) -> Result<Action, ReconcileError> {
+    // Observed when the reconcile ends, on every path, errors included.
+    let _timer = controller.context.metrics.reconcile_timer(CONTROLLER);
+    // Being deleted: its Jobs and pods go with it; starting another attempt now would race
+    // the garbage collector.
+    if task.meta().deletion_timestamp.is_some() {
+        return Ok(Action::await_change());
+    }
     wait_for_caches(&controller).await?;
     let namespace = task.namespace().ok_or(ReconcileError::MissingNamespace)?;
     let name = task.name_any();

@@ -19,10 +19,11 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 
 use super::written_status::WrittenStatus;
-use super::{Context, Scope};
+use super::{Context, Scope, census_of};
 use crate::api::llm_provider::LLMProvider;
 use crate::api::llm_provider::LLMProviderStatus;
 use crate::providers::health::Health;
+use crate::runtime::census::ObjectFacts;
 use reconcile::{CONTROLLER, ReconcileError, reconcile};
 
 /// The controller's own context: the shared one plus its Secret cache.
@@ -51,6 +52,10 @@ pub async fn run(
     let (provider_store, provider_writer) = reflector::store::<LLMProvider>();
     let (secret_store, secret_writer) = reflector::store::<Secret>();
 
+    let _census = census_of(&context, CONTROLLER, &scope, &provider_store, |provider| {
+        let conditions = provider.status.as_ref().map(|s| s.conditions.as_slice());
+        ObjectFacts::new("LLMProvider", conditions.unwrap_or_default(), None)
+    });
     let controller = Arc::new(ProviderController {
         context: context.clone(),
         secrets: secret_store.clone(),

@@ -50,6 +50,8 @@ pub async fn reconcile(
     provider: Arc<LLMProvider>,
     controller: Arc<ProviderController>,
 ) -> Result<Action, ReconcileError> {
+    // Observed when the reconcile ends, on every path, errors included.
+    let _timer = controller.context.metrics.reconcile_timer(CONTROLLER);
     let context = &controller.context;
     let namespace = provider
         .namespace()

@@ -1,0 +1,159 @@
+//! The operator running with exactly the RBAC in `config/rbac/role.yaml` (generated from the
+//! code's permission table), as a ServiceAccount with a minted token: enough for all three
+//! controllers, and one rule less is refused at start with a line naming what is missing.
+
+use std::time::Duration;
+
+use agent_operator::api::{AgentDeployment, AgentTask, LLMProvider};
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::ServiceAccount;
+use k8s_openapi::api::rbac::v1::{ClusterRole, PolicyRule, Role, RoleBinding};
+use kube::api::PostParams;
+use serde_json::json;
+
+use crate::support::fake_provider::{Behaviour, FakeProvider};
+use crate::support::objects::{agent, agent_task, provider};
+use crate::support::operator::{OperatorProcess, run_until_exit};
+use crate::support::{self, TestNamespace, kubeconfig_for_service_account, wait_until};
+
+const WAIT: Duration = Duration::from_secs(90);
+
+fn generated_rules() -> Vec<PolicyRule> {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/config/rbac/role.yaml");
+    let text = std::fs::read_to_string(path).expect("config/rbac/role.yaml");
+    let role: ClusterRole = serde_yaml::from_str(&text).expect("a ClusterRole");
+    role.rules.expect("rules")
+}
+
+/// ServiceAccount `account` bound in `ns` to a Role with `rules`.
+async fn account_with_rules(ns: &TestNamespace, account: &str, rules: Vec<PolicyRule>) {
+    let params = PostParams::default();
+    let service_account: ServiceAccount =
+        serde_json::from_value(json!({"metadata": {"name": account}})).expect("ServiceAccount");
+    ns.api::<ServiceAccount>()
+        .create(&params, &service_account)
+        .await
+        .expect("create ServiceAccount");
+    let role = Role {
+        metadata: kube::api::ObjectMeta {
+            name: Some(account.into()),
+            ..Default::default()
+        },
+        rules: Some(rules),
+    };
+    ns.api::<Role>()
+        .create(&params, &role)
+        .await
+        .expect("create Role");
+    let binding: RoleBinding = serde_json::from_value(json!({
+        "metadata": {"name": account},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": account},
+        "subjects": [{"kind": "ServiceAccount", "name": account, "namespace": ns.name}]
+    }))
+    .expect("RoleBinding");
+    ns.api::<RoleBinding>()
+        .create(&params, &binding)
+        .await
+        .expect("create RoleBinding");
+}
+
+fn condition_true(
+    conditions: &[k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition],
+    type_: &str,
+) -> bool {
+    conditions
+        .iter()
+        .any(|c| c.type_ == type_ && c.status == "True")
+}
+
+#[tokio::test]
+async fn the_generated_rbac_runs_all_three_controllers() {
+    let (client, ns) = support::namespace_with_crds("rbac-enough").await;
+    account_with_rules(&ns, "operator", generated_rules()).await;
+    let kubeconfig = kubeconfig_for_service_account(&client, &ns.name, "operator").await;
+    let fake = FakeProvider::start(Behaviour::default()).await;
+    let operator = OperatorProcess::start_as(&ns.name, "", &[], &kubeconfig).await;
+
+    provider(&ns, "openai", &fake).await;
+    agent(
+        &ns,
+        "support",
+        json!({"image": "registry.example/agent:1", "providers": [{"name": "openai"}]}),
+    )
+    .await;
+    agent_task(
+        &ns,
+        "once",
+        json!({"agentRef": {"name": "support"}, "input": "hello", "ttlSecondsAfterFinished": 1}),
+    )
+    .await;
+
+    let providers = ns.api::<LLMProvider>();
+    let agents = ns.api::<AgentDeployment>();
+    let tasks = ns.api::<AgentTask>();
+    wait_until(
+        WAIT,
+        "provider, agent and task to reach their goal as the ServiceAccount",
+        || async {
+            let provider = providers.get("openai").await.ok()?.status?;
+            let agent = agents.get("support").await.ok()?.status?;
+            let task = tasks.get("once").await.ok()?.status?;
+            (condition_true(&provider.conditions, "Ready")
+                && condition_true(&agent.conditions, "Ready")
+                && condition_true(&task.conditions, "Complete"))
+            .then_some(())
+        },
+    )
+    .await;
+    // The TTL cleanup deletes the task's Job: the delete rule suffices too.
+    let jobs = ns.api::<Job>();
+    wait_until(WAIT, "the TTL to delete the task's Job", || async {
+        let listed = jobs.list(&Default::default()).await.ok()?;
+        listed.items.is_empty().then_some(())
+    })
+    .await;
+    let log = operator.log();
+    assert!(
+        !log.contains("forbidden") && !log.contains("Forbidden"),
+        "{log}"
+    );
+    let jobs_created = operator
+        .metric(
+            r#"agent_operator_kubernetes_requests_total{code="201",resource="jobs",verb="create"}"#,
+        )
+        .await;
+    assert_eq!(
+        jobs_created,
+        Some(1.0),
+        "requests are counted by verb, resource and code"
+    );
+}
+
+#[tokio::test]
+async fn one_missing_rule_is_named_at_start() {
+    let (client, ns) = support::namespace_with_crds("rbac-missing").await;
+    let rules: Vec<PolicyRule> = generated_rules()
+        .into_iter()
+        .filter(|rule| rule.api_groups.as_deref() != Some(&["batch".to_string()]))
+        .collect();
+    account_with_rules(&ns, "limited", rules).await;
+    let kubeconfig = kubeconfig_for_service_account(&client, &ns.name, "limited").await;
+
+    let output = run_until_exit(&ns.name, &kubeconfig, Duration::from_secs(60)).await;
+    assert_eq!(output.status.code(), Some(1));
+    let said = String::from_utf8_lossy(&output.stderr);
+    let lines: Vec<&str> = said.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(lines.len(), 1, "one line: {said}");
+    let line = lines[0];
+    assert!(line.contains("lacks permissions"), "{line}");
+    for verb in ["create", "delete", "list", "watch"] {
+        assert!(
+            line.contains(&format!("{verb} jobs.batch in {}", ns.name)),
+            "{line}"
+        );
+    }
+    assert!(
+        !line.contains("secrets"),
+        "only what is missing is named: {line}"
+    );
+}
