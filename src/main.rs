@@ -39,9 +39,20 @@ fn main() -> ExitCode {
             }
         },
         Command::Version => {
-            println!("agent-operator {}", env!("CARGO_PKG_VERSION"));
+            println!("agent-operator {}", version());
             ExitCode::SUCCESS
         }
+    }
+}
+
+/// The crate's version, and the source revision when the build was stamped with one (the
+/// container image sets `AGENT_OPERATOR_REVISION` at build time).
+fn version() -> String {
+    match option_env!("AGENT_OPERATOR_REVISION") {
+        Some(revision) if !revision.is_empty() => {
+            format!("{} ({revision})", env!("CARGO_PKG_VERSION"))
+        }
+        _ => env!("CARGO_PKG_VERSION").to_string(),
     }
 }
 

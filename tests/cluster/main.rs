@@ -10,5 +10,6 @@ mod api;
 mod leader_election;
 mod llm_provider;
 mod local_cluster;
+mod packaging;
 mod rbac;
 mod runtime;

@@ -55,6 +55,11 @@ pub struct FakeProvider {
 
 impl FakeProvider {
     pub async fn start(behaviour: Behaviour) -> Self {
+        Self::start_on("127.0.0.1:0", behaviour).await
+    }
+
+    /// As `start`, on a given loopback address.
+    pub async fn start_on(address: &str, behaviour: Behaviour) -> Self {
         let shared = Arc::new(Shared {
             behaviour: Mutex::new(behaviour),
             requests: AtomicU64::new(0),
@@ -64,9 +69,9 @@ impl FakeProvider {
             .route("/openai/models", get(list_models))
             .route("/api/tags", get(ollama_tags))
             .with_state(shared.clone());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        let listener = tokio::net::TcpListener::bind(address)
             .await
-            .expect("bind a loopback port");
+            .unwrap_or_else(|error| panic!("cannot listen on {address}: {error}"));
         let address = listener.local_addr().expect("address");
         let server = tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;

@@ -239,6 +239,44 @@ pub async fn kubeconfig_for_service_account(
     path
 }
 
+/// A tool of the local cluster's toolbox (`kubectl`, `helm`), as built by `e2e/cluster/build`.
+pub fn tool(name: &str) -> PathBuf {
+    let lib = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("e2e/cluster/lib.sh");
+    let output = std::process::Command::new("bash")
+        .arg("-c")
+        .arg(format!(
+            "source '{}' && printf %s \"$BIN_DIR\"",
+            lib.display()
+        ))
+        .output()
+        .expect("bash runs");
+    let path = PathBuf::from(String::from_utf8_lossy(&output.stdout).to_string()).join(name);
+    assert!(
+        path.is_file(),
+        "{} is missing; build the local toolbox with `e2e/cluster/build`",
+        path.display()
+    );
+    path
+}
+
+/// Runs a toolbox command against the local cluster; panics with its output when it fails.
+pub fn run_tool(name: &str, args: &[&str]) -> String {
+    let output = std::process::Command::new(tool(name))
+        .args(args)
+        .env("KUBECONFIG", kubeconfig_path())
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .unwrap_or_else(|error| panic!("cannot run {name}: {error}"));
+    assert!(
+        output.status.success(),
+        "{name} {} failed:\n{}{}",
+        args.join(" "),
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).to_string()
+}
+
 /// Applies a JSON merge patch (RFC 7386) to `target`.
 pub fn merge_patch(target: &mut Value, patch: &Value) {
     match (target, patch) {

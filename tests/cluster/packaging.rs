@@ -1,0 +1,366 @@
+//! The Helm chart and the kustomize bases, as users install them: lint and render, install,
+//! upgrade and uninstall on the local cluster, and the operator running with nothing but the
+//! ServiceAccount and RBAC they create.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use agent_operator::api::{AgentDeployment, AgentTask, LLMProvider};
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::ServiceAccount;
+use k8s_openapi::api::rbac::v1::Role;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::support::fake_provider::{Behaviour, FakeProvider};
+use crate::support::objects::{agent, agent_task, provider};
+use crate::support::operator::OperatorProcess;
+use crate::support::{self, TestNamespace, kubeconfig_for_service_account, run_tool, wait_until};
+
+const CHART: &str = "charts/agent-operator";
+const WAIT: Duration = Duration::from_secs(90);
+
+/// The documents of a multi-document YAML stream.
+fn documents(yaml: &str) -> Vec<Value> {
+    serde_yaml::Deserializer::from_str(yaml)
+        .filter_map(|document| Value::deserialize(document).ok())
+        .filter(|value| !value.is_null())
+        .collect()
+}
+
+fn kind_and_name(object: &Value) -> (String, String) {
+    (
+        object["kind"].as_str().unwrap_or_default().to_string(),
+        object["metadata"]["name"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string(),
+    )
+}
+
+fn find<'a>(objects: &'a [Value], kind: &str, name: &str) -> Option<&'a Value> {
+    objects
+        .iter()
+        .find(|o| kind_and_name(o) == (kind.to_string(), name.to_string()))
+}
+
+fn generated_rules() -> Value {
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/config/rbac/role.yaml"
+    ))
+    .expect("config/rbac/role.yaml");
+    let role: Value = serde_yaml::from_str(&text).expect("YAML");
+    role["rules"].clone()
+}
+
+#[test]
+fn the_chart_lints_and_renders_cluster_and_namespaced_rbac() {
+    run_tool("helm", &["lint", CHART]);
+    run_tool(
+        "helm",
+        &["lint", CHART, "--set", "watchNamespaces={team-a,team-b}"],
+    );
+
+    let cluster = documents(&run_tool("helm", &["template", "ao", CHART, "-n", "ops"]));
+    let role =
+        find(&cluster, "ClusterRole", "ao-agent-operator").expect("the controllers' ClusterRole");
+    assert_eq!(
+        role["rules"],
+        generated_rules(),
+        "the chart grants exactly the generated rules"
+    );
+    assert!(find(&cluster, "ClusterRoleBinding", "ao-agent-operator").is_some());
+    for crd in cluster
+        .iter()
+        .filter(|o| o["kind"] == "CustomResourceDefinition")
+    {
+        assert_eq!(
+            crd["metadata"]["annotations"]["helm.sh/resource-policy"],
+            "keep"
+        );
+        let name = crd["metadata"]["name"].as_str().expect("name");
+        let file =
+            std::fs::read_to_string(format!("{}/crds/{name}.yaml", env!("CARGO_MANIFEST_DIR")))
+                .expect("crds/ file");
+        let source: Value = serde_yaml::from_str(&file).expect("CRD YAML");
+        assert_eq!(
+            crd["spec"], source["spec"],
+            "{name}: the chart installs crds/ unchanged"
+        );
+    }
+    assert_eq!(
+        cluster
+            .iter()
+            .filter(|o| o["kind"] == "CustomResourceDefinition")
+            .count(),
+        3
+    );
+
+    let namespaced = documents(&run_tool(
+        "helm",
+        &[
+            "template",
+            "ao",
+            CHART,
+            "-n",
+            "ops",
+            "--set",
+            "watchNamespaces={team-a,team-b}",
+        ],
+    ));
+    assert!(find(&namespaced, "ClusterRoleBinding", "ao-agent-operator").is_none());
+    assert!(find(&namespaced, "ClusterRole", "ao-agent-operator").is_none());
+    let roles: BTreeSet<String> = namespaced
+        .iter()
+        .filter(|o| o["kind"] == "Role" && o["metadata"]["name"] == "ao-agent-operator")
+        .map(|o| {
+            o["metadata"]["namespace"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string()
+        })
+        .collect();
+    assert_eq!(
+        roles,
+        BTreeSet::from(["team-a".to_string(), "team-b".to_string()])
+    );
+    let deployment = find(&namespaced, "Deployment", "ao-agent-operator").expect("Deployment");
+    let env = deployment["spec"]["template"]["spec"]["containers"][0]["env"]
+        .as_array()
+        .expect("env");
+    assert!(env.contains(&json!({"name": "AGENT_OPERATOR_NAMESPACES", "value": "team-a,team-b"})));
+
+    let without_crds = documents(&run_tool(
+        "helm",
+        &["template", "ao", CHART, "--set", "crds.install=false"],
+    ));
+    assert!(
+        !without_crds
+            .iter()
+            .any(|o| o["kind"] == "CustomResourceDefinition")
+    );
+}
+
+#[test]
+fn kustomize_default_renders_what_the_chart_renders_by_default() {
+    let chart = documents(&run_tool(
+        "helm",
+        &[
+            "template",
+            "agent-operator",
+            CHART,
+            "-n",
+            "agent-operator-system",
+        ],
+    ));
+    let kustomize = documents(&run_tool("kubectl", &["kustomize", "config/default"]));
+    let keys = |objects: &[Value], except: (&str, &str)| -> BTreeSet<(String, String)> {
+        objects
+            .iter()
+            .map(kind_and_name)
+            .filter(|key| key != &(except.0.to_string(), except.1.to_string()))
+            .collect()
+    };
+    // The dashboard ships with the chart only; the namespace is created by Helm's --create-namespace.
+    assert_eq!(
+        keys(&chart, ("ConfigMap", "agent-operator-dashboard")),
+        keys(&kustomize, ("Namespace", "agent-operator-system")),
+    );
+    for (kind, name, field) in [
+        ("Deployment", "agent-operator", "spec"),
+        ("ClusterRole", "agent-operator", "rules"),
+        ("ClusterRole", "agent-operator-view", "rules"),
+        ("ClusterRole", "agent-operator-edit", "rules"),
+        ("Role", "agent-operator-leader-election", "rules"),
+        ("Service", "agent-operator-metrics", "spec"),
+        ("PodDisruptionBudget", "agent-operator", "spec"),
+    ] {
+        let from_chart = &find(&chart, kind, name).expect("in the chart")[field];
+        let from_kustomize = &find(&kustomize, kind, name).expect("in kustomize")[field];
+        assert_eq!(from_chart, from_kustomize, "{kind} {name}: {field}");
+    }
+}
+
+/// A provider, an agent and a task in `ns`, all reaching their goal.
+async fn samples_reach_their_goal(ns: &TestNamespace, fake: &FakeProvider) {
+    provider(ns, "openai", fake).await;
+    agent(
+        ns,
+        "support",
+        json!({"image": "registry.example/agent:1", "providers": [{"name": "openai"}]}),
+    )
+    .await;
+    agent_task(
+        ns,
+        "once",
+        json!({"agentRef": {"name": "support"}, "input": "hello"}),
+    )
+    .await;
+    let (providers, agents, tasks) = (
+        ns.api::<LLMProvider>(),
+        ns.api::<AgentDeployment>(),
+        ns.api::<AgentTask>(),
+    );
+    let is_true = |conditions: &[k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition],
+                   type_: &str| {
+        conditions
+            .iter()
+            .any(|c| c.type_ == type_ && c.status == "True")
+    };
+    wait_until(
+        WAIT,
+        "provider Ready, agent Ready and task Complete",
+        || async {
+            let provider = providers.get("openai").await.ok()?.status?;
+            let agent = agents.get("support").await.ok()?.status?;
+            let task = tasks.get("once").await.ok()?.status?;
+            (is_true(&provider.conditions, "Ready")
+                && is_true(&agent.conditions, "Ready")
+                && is_true(&task.conditions, "Complete"))
+            .then_some(())
+        },
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn helm_install_upgrade_uninstall_and_the_charts_account_runs_the_operator() {
+    let (client, ns) = support::namespace_with_crds("helm-release").await;
+    let release = format!("t{}", std::process::id());
+    let fullname = format!("{release}-agent-operator");
+    let namespaces = format!("watchNamespaces={{{}}}", ns.name);
+    // CRDs are shared by every test on this cluster: this release leaves them alone.
+    run_tool(
+        "helm",
+        &[
+            "install",
+            &release,
+            CHART,
+            "-n",
+            &ns.name,
+            "--set",
+            "crds.install=false",
+            "--set",
+            &namespaces,
+            "--set",
+            "aggregateRoles=false",
+            "--wait",
+            "--timeout",
+            "120s",
+        ],
+    );
+    let deployments = ns.api::<Deployment>();
+    let installed = deployments
+        .get(&fullname)
+        .await
+        .expect("the operator Deployment");
+    assert_eq!(installed.spec.replicas, Some(2));
+
+    let kubeconfig = kubeconfig_for_service_account(&client, &ns.name, &fullname).await;
+    let lease = [
+        "--leader-election",
+        "true",
+        "--lease-namespace",
+        &ns.name,
+        "--lease-name",
+        &fullname,
+    ];
+    let operator = OperatorProcess::start_as(&ns.name, "", &lease, &kubeconfig).await;
+    let fake = FakeProvider::start(Behaviour::default()).await;
+    samples_reach_their_goal(&ns, &fake).await;
+    drop(operator);
+
+    run_tool(
+        "helm",
+        &[
+            "upgrade",
+            &release,
+            CHART,
+            "-n",
+            &ns.name,
+            "--reuse-values",
+            "--set",
+            "logLevel=debug",
+            "--set",
+            "replicaCount=1",
+            "--wait",
+            "--timeout",
+            "120s",
+        ],
+    );
+    let upgraded = deployments
+        .get(&fullname)
+        .await
+        .expect("the operator Deployment");
+    let spec = upgraded.spec;
+    assert_eq!(spec.replicas, Some(1));
+    let env = spec.template.spec.expect("pod").containers[0]
+        .env
+        .clone()
+        .expect("env");
+    assert!(
+        env.iter()
+            .any(|e| e.name == "AGENT_OPERATOR_LOG_LEVEL" && e.value.as_deref() == Some("debug"))
+    );
+
+    run_tool("helm", &["uninstall", &release, "-n", &ns.name, "--wait"]);
+    wait_until(WAIT, "the release's objects to be gone", || async {
+        let gone = deployments.get_opt(&fullname).await.ok()?.is_none()
+            && ns
+                .api::<ServiceAccount>()
+                .get_opt(&fullname)
+                .await
+                .ok()?
+                .is_none()
+            && ns.api::<Role>().get_opt(&fullname).await.ok()?.is_none();
+        gone.then_some(())
+    })
+    .await;
+    // The users' objects are not the release's: they stay.
+    assert!(
+        ns.api::<AgentDeployment>()
+            .get_opt("support")
+            .await
+            .expect("get")
+            .is_some()
+    );
+}
+
+#[tokio::test]
+async fn kubectl_apply_k_of_the_rbac_and_manager_bases_runs_the_operator() {
+    let (client, ns) = support::namespace_with_crds("kustomize-bases").await;
+    // The bases of config/default but the CRDs (shared by every test here), moved into this
+    // test's namespace and prefixed so their cluster-scoped names are this test's own.
+    let overlay = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("kustomize-{}", ns.name));
+    std::fs::create_dir_all(&overlay).expect("overlay folder");
+    let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let depth = overlay
+        .strip_prefix(repo)
+        .expect("the target folder is in the checkout")
+        .components()
+        .count();
+    let up = "../".repeat(depth);
+    std::fs::write(
+        overlay.join("kustomization.yaml"),
+        format!(
+            "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nnamespace: {ns}\nnamePrefix: {ns}-\n\
+             resources:\n- {up}config/rbac\n- {up}config/manager\n\
+             patches:\n- target: {{kind: Namespace}}\n  patch: |\n    $patch: delete\n    apiVersion: v1\n    kind: Namespace\n    metadata:\n      name: unused\n",
+            ns = ns.name
+        ),
+    )
+    .expect("write the overlay");
+    let overlay_path = overlay.display().to_string();
+    run_tool("kubectl", &["apply", "-k", &overlay_path]);
+
+    let account = format!("{}-agent-operator", ns.name);
+    let kubeconfig = kubeconfig_for_service_account(&client, &ns.name, &account).await;
+    let lease = ["--leader-election", "true", "--lease-namespace", &ns.name];
+    let operator = OperatorProcess::start_as(&ns.name, "", &lease, &kubeconfig).await;
+    let fake = FakeProvider::start(Behaviour::default()).await;
+    samples_reach_their_goal(&ns, &fake).await;
+    drop(operator);
+    run_tool("kubectl", &["delete", "-k", &overlay_path, "--wait=false"]);
+}
