@@ -61,9 +61,19 @@ pub struct TaskController {
 }
 
 impl TaskController {
-    /// Asks for a reconcile of every unfinished task of `agent`: one of them may start now.
+    /// A slot of `agent` freed: asks for a reconcile of the tasks at the head of its queue, the
+    /// only ones that may start now. Waking every waiting task instead would cost a reconcile
+    /// per waiting task for every task that finishes.
     pub fn wake_queue(&self, namespace: Option<&str>, agent: &str) {
-        for task in watches::unfinished_tasks_of_agent(&self.caches.tasks, namespace, agent) {
+        let limit = namespace
+            .and_then(|ns| self.caches.agents.get(&ObjectRef::new(agent).within(ns)))
+            .and_then(|a| a.spec.max_concurrent_tasks);
+        let Some(limit) = limit else {
+            // No limit, no queue: nothing waits for a slot.
+            return;
+        };
+        let head = watches::queue_head(&self.caches.tasks, namespace, agent, limit);
+        for task in head {
             let _ = self.wake.unbounded_send(task);
         }
     }

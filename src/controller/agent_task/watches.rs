@@ -7,6 +7,7 @@ use kube::ResourceExt;
 use kube::runtime::reflector::{ObjectRef, Store};
 
 use super::status::is_finished;
+use crate::api::agent_task::reason;
 use crate::api::llm_provider::LLMProvider;
 use crate::api::{AgentDeployment, AgentTask};
 use crate::resources::job::TASK_NAME_ANNOTATION;
@@ -28,6 +29,42 @@ pub fn unfinished_tasks_of_agent(
                 .is_some_and(|r| r.name == agent)
         })
         .filter(|task| !is_finished(task.status.as_ref()))
+        .map(|task| ObjectRef::from_obj(task.as_ref()))
+        .collect()
+}
+
+/// The first `limit` tasks of `agent` waiting for their first attempt, in queue order
+/// (creation time, then name), passing over those waiting for a broken reference.
+pub fn queue_head(
+    tasks: &Store<AgentTask>,
+    namespace: Option<&str>,
+    agent: &str,
+    limit: i32,
+) -> Vec<ObjectRef<AgentTask>> {
+    let mut waiting: Vec<_> = tasks
+        .state()
+        .into_iter()
+        .filter(|task| task.namespace().as_deref() == namespace)
+        .filter(|task| {
+            task.spec
+                .agent_ref
+                .as_ref()
+                .is_some_and(|r| r.name == agent)
+        })
+        .filter(|task| {
+            let status = task.status.as_ref();
+            !is_finished(status)
+                && status.is_none_or(|s| s.attempts == 0)
+                && status.and_then(|s| s.reason.as_deref()) != Some(reason::INVALID_REFERENCE)
+        })
+        .collect();
+    waiting.sort_by(|a, b| {
+        (&a.metadata.creation_timestamp, &a.metadata.name)
+            .cmp(&(&b.metadata.creation_timestamp, &b.metadata.name))
+    });
+    waiting
+        .iter()
+        .take(usize::try_from(limit).unwrap_or(0))
         .map(|task| ObjectRef::from_obj(task.as_ref()))
         .collect()
 }
@@ -78,4 +115,54 @@ pub fn tasks_using_provider(
 pub fn task_of_pod(pod: Pod) -> Option<ObjectRef<AgentTask>> {
     let task = pod.annotations().get(TASK_NAME_ANNOTATION)?.clone();
     Some(ObjectRef::new(&task).within(&pod.namespace()?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kube::runtime::reflector;
+    use kube::runtime::watcher::Event;
+
+    fn task(name: &str, second: u32, status: serde_json::Value) -> AgentTask {
+        let mut task = crate::api::agent_task::task_for_tests(
+            name,
+            serde_json::json!({"agentRef": {"name": "support"}, "input": "x"}),
+        );
+        task.metadata.creation_timestamp = Some(
+            serde_json::from_value(serde_json::json!(format!("2026-01-01T00:00:{second:02}Z")))
+                .expect("time"),
+        );
+        task.status = serde_json::from_value(status).expect("status");
+        task
+    }
+
+    #[test]
+    fn the_queue_head_is_the_oldest_waiting_tasks_only() {
+        let (store, mut writer) = reflector::store::<AgentTask>();
+        let finished = serde_json::json!({"attempts": 1, "conditions": [{"type": "Complete",
+            "status": "True", "reason": "Succeeded", "message": "", "lastTransitionTime": "2026-01-01T00:00:00Z"}]});
+        for task in [
+            task("running", 1, serde_json::json!({"attempts": 1})),
+            task("done", 0, finished),
+            task(
+                "broken",
+                2,
+                serde_json::json!({"reason": "InvalidReference"}),
+            ),
+            task("third", 5, serde_json::json!(null)),
+            task(
+                "first",
+                3,
+                serde_json::json!({"reason": "ConcurrencyLimit"}),
+            ),
+            task("second", 4, serde_json::json!(null)),
+        ] {
+            writer.apply_watcher_event(&Event::Apply(task));
+        }
+        let names: Vec<String> = queue_head(&store, Some("team"), "support", 2)
+            .into_iter()
+            .map(|r| r.name)
+            .collect();
+        assert_eq!(names, ["first", "second"]);
+    }
 }
