@@ -7,6 +7,7 @@ pub mod apply;
 pub mod backoff;
 pub mod chain;
 pub mod llm_provider;
+pub mod trim;
 pub mod written_status;
 
 use std::future::Future;
@@ -158,8 +159,9 @@ impl Context {
     }
 }
 
-/// A reflected watch whose cache counts toward readiness. Children are watched by our
-/// managed-by label only, so the caches hold the operator's objects, not the whole cluster's.
+/// A reflected watch whose cache counts toward readiness. Children are watched by a label of
+/// ours only, so the caches hold the operator's objects, not the whole cluster's; each object
+/// is trimmed (`trim.rs`) to what reconciles read before it is cached.
 pub fn reflected<K>(
     context: &Context,
     api: kube::Api<K>,
@@ -170,6 +172,7 @@ pub fn reflected<K>(
 )
 where
     K: kube::Resource<DynamicType = ()>
+        + trim::Trim
         + Clone
         + serde::de::DeserializeOwned
         + std::fmt::Debug
@@ -192,6 +195,7 @@ pub fn reflected_with<K>(
 )
 where
     K: kube::Resource<DynamicType = ()>
+        + trim::Trim
         + Clone
         + serde::de::DeserializeOwned
         + std::fmt::Debug
@@ -203,6 +207,7 @@ where
     let synced = context.readiness.sync_marker();
     let stream = watcher::watcher(api, config)
         .default_backoff()
+        .modify(trim::Trim::trim)
         .reflect(writer)
         .inspect_ok(move |event: &WatchEvent<K>| {
             synced.observe(event);

@@ -25,7 +25,7 @@ use super::{Context, Scope, census_of, reflected, reflected_with};
 use crate::api::AgentDeployment;
 use crate::api::agent_deployment::AgentDeploymentStatus;
 use crate::api::llm_provider::LLMProvider;
-use crate::resources::labels::MANAGED_BY;
+use crate::resources::labels::AGENT_LABEL;
 use crate::runtime::census::ObjectFacts;
 use crate::runtime::metrics::Metrics;
 use kube::ResourceExt;
@@ -65,8 +65,9 @@ pub async fn run(
 ) {
     let client = &context.client;
     let all = watcher::Config::default;
-    let owned =
-        || watcher::Config::default().labels(&format!("app.kubernetes.io/managed-by={MANAGED_BY}"));
+    // Children carry the agent label; task objects share the managed-by label but not this one,
+    // so this controller never caches the tasks' Jobs, pods and ConfigMaps.
+    let owned = || watcher::Config::default().labels(AGENT_LABEL);
 
     let metrics = context.metrics.clone();
     let (agents, agent_stream) = reflected_with(

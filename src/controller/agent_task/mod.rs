@@ -22,6 +22,7 @@ use kube::runtime::watcher::{self, Event};
 use kube::runtime::{WatchStreamExt, predicates};
 use tokio_util::sync::CancellationToken;
 
+use super::trim::Trim;
 use super::written_status::WrittenStatus;
 use super::{Context, Scope, census_of, reflected};
 use crate::api::agent_task::AgentTaskStatus;
@@ -140,6 +141,7 @@ pub async fn run(
     let on_task_event = controller.clone();
     let task_stream = watcher::watcher(scope.api::<AgentTask>(client), all())
         .default_backoff()
+        .modify(Trim::trim)
         .reflect(task_writer)
         .inspect_ok(move |event| {
             synced.observe(event);

@@ -619,14 +619,18 @@ async fn report(
     let metrics = &controller.context.metrics;
     metrics.status_writes.with_label_values(&[CONTROLLER]).inc();
 
+    // An Event for what a person must know: a failed attempt, a wait on a provider or a broken
+    // reference, the end. Starts and queueing are in status only: at thousands of tasks, an
+    // Event each would double the operator's writes.
     let reason_of = |s: Option<&AgentTaskStatus>| s.and_then(|s| s.reason.clone());
     if reason_of(previous) != reason_of(Some(status))
         && let Some(condition) = status.conditions.first()
-    {
-        let warning = !matches!(
+        && !matches!(
             condition.reason.as_str(),
-            reason::PENDING | reason::RUNNING | reason::SUCCEEDED | reason::CONCURRENCY_LIMIT
-        );
+            reason::PENDING | reason::RUNNING | reason::CONCURRENCY_LIMIT
+        )
+    {
+        let warning = condition.reason != reason::SUCCEEDED;
         controller
             .context
             .publish(task, warning, &condition.reason, condition.message.clone())

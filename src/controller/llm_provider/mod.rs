@@ -99,10 +99,18 @@ pub async fn run(
 
 fn watcher<K>(api: kube::Api<K>) -> impl futures::Stream<Item = Result<Event<K>, watcher::Error>>
 where
-    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + 'static,
+    K: kube::Resource
+        + super::trim::Trim
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + 'static,
     K::DynamicType: Default,
 {
-    watcher::watcher(api, watcher::Config::default()).default_backoff()
+    watcher::watcher(api, watcher::Config::default())
+        .default_backoff()
+        .modify(super::trim::Trim::trim)
 }
 
 /// LLMProviders whose credentials live in this Secret.

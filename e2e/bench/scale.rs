@@ -1,0 +1,712 @@
+//! The scale benchmark: the operator's convergence, API cost and footprint against a plain
+//! client doing the same work, on the local cluster. Run by `e2e/bench/run`, which writes the
+//! table to docs/benchmarks.md. A measurement, not a test: it asserts nothing.
+
+#[path = "../../tests/support/fake_provider.rs"]
+#[allow(dead_code)]
+mod fake_provider;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use agent_operator::api::{AgentDeployment, AgentTask, LLMProvider};
+use clap::Parser;
+use futures::{StreamExt, stream};
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret, Service, ServiceAccount};
+use kube::api::{Api, DeleteParams, ListParams, PostParams};
+use kube::{Client, Resource};
+use serde::de::DeserializeOwned;
+use serde_json::{Value, json};
+
+#[derive(Parser, Debug)]
+struct Args {
+    /// Numbers of AgentDeployments to converge, one run each.
+    #[arg(long, value_delimiter = ',', default_value = "100,1000")]
+    agents: Vec<usize>,
+    /// Number of AgentTasks (and of plain Jobs in the baseline).
+    #[arg(long, default_value_t = 5000)]
+    tasks: usize,
+    /// Seconds of steady state observed after each convergence.
+    #[arg(long, default_value_t = 300)]
+    steady_seconds: u64,
+    /// Client QPS of both the operator and the baseline client.
+    #[arg(long, default_value_t = 50)]
+    qps: u32,
+    /// The operator binary (a release build).
+    #[arg(long)]
+    operator: PathBuf,
+    /// Where to write the Markdown results.
+    #[arg(long)]
+    out: PathBuf,
+}
+
+/// One row of results.
+#[derive(Default)]
+struct Run {
+    name: String,
+    objects: usize,
+    operator_seconds: f64,
+    baseline_seconds: f64,
+    requests: BTreeMap<String, f64>,
+    steady_writes: Option<f64>,
+    steady_requests: BTreeMap<String, f64>,
+    peak_rss_mib: f64,
+    cpu_seconds: f64,
+    latency: BTreeMap<String, (f64, f64, f64)>,
+}
+
+#[tokio::main]
+async fn main() {
+    let args = Args::parse();
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let config = kube::Config::infer()
+        .await
+        .expect("a kubeconfig (KUBECONFIG)");
+    let counter = prometheus::IntCounterVec::new(
+        prometheus::Opts::new("bench_requests", "requests of the bench client"),
+        &["verb", "resource", "code"],
+    )
+    .expect("counter");
+    let client =
+        agent_operator::runtime::api_client::client(config, args.qps, args.qps * 2, counter)
+            .expect("client");
+    let fake = fake_provider::FakeProvider::start(fake_provider::Behaviour::default()).await;
+    let mut runs = Vec::new();
+    for &n in &args.agents {
+        runs.push(agents_run(&client, &args, &fake, n).await);
+    }
+    if args.tasks > 0 {
+        runs.push(tasks_run(&client, &args, &fake).await);
+    }
+    let report = markdown(&args, &runs);
+    std::fs::write(&args.out, &report).expect("write the results");
+    println!("{report}");
+}
+
+async fn agents_run(
+    client: &Client,
+    args: &Args,
+    fake: &fake_provider::FakeProvider,
+    n: usize,
+) -> Run {
+    eprintln!("== {n} AgentDeployments");
+    let ns = fresh_namespace(client, &format!("bench-agents-{n}")).await;
+    provider(client, &ns, fake).await;
+    let mut operator = Operator::start(args, &ns).await;
+    wait_for(
+        client,
+        &ns,
+        "the provider to be Ready",
+        |providers: Vec<LLMProvider>| {
+            providers
+                .iter()
+                .all(|p| condition_true(p.status.as_ref().map(|s| &s.conditions[..]), "Ready"))
+                && !providers.is_empty()
+        },
+    )
+    .await;
+    let before = operator.requests().await;
+    let started = Instant::now();
+    create_all(client, &ns, (0..n).map(|i| json!({
+        "apiVersion": "agentoperator.dev/v1alpha1", "kind": "AgentDeployment",
+        "metadata": {"name": format!("agent-{i:04}")},
+        "spec": {"image": "registry.example/agent:1", "replicas": 1, "providers": [{"name": "openai"}],
+            "ports": [{"name": "http", "containerPort": 8080}]}
+    })).collect::<Vec<_>>(), serde_json::from_value::<AgentDeployment>).await;
+    wait_for(
+        client,
+        &ns,
+        &format!("{n} agents Ready"),
+        |agents: Vec<AgentDeployment>| {
+            agents
+                .iter()
+                .filter(|a| condition_true(a.status.as_ref().map(|s| &s.conditions[..]), "Ready"))
+                .count()
+                == n
+        },
+    )
+    .await;
+    let operator_seconds = started.elapsed().as_secs_f64();
+    let after = operator.requests().await;
+    let (peak_rss_mib, cpu_seconds) = operator.footprint();
+    let latency = operator.latency().await;
+    eprintln!(
+        "   converged in {operator_seconds:.1}s; steady state for {}s",
+        args.steady_seconds
+    );
+    tokio::time::sleep(Duration::from_secs(args.steady_seconds)).await;
+    let steady = subtract(&operator.requests().await, &after);
+    let steady_writes = ["create", "update", "patch", "delete"]
+        .iter()
+        .map(|v| steady.get(*v).copied().unwrap_or(0.0))
+        .sum();
+    operator.stop();
+    let _ = Api::<Namespace>::all(client.clone())
+        .delete(&ns, &DeleteParams::background())
+        .await;
+
+    let baseline_seconds = agents_baseline(client, n).await;
+    Run {
+        name: format!("{n} AgentDeployments to Ready"),
+        objects: n,
+        operator_seconds,
+        baseline_seconds,
+        requests: subtract(&after, &before),
+        steady_writes: Some(steady_writes),
+        steady_requests: steady,
+        peak_rss_mib,
+        cpu_seconds,
+        latency,
+    }
+}
+
+/// The same children an agent gets (ServiceAccount, provider ConfigMap, Deployment, Service),
+/// created by a plain client at the same QPS, to Ready.
+async fn agents_baseline(client: &Client, n: usize) -> f64 {
+    eprintln!("   baseline: the same children from a plain client");
+    let ns = fresh_namespace(client, &format!("bench-baseline-{n}")).await;
+    let started = Instant::now();
+    let mut objects = Vec::new();
+    for i in 0..n {
+        let name = format!("agent-{i:04}");
+        let labels = json!({"app": name});
+        objects.push(
+            json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": name}}),
+        );
+        objects.push(json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": format!("{name}-providers")},
+            "data": {"providers.json": "{}"}}));
+        objects.push(json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name}, "spec": {
+            "replicas": 1, "selector": {"matchLabels": labels},
+            "template": {"metadata": {"labels": labels}, "spec": {"serviceAccountName": name,
+                "containers": [{"name": "agent", "image": "registry.example/agent:1"}]}}}}));
+        objects.push(
+            json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": name},
+            "spec": {"selector": labels, "ports": [{"port": 8080}]}}),
+        );
+    }
+    create_any(client, &ns, objects).await;
+    wait_for(
+        client,
+        &ns,
+        &format!("{n} Deployments Ready"),
+        |deployments: Vec<Deployment>| {
+            deployments
+                .iter()
+                .filter(|d| d.status.as_ref().and_then(|s| s.ready_replicas) == Some(1))
+                .count()
+                == n
+        },
+    )
+    .await;
+    let seconds = started.elapsed().as_secs_f64();
+    let _ = Api::<Namespace>::all(client.clone())
+        .delete(&ns, &DeleteParams::background())
+        .await;
+    seconds
+}
+
+async fn tasks_run(client: &Client, args: &Args, fake: &fake_provider::FakeProvider) -> Run {
+    let n = args.tasks;
+    eprintln!("== {n} AgentTasks");
+    let ns = fresh_namespace(client, &format!("bench-tasks-{n}")).await;
+    provider(client, &ns, fake).await;
+    let mut operator = Operator::start(args, &ns).await;
+    create_all(client, &ns, vec![json!({
+        "apiVersion": "agentoperator.dev/v1alpha1", "kind": "AgentDeployment", "metadata": {"name": "worker"},
+        "spec": {"image": "registry.example/agent:1", "suspend": true, "providers": [{"name": "openai"}]}
+    })], serde_json::from_value::<AgentDeployment>).await;
+    wait_for(
+        client,
+        &ns,
+        "the provider to be Ready",
+        |providers: Vec<LLMProvider>| {
+            providers
+                .iter()
+                .all(|p| condition_true(p.status.as_ref().map(|s| &s.conditions[..]), "Ready"))
+                && !providers.is_empty()
+        },
+    )
+    .await;
+    let before = operator.requests().await;
+    let started = Instant::now();
+    create_all(client, &ns, (0..n).map(|i| json!({
+        "apiVersion": "agentoperator.dev/v1alpha1", "kind": "AgentTask", "metadata": {"name": format!("task-{i:05}")},
+        "spec": {"agentRef": {"name": "worker"}, "input": "benchmark input"}
+    })).collect::<Vec<_>>(), serde_json::from_value::<AgentTask>).await;
+    wait_for(
+        client,
+        &ns,
+        &format!("{n} tasks Succeeded"),
+        |tasks: Vec<AgentTask>| {
+            tasks
+                .iter()
+                .filter(|t| {
+                    condition_true(t.status.as_ref().map(|s| &s.conditions[..]), "Complete")
+                })
+                .count()
+                == n
+        },
+    )
+    .await;
+    let operator_seconds = started.elapsed().as_secs_f64();
+    let after = operator.requests().await;
+    let (peak_rss_mib, cpu_seconds) = operator.footprint();
+    let latency = operator.latency().await;
+    operator.stop();
+    let _ = Api::<Namespace>::all(client.clone())
+        .delete(&ns, &DeleteParams::background())
+        .await;
+
+    eprintln!("   baseline: {n} plain Jobs");
+    let ns = fresh_namespace(client, &format!("bench-jobs-{n}")).await;
+    let started = Instant::now();
+    create_any(client, &ns, (0..n).map(|i| json!({
+        "apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": format!("job-{i:05}")},
+        "spec": {"backoffLimit": 0, "template": {"spec": {"restartPolicy": "Never",
+            "containers": [{"name": "agent", "image": "registry.example/agent:1"}]}}}
+    })).collect()).await;
+    wait_for(
+        client,
+        &ns,
+        &format!("{n} Jobs complete"),
+        |jobs: Vec<Job>| {
+            jobs.iter()
+                .filter(|j| j.status.as_ref().and_then(|s| s.succeeded) == Some(1))
+                .count()
+                == n
+        },
+    )
+    .await;
+    let baseline_seconds = started.elapsed().as_secs_f64();
+    let _ = Api::<Namespace>::all(client.clone())
+        .delete(&ns, &DeleteParams::background())
+        .await;
+    Run {
+        name: format!("{n} AgentTasks to Succeeded"),
+        objects: n,
+        operator_seconds,
+        baseline_seconds,
+        requests: subtract(&after, &before),
+        steady_writes: None,
+        steady_requests: BTreeMap::new(),
+        peak_rss_mib,
+        cpu_seconds,
+        latency,
+    }
+}
+
+/// The operator as a child process watching one namespace.
+struct Operator {
+    child: Child,
+    metrics_port: u16,
+}
+
+impl Operator {
+    async fn start(args: &Args, namespace: &str) -> Self {
+        let metrics_port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("a free port");
+        let log = std::fs::File::create(format!("target/bench-operator-{namespace}.log"))
+            .expect("log file");
+        let child = Command::new(&args.operator)
+            .args([
+                "run",
+                "--namespaces",
+                namespace,
+                "--log-level",
+                "warn",
+                "--client-qps",
+            ])
+            .arg(args.qps.to_string())
+            .arg("--client-burst")
+            .arg((args.qps * 2).to_string())
+            .arg("--metrics-address")
+            .arg(format!("127.0.0.1:{metrics_port}"))
+            .stdout(Stdio::from(log.try_clone().expect("log")))
+            .stderr(Stdio::from(log))
+            .spawn()
+            .expect("start the operator");
+        let operator = Self {
+            child,
+            metrics_port,
+        };
+        for _ in 0..300 {
+            if get(&format!("http://127.0.0.1:{metrics_port}/readyz"))
+                .await
+                .is_some_and(|(code, _)| code == 200)
+            {
+                return operator;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("the operator did not become ready");
+    }
+
+    async fn metrics(&self) -> String {
+        get(&format!("http://127.0.0.1:{}/metrics", self.metrics_port))
+            .await
+            .map(|(_, body)| body)
+            .unwrap_or_default()
+    }
+
+    /// Requests to the API server so far, by verb.
+    async fn requests(&self) -> BTreeMap<String, f64> {
+        let mut by_verb = BTreeMap::new();
+        for line in self
+            .metrics()
+            .await
+            .lines()
+            .filter(|l| l.starts_with("agent_operator_kubernetes_requests_total{"))
+        {
+            let verb = label(line, "verb");
+            let value: f64 = line
+                .rsplit(' ')
+                .next()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0.0);
+            *by_verb.entry(verb).or_insert(0.0) += value;
+        }
+        by_verb
+    }
+
+    /// p50, p95 and p99 reconcile latency per controller, from the histogram's buckets (each is
+    /// the upper bound of the bucket holding that quantile).
+    async fn latency(&self) -> BTreeMap<String, (f64, f64, f64)> {
+        let mut buckets: BTreeMap<String, Vec<(f64, f64)>> = BTreeMap::new();
+        for line in self
+            .metrics()
+            .await
+            .lines()
+            .filter(|l| l.starts_with("agent_operator_reconcile_duration_seconds_bucket{"))
+        {
+            let le = label(line, "le");
+            let bound = if le == "+Inf" {
+                f64::INFINITY
+            } else {
+                le.parse().unwrap_or(f64::INFINITY)
+            };
+            let count: f64 = line
+                .rsplit(' ')
+                .next()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0.0);
+            buckets
+                .entry(label(line, "controller"))
+                .or_default()
+                .push((bound, count));
+        }
+        buckets
+            .into_iter()
+            .map(|(controller, mut buckets)| {
+                buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
+                let total = buckets.last().map(|b| b.1).unwrap_or(0.0);
+                let quantile = |q: f64| {
+                    buckets
+                        .iter()
+                        .find(|b| b.1 >= q * total)
+                        .map(|b| b.0)
+                        .unwrap_or(f64::NAN)
+                };
+                (controller, (quantile(0.5), quantile(0.95), quantile(0.99)))
+            })
+            .collect()
+    }
+
+    /// Peak resident memory (MiB) and CPU seconds of the process so far.
+    fn footprint(&self) -> (f64, f64) {
+        let pid = self.child.id();
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+        let peak_kib: f64 = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap_or(0.0);
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        // Fields after the command name: utime and stime are the 12th and 13th.
+        let fields: Vec<&str> = stat
+            .rsplit(')')
+            .next()
+            .unwrap_or_default()
+            .split_whitespace()
+            .collect();
+        let ticks: f64 = fields
+            .get(11)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+            + fields
+                .get(12)
+                .and_then(|v| v.parse::<f64>().ok())
+                .unwrap_or(0.0);
+        (peak_kib / 1024.0, ticks / clock_ticks())
+    }
+
+    fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn clock_ticks() -> f64 {
+    Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
+        .unwrap_or(100.0)
+}
+
+fn label(line: &str, name: &str) -> String {
+    let key = format!("{name}=\"");
+    line.split_once(&key)
+        .and_then(|(_, rest)| rest.split_once('"'))
+        .map(|(value, _)| value.to_string())
+        .unwrap_or_default()
+}
+
+fn subtract(
+    after: &BTreeMap<String, f64>,
+    before: &BTreeMap<String, f64>,
+) -> BTreeMap<String, f64> {
+    after
+        .iter()
+        .map(|(verb, value)| {
+            (
+                verb.clone(),
+                value - before.get(verb).copied().unwrap_or(0.0),
+            )
+        })
+        .filter(|(_, value)| *value > 0.0)
+        .collect()
+}
+
+async fn get(url: &str) -> Option<(u16, String)> {
+    let response = reqwest::get(url).await.ok()?;
+    let code = response.status().as_u16();
+    Some((code, response.text().await.ok()?))
+}
+
+fn condition_true(
+    conditions: Option<&[k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition]>,
+    type_: &str,
+) -> bool {
+    conditions
+        .unwrap_or_default()
+        .iter()
+        .any(|c| c.type_ == type_ && c.status == "True")
+}
+
+async fn fresh_namespace(client: &Client, prefix: &str) -> String {
+    let name = format!("{prefix}-{}", std::process::id());
+    let namespace: Namespace =
+        serde_json::from_value(json!({"metadata": {"name": name}})).expect("namespace");
+    Api::<Namespace>::all(client.clone())
+        .create(&PostParams::default(), &namespace)
+        .await
+        .expect("create namespace");
+    name
+}
+
+async fn provider(client: &Client, ns: &str, fake: &fake_provider::FakeProvider) {
+    create_any(
+        client,
+        ns,
+        vec![
+            json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "openai-key"},
+        "stringData": {"apiKey": "sk-bench"}}),
+        ],
+    )
+    .await;
+    create_all(client, ns, vec![json!({
+        "apiVersion": "agentoperator.dev/v1alpha1", "kind": "LLMProvider", "metadata": {"name": "openai"},
+        "spec": {"type": "OpenAI", "endpoint": fake.openai_endpoint(), "allowInsecureHTTP": true,
+            "credentials": {"name": "openai-key", "key": "apiKey"}, "models": ["gpt-4o"], "defaultModel": "gpt-4o"}
+    })], serde_json::from_value::<LLMProvider>).await;
+}
+
+/// Creates objects of one kind, 8 requests in flight (the client's limiter paces them).
+async fn create_all<K, F>(client: &Client, ns: &str, objects: Vec<Value>, parse: F)
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + DeserializeOwned
+        + serde::Serialize
+        + std::fmt::Debug,
+    F: Fn(Value) -> Result<K, serde_json::Error>,
+{
+    let api: Api<K> = Api::namespaced(client.clone(), ns);
+    let objects: Vec<K> = objects
+        .into_iter()
+        .map(|v| parse(v).expect("a valid object"))
+        .collect();
+    stream::iter(objects)
+        .for_each_concurrent(8, |object| {
+            let api = api.clone();
+            async move {
+                api.create(&PostParams::default(), &object)
+                    .await
+                    .expect("create");
+            }
+        })
+        .await;
+}
+
+/// Creates the baseline's built-in objects of mixed kinds, in order.
+async fn create_any(client: &Client, ns: &str, objects: Vec<Value>) {
+    for kind in [
+        "ServiceAccount",
+        "ConfigMap",
+        "Secret",
+        "Deployment",
+        "Service",
+        "Job",
+    ] {
+        let of_kind: Vec<Value> = objects
+            .iter()
+            .filter(|o| o["kind"] == kind)
+            .cloned()
+            .collect();
+        if of_kind.is_empty() {
+            continue;
+        }
+        match kind {
+            "ServiceAccount" => {
+                create_all(
+                    client,
+                    ns,
+                    of_kind,
+                    serde_json::from_value::<ServiceAccount>,
+                )
+                .await
+            }
+            "ConfigMap" => {
+                create_all(client, ns, of_kind, serde_json::from_value::<ConfigMap>).await
+            }
+            "Secret" => create_all(client, ns, of_kind, serde_json::from_value::<Secret>).await,
+            "Deployment" => {
+                create_all(client, ns, of_kind, serde_json::from_value::<Deployment>).await
+            }
+            "Service" => create_all(client, ns, of_kind, serde_json::from_value::<Service>).await,
+            _ => create_all(client, ns, of_kind, serde_json::from_value::<Job>).await,
+        }
+    }
+}
+
+/// Lists the namespace's objects of `K` every 2 s until `done` holds.
+async fn wait_for<K>(client: &Client, ns: &str, what: &str, done: impl Fn(Vec<K>) -> bool)
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + DeserializeOwned
+        + std::fmt::Debug,
+{
+    let api: Api<K> = Api::namespaced(client.clone(), ns);
+    let started = Instant::now();
+    loop {
+        if let Ok(list) = api.list(&ListParams::default()).await
+            && done(list.items)
+        {
+            return;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(7200),
+            "gave up waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+}
+
+fn markdown(args: &Args, runs: &[Run]) -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|c| {
+            c.lines().find_map(|l| {
+                l.strip_prefix("model name")
+                    .map(|v| v.trim_start_matches([' ', '\t', ':']).to_string())
+            })
+        })
+        .unwrap_or_default();
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(0);
+    let mut out = String::from(
+        "# Benchmarks\n\nGenerated by `e2e/bench/run` (see the end of this page to rerun).\n\n",
+    );
+    out.push_str(&format!(
+        "Machine: {cores} cores ({cpu}); the local control plane of `e2e/cluster` (Kubernetes {}, kwok {}), kube-controller-manager with its default client limits (20 QPS, burst 30), which bounds how fast Deployments and Jobs become pods for the operator and the baseline alike. Operator and baseline client: {} QPS, burst {}. Release build.\n\n",
+        env_version("K8S_VERSION"), env_version("KWOK_VERSION"), args.qps, args.qps * 2
+    ));
+    out.push_str("## Convergence\n\n| run | operator | plain client | ratio | throughput |\n|---|---|---|---|---|\n");
+    for run in runs {
+        out.push_str(&format!(
+            "| {} | {:.1} s | {:.1} s | {:.2} | {:.1} objects/s |\n",
+            run.name,
+            run.operator_seconds,
+            run.baseline_seconds,
+            run.operator_seconds / run.baseline_seconds,
+            run.objects as f64 / run.operator_seconds
+        ));
+    }
+    out.push_str("\n## API cost and footprint\n\n| run | requests by verb (per object) | steady state | peak RSS | CPU |\n|---|---|---|---|---|\n");
+    for run in runs {
+        let requests: Vec<String> = run
+            .requests
+            .iter()
+            .map(|(verb, count)| format!("{verb} {count:.0} ({:.2})", count / run.objects as f64))
+            .collect();
+        let steady = match run.steady_writes {
+            Some(writes) => {
+                let all: Vec<String> = run
+                    .steady_requests
+                    .iter()
+                    .map(|(verb, count)| format!("{verb} {count:.0}"))
+                    .collect();
+                format!(
+                    "{writes:.0} writes in {} s{}",
+                    args.steady_seconds,
+                    if all.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" ({})", all.join(", "))
+                    }
+                )
+            }
+            None => "—".into(),
+        };
+        out.push_str(&format!(
+            "| {} | {} | {steady} | {:.1} MiB | {:.1} s |\n",
+            run.name,
+            requests.join(", "),
+            run.peak_rss_mib,
+            run.cpu_seconds
+        ));
+    }
+    out.push_str("\n## Reconcile latency (from `agent_operator_reconcile_duration_seconds`)\n\n| run | controller | p50 ≤ | p95 ≤ | p99 ≤ |\n|---|---|---|---|---|\n");
+    for run in runs {
+        for (controller, (p50, p95, p99)) in &run.latency {
+            out.push_str(&format!(
+                "| {} | {controller} | {p50} s | {p95} s | {p99} s |\n",
+                run.name
+            ));
+        }
+    }
+    out.push_str(&format!(
+        "\n## How it is measured\n\n- Convergence: from the first create to the last object Ready (AgentDeployments: `Ready=True`; AgentTasks: `Complete=True`), listed every 2 s. The baseline creates the same child objects (ServiceAccount, ConfigMap, Deployment, Service per agent; one Job per task) with a plain client at the same QPS, to Ready Deployments and complete Jobs.\n- Requests: the operator's own `agent_operator_kubernetes_requests_total`, from the first create to convergence; steady state: the same counter over the following {} s with nothing changing (writes = create, update, patch, delete).\n- Memory and CPU: the operator process's `VmHWM` and `utime + stime` from `/proc`, one fresh process per run.\n- Latency: quantiles read from the histogram's buckets (upper bounds).\n\nRerun: `e2e/bench/run` (defaults: 100 and 1000 agents, 5000 tasks, 300 s of steady state; `e2e/bench/run --agents 100 --tasks 500 --steady-seconds 60` for a quick look).\n",
+        args.steady_seconds
+    ));
+    out
+}
+
+fn env_version(name: &str) -> String {
+    std::fs::read_to_string("e2e/cluster/versions.env")
+        .ok()
+        .and_then(|text| {
+            text.lines()
+                .find_map(|l| l.strip_prefix(&format!("{name}=")).map(str::to_string))
+        })
+        .unwrap_or_default()
+}
