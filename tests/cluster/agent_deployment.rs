@@ -693,3 +693,58 @@ async fn disruption_budget_network_policy_and_suspend_follow_the_spec() {
         "suspend keeps everything else"
     );
 }
+
+#[tokio::test]
+async fn a_child_the_api_server_refuses_is_a_condition_until_it_is_allowed() {
+    use k8s_openapi::api::core::v1::ResourceQuota;
+    let (_, ns) = support::namespace_with_crds("agent-refused-child").await;
+    let fake = FakeProvider::start(Behaviour::default()).await;
+    let _operator = OperatorProcess::start(&ns.name).await;
+    apply(
+        &ns.api::<ResourceQuota>(),
+        "no-services",
+        json!({
+            "apiVersion": "v1", "kind": "ResourceQuota", "metadata": {"name": "no-services"},
+            "spec": {"hard": {"services": "0"}}
+        }),
+    )
+    .await;
+    provider(&ns, "openai", &fake).await;
+    agent(
+        &ns,
+        "support",
+        json!({
+            "image": "registry.example/agent:1", "providers": [{"name": "openai"}],
+            "ports": [{"name": "http", "containerPort": 8080}]
+        }),
+    )
+    .await;
+
+    let agents = ns.api::<AgentDeployment>();
+    let refused = wait_for_ready(&agents, "support", "False", "ApplyFailed").await;
+    let ready = refused
+        .status
+        .expect("status")
+        .conditions
+        .into_iter()
+        .find(|c| c.type_ == "Ready")
+        .expect("Ready");
+    assert!(
+        ready.message.contains("Service support") && ready.message.contains("exceeded quota"),
+        "{}",
+        ready.message
+    );
+
+    ns.api::<ResourceQuota>()
+        .delete("no-services", &DeleteParams::default())
+        .await
+        .expect("delete the quota");
+    wait_for_ready(&agents, "support", "True", "Available").await;
+    assert!(
+        ns.api::<Service>()
+            .get_opt("support")
+            .await
+            .expect("get")
+            .is_some()
+    );
+}

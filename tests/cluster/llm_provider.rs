@@ -448,6 +448,14 @@ async fn a_rotated_key_the_provider_refuses_does_not_roll_the_agents() {
     let deployments = ns.api::<k8s_openapi::api::apps::v1::Deployment>();
     let api = ns.api::<LLMProvider>();
     wait_for_condition(&api, "openai", "Ready", "True", "Available").await;
+    // The agent's first rollout uses the key once the probe validated it: wait until the agent
+    // has seen the provider Ready, so the generation read next is the one that must hold.
+    let agents = ns.api::<agent_operator::api::AgentDeployment>();
+    wait_until(WAIT, "the agent to see its provider Ready", || async {
+        let status = agents.get("support").await.ok()?.status?;
+        (status.active_provider.as_deref() == Some("openai")).then_some(())
+    })
+    .await;
     let generation = wait_until(WAIT, "the agent's Deployment", || async {
         deployments
             .get_opt("support")

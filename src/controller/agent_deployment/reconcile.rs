@@ -133,83 +133,94 @@ pub async fn reconcile(
     let provider_endpoints: Vec<String> = chain.iter().filter_map(|p| p.endpoint.clone()).collect();
     let config = provider_config(&chain, &agent.spec.tools);
 
-    // Apply.
-    let apply_err = |kind: &'static str, name: &str| {
-        let name = name.to_string();
-        move |source| ReconcileError::Apply { kind, name, source }
-    };
-    if agent.spec.workload.service_account_name.is_none() {
+    // Apply. A child the API server refuses is reported in status before the error is
+    // returned for a retry: without that, an agent would show nothing while it fails.
+    let applied: Result<(), ReconcileError> = async {
+        let apply_err = |kind: &'static str, name: &str| {
+            let name = name.to_string();
+            move |source| ReconcileError::Apply { kind, name, source }
+        };
+        if agent.spec.workload.service_account_name.is_none() {
+            apply_if_changed(
+                client,
+                &caches.service_accounts,
+                service_account::service_account(&agent, &names.service_account),
+            )
+            .await
+            .map_err(apply_err("ServiceAccount", &names.service_account))?;
+        } else {
+            delete_if_present(
+                client,
+                &caches.service_accounts,
+                &namespace,
+                &names.service_account,
+            )
+            .await
+            .map_err(|source| ReconcileError::Delete {
+                kind: "ServiceAccount",
+                name: names.service_account.clone(),
+                source,
+            })?;
+        }
         apply_if_changed(
             client,
-            &caches.service_accounts,
-            service_account::service_account(&agent, &names.service_account),
+            &caches.config_maps,
+            config_map(&agent, &names.config_map, &config),
         )
         .await
-        .map_err(apply_err("ServiceAccount", &names.service_account))?;
-    } else {
-        delete_if_present(
+        .map_err(apply_err("ConfigMap", &names.config_map))?;
+        apply_if_changed(
             client,
-            &caches.service_accounts,
-            &namespace,
-            &names.service_account,
+            &caches.deployments,
+            deployment(&agent, &names.deployment, &inputs),
         )
         .await
-        .map_err(|source| ReconcileError::Delete {
-            kind: "ServiceAccount",
-            name: names.service_account.clone(),
-            source,
-        })?;
+        .map_err(apply_err("Deployment", &names.deployment))?;
+        apply_or_delete(
+            client,
+            &caches.services,
+            &namespace,
+            &names.service,
+            service::service(&agent, &names.service),
+            "Service",
+        )
+        .await?;
+        apply_or_delete(
+            client,
+            &caches.hpas,
+            &namespace,
+            &names.deployment,
+            hpa::horizontal_pod_autoscaler(&agent, &names.deployment, &names.deployment),
+            "HorizontalPodAutoscaler",
+        )
+        .await?;
+        apply_or_delete(
+            client,
+            &caches.pdbs,
+            &namespace,
+            &names.deployment,
+            pdb::pod_disruption_budget(&agent, &names.deployment),
+            "PodDisruptionBudget",
+        )
+        .await?;
+        apply_or_delete(
+            client,
+            &caches.network_policies,
+            &namespace,
+            &names.deployment,
+            network_policy::network_policy(&agent, &names.deployment, &provider_endpoints),
+            "NetworkPolicy",
+        )
+        .await?;
+        Ok(())
     }
-    apply_if_changed(
-        client,
-        &caches.config_maps,
-        config_map(&agent, &names.config_map, &config),
-    )
-    .await
-    .map_err(apply_err("ConfigMap", &names.config_map))?;
-    apply_if_changed(
-        client,
-        &caches.deployments,
-        deployment(&agent, &names.deployment, &inputs),
-    )
-    .await
-    .map_err(apply_err("Deployment", &names.deployment))?;
-    apply_or_delete(
-        client,
-        &caches.services,
-        &namespace,
-        &names.service,
-        service::service(&agent, &names.service),
-        "Service",
-    )
-    .await?;
-    apply_or_delete(
-        client,
-        &caches.hpas,
-        &namespace,
-        &names.deployment,
-        hpa::horizontal_pod_autoscaler(&agent, &names.deployment, &names.deployment),
-        "HorizontalPodAutoscaler",
-    )
-    .await?;
-    apply_or_delete(
-        client,
-        &caches.pdbs,
-        &namespace,
-        &names.deployment,
-        pdb::pod_disruption_budget(&agent, &names.deployment),
-        "PodDisruptionBudget",
-    )
-    .await?;
-    apply_or_delete(
-        client,
-        &caches.network_policies,
-        &namespace,
-        &names.deployment,
-        network_policy::network_policy(&agent, &names.deployment, &provider_endpoints),
-        "NetworkPolicy",
-    )
-    .await?;
+    .await;
+    let mut broken = broken;
+    if let Err(error) = &applied
+        && let Some(refused) = refused_child(error)
+    {
+        broken.push(refused);
+    }
 
     // Report.
     let agent_label = crate::resources::labels::selector_labels(&name);
@@ -273,9 +284,30 @@ pub async fn reconcile(
             .with_label_values(&[CONTROLLER])
             .inc();
     }
+    applied?;
     // Owned objects, providers and Secrets all trigger reconciles through watches; the periodic
     // requeue only repairs drift nobody announced.
     Ok(Action::requeue(std::time::Duration::from_secs(600)))
+}
+
+/// The condition cause of a failed apply or delete; `None` for errors that are not about a
+/// child (the status write itself).
+fn refused_child(error: &ReconcileError) -> Option<BrokenReference> {
+    let (kind, name, source) = match error {
+        ReconcileError::Apply { kind, name, source }
+        | ReconcileError::Delete { kind, name, source } => (*kind, name, source),
+        _ => return None,
+    };
+    // The API server's own message, without the client's wrapping.
+    let error = match source {
+        kube::Error::Api(status) => status.message.clone(),
+        other => other.to_string(),
+    };
+    Some(BrokenReference::ApplyFailed {
+        kind,
+        name: name.clone(),
+        error,
+    })
 }
 
 async fn apply_or_delete<K>(

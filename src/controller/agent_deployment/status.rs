@@ -10,8 +10,20 @@ use crate::resources::provider_config::ResolvedProvider;
 /// A reference the agent needs that does not resolve.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum BrokenReference {
-    SecretNotFound { secret: String },
-    SecretKeyNotFound { secret: String, key: String },
+    SecretNotFound {
+        secret: String,
+    },
+    SecretKeyNotFound {
+        secret: String,
+        key: String,
+    },
+    /// The API server refused a child (a quota, an admission policy, an exhausted IP range):
+    /// the agent cannot be Ready, and retrying alone may not fix it.
+    ApplyFailed {
+        kind: &'static str,
+        name: String,
+        error: String,
+    },
 }
 
 impl BrokenReference {
@@ -19,6 +31,7 @@ impl BrokenReference {
         match self {
             BrokenReference::SecretNotFound { .. } => "SecretNotFound",
             BrokenReference::SecretKeyNotFound { .. } => "SecretKeyNotFound",
+            BrokenReference::ApplyFailed { .. } => "ApplyFailed",
         }
     }
 
@@ -29,6 +42,9 @@ impl BrokenReference {
             }
             BrokenReference::SecretKeyNotFound { secret, key } => {
                 format!("Secret {secret} has no key {key} referenced by spec.secrets")
+            }
+            BrokenReference::ApplyFailed { kind, name, error } => {
+                format!("the API server refused {kind} {name}: {error}; retrying with backoff")
             }
         }
     }
@@ -473,6 +489,28 @@ mod tests {
         );
         let message = &s.conditions[0].message;
         assert!(message.contains("ghost"), "{message}");
+    }
+
+    #[test]
+    fn a_refused_child_makes_the_agent_not_ready_with_the_api_servers_words() {
+        let d = deployment(1, 1, 1);
+        let refused = [BrokenReference::ApplyFailed {
+            kind: "Service",
+            name: "support".into(),
+            error: "exceeded quota: no-services, requested: services=1".into(),
+        }];
+        let s = status(&[provider("a", true, true)], &refused, Some(&d));
+        assert_eq!(reason(&s, "Ready"), ("False".into(), "ApplyFailed".into()));
+        let message = &s
+            .conditions
+            .iter()
+            .find(|c| c.type_ == "Ready")
+            .expect("Ready")
+            .message;
+        assert!(
+            message.contains("Service support") && message.contains("exceeded quota"),
+            "{message}"
+        );
     }
 
     #[test]
