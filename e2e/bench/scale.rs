@@ -97,18 +97,7 @@ async fn agents_run(
     let ns = fresh_namespace(client, &format!("bench-agents-{n}")).await;
     provider(client, &ns, fake).await;
     let mut operator = Operator::start(args, &ns).await;
-    wait_for(
-        client,
-        &ns,
-        "the provider to be Ready",
-        |providers: Vec<LLMProvider>| {
-            providers
-                .iter()
-                .all(|p| condition_true(p.status.as_ref().map(|s| &s.conditions[..]), "Ready"))
-                && !providers.is_empty()
-        },
-    )
-    .await;
+    provider_ready(client, &ns).await;
     let before = operator.requests().await;
     let started = Instant::now();
     create_all(client, &ns, (0..n).map(|i| json!({
@@ -219,18 +208,7 @@ async fn tasks_run(client: &Client, args: &Args, fake: &fake_provider::FakeProvi
         "apiVersion": "agentoperator.dev/v1alpha1", "kind": "AgentDeployment", "metadata": {"name": "worker"},
         "spec": {"image": "registry.example/agent:1", "suspend": true, "providers": [{"name": "openai"}]}
     })], serde_json::from_value::<AgentDeployment>).await;
-    wait_for(
-        client,
-        &ns,
-        "the provider to be Ready",
-        |providers: Vec<LLMProvider>| {
-            providers
-                .iter()
-                .all(|p| condition_true(p.status.as_ref().map(|s| &s.conditions[..]), "Ready"))
-                && !providers.is_empty()
-        },
-    )
-    .await;
+    provider_ready(client, &ns).await;
     let before = operator.requests().await;
     let started = Instant::now();
     create_all(client, &ns, (0..n).map(|i| json!({
@@ -526,6 +504,22 @@ async fn provider(client: &Client, ns: &str, fake: &fake_provider::FakeProvider)
         "spec": {"type": "OpenAI", "endpoint": fake.openai_endpoint(), "allowInsecureHTTP": true,
             "credentials": {"name": "openai-key", "key": "apiKey"}, "models": ["gpt-4o"], "defaultModel": "gpt-4o"}
     })], serde_json::from_value::<LLMProvider>).await;
+}
+
+/// Waits until the namespace's LLMProvider is Ready: no run starts against an unprobed one.
+async fn provider_ready(client: &Client, ns: &str) {
+    wait_for(
+        client,
+        ns,
+        "the provider to be Ready",
+        |providers: Vec<LLMProvider>| {
+            !providers.is_empty()
+                && providers
+                    .iter()
+                    .all(|p| condition_true(p.status.as_ref().map(|s| &s.conditions[..]), "Ready"))
+        },
+    )
+    .await;
 }
 
 /// Creates objects of one kind, 8 requests in flight (the client's limiter paces them).
