@@ -5,7 +5,7 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use agent_operator::api::{AgentDeployment, AgentTask, LLMProvider};
+use agent_operator::api::AgentDeployment;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::ServiceAccount;
 use k8s_openapi::api::rbac::v1::Role;
@@ -13,9 +13,9 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::support::fake_provider::{Behaviour, FakeProvider};
-use crate::support::objects::{agent, agent_task, provider};
+use crate::support::objects::{create_samples, wait_for_samples};
 use crate::support::operator::OperatorProcess;
-use crate::support::{self, TestNamespace, kubeconfig_for_service_account, run_tool, wait_until};
+use crate::support::{self, kubeconfig_for_service_account, run_tool, wait_until};
 
 const CHART: &str = "charts/agent-operator";
 const WAIT: Duration = Duration::from_secs(90);
@@ -182,48 +182,6 @@ fn kustomize_default_renders_what_the_chart_renders_by_default() {
     }
 }
 
-/// A provider, an agent and a task in `ns`, all reaching their goal.
-async fn samples_reach_their_goal(ns: &TestNamespace, fake: &FakeProvider) {
-    provider(ns, "openai", fake).await;
-    agent(
-        ns,
-        "support",
-        json!({"image": "registry.example/agent:1", "providers": [{"name": "openai"}]}),
-    )
-    .await;
-    agent_task(
-        ns,
-        "once",
-        json!({"agentRef": {"name": "support"}, "input": "hello"}),
-    )
-    .await;
-    let (providers, agents, tasks) = (
-        ns.api::<LLMProvider>(),
-        ns.api::<AgentDeployment>(),
-        ns.api::<AgentTask>(),
-    );
-    let is_true = |conditions: &[k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition],
-                   type_: &str| {
-        conditions
-            .iter()
-            .any(|c| c.type_ == type_ && c.status == "True")
-    };
-    wait_until(
-        WAIT,
-        "provider Ready, agent Ready and task Complete",
-        || async {
-            let provider = providers.get("openai").await.ok()?.status?;
-            let agent = agents.get("support").await.ok()?.status?;
-            let task = tasks.get("once").await.ok()?.status?;
-            (is_true(&provider.conditions, "Ready")
-                && is_true(&agent.conditions, "Ready")
-                && is_true(&task.conditions, "Complete"))
-            .then_some(())
-        },
-    )
-    .await;
-}
-
 #[tokio::test]
 async fn helm_install_upgrade_uninstall_and_the_charts_account_runs_the_operator() {
     let (client, ns) = support::namespace_with_crds("helm-release").await;
@@ -268,7 +226,8 @@ async fn helm_install_upgrade_uninstall_and_the_charts_account_runs_the_operator
     ];
     let operator = OperatorProcess::start_as(&ns.name, "", &lease, &kubeconfig).await;
     let fake = FakeProvider::start(Behaviour::default()).await;
-    samples_reach_their_goal(&ns, &fake).await;
+    create_samples(&ns, &fake, json!({})).await;
+    wait_for_samples(&ns).await;
     drop(operator);
 
     run_tool(
@@ -360,7 +319,8 @@ async fn kubectl_apply_k_of_the_rbac_and_manager_bases_runs_the_operator() {
     let lease = ["--leader-election", "true", "--lease-namespace", &ns.name];
     let operator = OperatorProcess::start_as(&ns.name, "", &lease, &kubeconfig).await;
     let fake = FakeProvider::start(Behaviour::default()).await;
-    samples_reach_their_goal(&ns, &fake).await;
+    create_samples(&ns, &fake, json!({})).await;
+    wait_for_samples(&ns).await;
     drop(operator);
     run_tool("kubectl", &["delete", "-k", &overlay_path, "--wait=false"]);
 }

@@ -4,7 +4,6 @@
 
 use std::time::Duration;
 
-use agent_operator::api::{AgentDeployment, AgentTask, LLMProvider};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::ServiceAccount;
 use k8s_openapi::api::rbac::v1::{ClusterRole, PolicyRule, Role, RoleBinding};
@@ -12,7 +11,7 @@ use kube::api::PostParams;
 use serde_json::json;
 
 use crate::support::fake_provider::{Behaviour, FakeProvider};
-use crate::support::objects::{agent, agent_task, provider};
+use crate::support::objects::{create_samples, wait_for_samples};
 use crate::support::operator::{OperatorProcess, run_until_exit};
 use crate::support::{self, TestNamespace, kubeconfig_for_service_account, wait_until};
 
@@ -57,15 +56,6 @@ async fn account_with_rules(ns: &TestNamespace, account: &str, rules: Vec<Policy
         .expect("create RoleBinding");
 }
 
-fn condition_true(
-    conditions: &[k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition],
-    type_: &str,
-) -> bool {
-    conditions
-        .iter()
-        .any(|c| c.type_ == type_ && c.status == "True")
-}
-
 #[tokio::test]
 async fn the_generated_rbac_runs_all_three_controllers() {
     let (client, ns) = support::namespace_with_crds("rbac-enough").await;
@@ -74,37 +64,8 @@ async fn the_generated_rbac_runs_all_three_controllers() {
     let fake = FakeProvider::start(Behaviour::default()).await;
     let operator = OperatorProcess::start_as(&ns.name, "", &[], &kubeconfig).await;
 
-    provider(&ns, "openai", &fake).await;
-    agent(
-        &ns,
-        "support",
-        json!({"image": "registry.example/agent:1", "providers": [{"name": "openai"}]}),
-    )
-    .await;
-    agent_task(
-        &ns,
-        "once",
-        json!({"agentRef": {"name": "support"}, "input": "hello", "ttlSecondsAfterFinished": 1}),
-    )
-    .await;
-
-    let providers = ns.api::<LLMProvider>();
-    let agents = ns.api::<AgentDeployment>();
-    let tasks = ns.api::<AgentTask>();
-    wait_until(
-        WAIT,
-        "provider, agent and task to reach their goal as the ServiceAccount",
-        || async {
-            let provider = providers.get("openai").await.ok()?.status?;
-            let agent = agents.get("support").await.ok()?.status?;
-            let task = tasks.get("once").await.ok()?.status?;
-            (condition_true(&provider.conditions, "Ready")
-                && condition_true(&agent.conditions, "Ready")
-                && condition_true(&task.conditions, "Complete"))
-            .then_some(())
-        },
-    )
-    .await;
+    create_samples(&ns, &fake, json!({"ttlSecondsAfterFinished": 1})).await;
+    wait_for_samples(&ns).await;
     // The TTL cleanup deletes the task's Job: the delete rule suffices too.
     let jobs = ns.api::<Job>();
     wait_until(WAIT, "the TTL to delete the task's Job", || async {

@@ -6,7 +6,7 @@ use std::time::Duration;
 use serde_json::json;
 
 use crate::support::fake_provider::{Behaviour, FakeProvider};
-use crate::support::objects::{agent, agent_task, provider};
+use crate::support::objects::create_samples;
 use crate::support::operator::OperatorProcess;
 use crate::support::{self, wait_until};
 
@@ -15,19 +15,7 @@ async fn metrics_of_every_controller_are_exposed_after_reconciles() {
     let (_client, ns) = support::namespace_with_crds("runtime-metrics").await;
     let fake = FakeProvider::start(Behaviour::default()).await;
     let operator = OperatorProcess::start(&ns.name).await;
-    provider(&ns, "openai", &fake).await;
-    agent(
-        &ns,
-        "support",
-        json!({"image": "registry.example/agent:1", "providers": [{"name": "openai"}]}),
-    )
-    .await;
-    agent_task(
-        &ns,
-        "once",
-        json!({"agentRef": {"name": "support"}, "input": "hello"}),
-    )
-    .await;
+    create_samples(&ns, &fake, json!({})).await;
 
     let families = [
         "agent_operator_reconciles_total",

@@ -7,8 +7,8 @@ use kube::api::{ListParams, Patch, PatchParams};
 use kube::{Api, Resource};
 use serde_json::{Value, json};
 
-use super::TestNamespace;
 use super::fake_provider::FakeProvider;
+use super::{TestNamespace, wait_until};
 
 /// The API key every test provider's Secret holds; tests check it never leaks.
 pub const KEY: &str = "sk-agent-test-7c1d9e2f4a6b8c0d";
@@ -77,4 +77,48 @@ pub async fn event_reasons(ns: &TestNamespace, name: &str) -> Vec<String> {
         .filter(|e| e.involved_object.name.as_deref() == Some(name))
         .filter_map(|e| e.reason)
         .collect()
+}
+
+/// A provider `openai` served by `fake`, an agent `support` using it, and a task `once` of that
+/// agent, with `task_extra` merged into the task's spec.
+pub async fn create_samples(ns: &TestNamespace, fake: &FakeProvider, task_extra: Value) {
+    provider(ns, "openai", fake).await;
+    agent(
+        ns,
+        "support",
+        json!({"image": "registry.example/agent:1", "providers": [{"name": "openai"}]}),
+    )
+    .await;
+    let mut spec = json!({"agentRef": {"name": "support"}, "input": "hello"});
+    super::merge_patch(&mut spec, &task_extra);
+    agent_task(ns, "once", spec).await;
+}
+
+/// Waits until `create_samples`' provider and agent are Ready and its task Complete.
+pub async fn wait_for_samples(ns: &TestNamespace) {
+    let (providers, agents, tasks) = (
+        ns.api::<LLMProvider>(),
+        ns.api::<AgentDeployment>(),
+        ns.api::<AgentTask>(),
+    );
+    let is_true = |conditions: &[k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition],
+                   type_: &str| {
+        conditions
+            .iter()
+            .any(|c| c.type_ == type_ && c.status == "True")
+    };
+    wait_until(
+        std::time::Duration::from_secs(90),
+        "provider Ready, agent Ready and task Complete",
+        || async {
+            let provider = providers.get("openai").await.ok()?.status?;
+            let agent = agents.get("support").await.ok()?.status?;
+            let task = tasks.get("once").await.ok()?.status?;
+            (is_true(&provider.conditions, "Ready")
+                && is_true(&agent.conditions, "Ready")
+                && is_true(&task.conditions, "Complete"))
+            .then_some(())
+        },
+    )
+    .await;
 }
