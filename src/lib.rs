@@ -2,12 +2,14 @@
 //!
 //! Layers, from the bottom: [`api`] holds the custom resource types; [`providers`] probes LLM
 //! endpoints; [`controller`] reconciles each kind; [`runtime`] runs the process (logging,
-//! metrics, health endpoints, start-up checks, shutdown).
+//! metrics, health endpoints, start-up checks, shutdown). [`router`] is the LLM router that runs
+//! as a sidecar in agent pods: a second mode of the same binary.
 
 pub mod api;
 pub mod controller;
 pub mod providers;
 pub mod resources;
+pub mod router;
 pub mod runtime;
 
 use std::net::SocketAddr;

@@ -17,6 +17,9 @@ struct Cli {
 enum Command {
     /// Run the controllers.
     Run(agent_operator::runtime::options::RunOptions),
+    /// Run the LLM router, the sidecar of agent pods: one OpenAI-compatible endpoint on loopback
+    /// with failover along the pod's provider chain.
+    Router(agent_operator::router::RouterOptions),
     /// Print the CustomResourceDefinitions as one multi-document YAML stream
     /// (`agent-operator crds | kubectl apply --server-side -f -`).
     Crds,
@@ -27,7 +30,14 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Run(options) => run(options),
+        Command::Run(options) => block_on(
+            tokio::runtime::Builder::new_multi_thread(),
+            agent_operator::runtime::run(options),
+        ),
+        Command::Router(options) => block_on(
+            tokio::runtime::Builder::new_current_thread(),
+            agent_operator::router::run(options),
+        ),
         Command::Crds => match agent_operator::api::crds_yaml() {
             Ok(yaml) => {
                 print!("{yaml}");
@@ -56,18 +66,20 @@ fn version() -> String {
     }
 }
 
-fn run(options: agent_operator::runtime::options::RunOptions) -> ExitCode {
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+/// Runs `command` to completion on `runtime`. The operator takes every core; the router serves
+/// one pod, where a single thread keeps its memory and latency low.
+fn block_on<E: std::fmt::Display>(
+    mut runtime: tokio::runtime::Builder,
+    command: impl std::future::Future<Output = Result<(), E>>,
+) -> ExitCode {
+    let runtime = match runtime.enable_all().build() {
         Ok(runtime) => runtime,
         Err(error) => {
             eprintln!("error: cannot start the async runtime: {error}");
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(agent_operator::runtime::run(options)) {
+    match runtime.block_on(command) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             // One line, naming the problem and the fix, for a person reading `kubectl logs`.

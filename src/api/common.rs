@@ -274,6 +274,77 @@ pub struct AgentWorkload {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 16))]
     pub image_pull_secrets: Vec<LocalObjectReference>,
+
+    /// The LLM router sidecar: one local OpenAI-compatible endpoint in every pod with providers,
+    /// failing over along `providers` request by request. The agent container gets
+    /// `OPENAI_BASE_URL` and never the provider credentials, which only the router reads.
+    #[serde(default)]
+    pub router: RouterSpec,
+}
+
+/// The in-pod LLM router's settings. See `docs/agent-contract.md` for both modes.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = kube::core::Rule::new(rule_on_durations(&["self.firstByteTimeout", "self.requestTimeout"], "duration(self.firstByteTimeout) <= duration(self.requestTimeout)")).message("spec.router.firstByteTimeout must not exceed spec.router.requestTimeout"))]
+pub struct RouterSpec {
+    /// Run the router. When false, the agent container gets the provider credentials mounted
+    /// and reads `providers.json` itself (the mounted contract).
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    /// Overall deadline of one request from the agent, across every provider tried.
+    #[serde(default = "default_router_request_timeout")]
+    pub request_timeout: Duration,
+    /// A provider that sends no byte within this time is abandoned for the next one. For a
+    /// non-streamed completion the first byte comes with the whole answer.
+    #[serde(default = "default_router_first_byte_timeout")]
+    pub first_byte_timeout: Duration,
+    /// Providers tried for one request at most, the first included.
+    #[serde(default = "default_router_max_attempts")]
+    #[schemars(range(min = 1, max = 16))]
+    pub max_attempts: i32,
+    /// Consecutive failures after which a provider is skipped for `circuitOpenDuration`.
+    #[serde(default = "default_router_circuit_threshold")]
+    #[schemars(range(min = 1, max = 100))]
+    pub circuit_failure_threshold: i32,
+    /// How long a provider whose circuit opened is skipped before one request tries it again.
+    #[serde(default = "default_router_circuit_open")]
+    pub circuit_open_duration: Duration,
+    /// CPU and memory of the router container; defaults to a small request and a 64Mi limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequirements>,
+}
+
+impl Default for RouterSpec {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            request_timeout: default_router_request_timeout(),
+            first_byte_timeout: default_router_first_byte_timeout(),
+            max_attempts: default_router_max_attempts(),
+            circuit_failure_threshold: default_router_circuit_threshold(),
+            circuit_open_duration: default_router_circuit_open(),
+            resources: None,
+        }
+    }
+}
+
+fn default_true() -> bool {
+    true
+}
+fn default_router_request_timeout() -> Duration {
+    Duration::from_secs(600)
+}
+fn default_router_first_byte_timeout() -> Duration {
+    Duration::from_secs(120)
+}
+fn default_router_max_attempts() -> i32 {
+    3
+}
+fn default_router_circuit_threshold() -> i32 {
+    3
+}
+fn default_router_circuit_open() -> Duration {
+    Duration::from_secs(30)
 }
 
 #[cfg(test)]

@@ -7,7 +7,7 @@ use kube::runtime::reflector::{ObjectRef, Store};
 use crate::api::common::{ProviderRef, SecretKeyRef};
 use crate::api::conditions::is_condition_true;
 use crate::api::llm_provider::{LLMProvider, condition};
-use crate::resources::provider_config::ResolvedProvider;
+use crate::resources::provider_config::{ProviderApi, ResolvedProvider};
 
 /// Each link of `links` resolved from `providers`. `credential_usable` decides whether a
 /// provider's credential is mounted.
@@ -29,7 +29,7 @@ pub fn resolve_chain(
                     ready: false,
                     reason: Some("NotFound".into()),
                     credential: None,
-                    azure_api_version: None,
+                    api: ProviderApi::default(),
                 },
                 Some(provider) => resolve_link(link, &provider, &credential_usable),
             }
@@ -70,7 +70,7 @@ fn resolve_link(
             .credentials
             .clone()
             .filter(|c| credential_usable(provider, c)),
-        azure_api_version: provider.spec.azure.as_ref().map(|a| a.api_version.clone()),
+        api: ProviderApi::of(&provider.spec),
     }
 }
 

@@ -42,6 +42,8 @@ pub struct Context {
     pub recorder: Recorder,
     /// Retry delays of objects whose reconcile failed.
     pub error_backoff: backoff::ErrorBackoff,
+    /// Image of the LLM router sidecar in agent pods.
+    pub router_image: String,
 }
 
 impl Context {
@@ -49,6 +51,7 @@ impl Context {
         client: Client,
         metrics: Arc<Metrics>,
         readiness: Arc<Readiness>,
+        router_image: String,
     ) -> Result<Self, Error> {
         let http = reqwest::Client::builder()
             .user_agent(concat!("agent-operator/", env!("CARGO_PKG_VERSION")))
@@ -68,6 +71,7 @@ impl Context {
             http,
             recorder,
             error_backoff: backoff::ErrorBackoff::default(),
+            router_image,
         })
     }
 

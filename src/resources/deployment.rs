@@ -10,10 +10,11 @@ use kube::api::ObjectMeta;
 
 use super::labels::{agent_labels, selector_labels};
 use super::pod::{
-    AGENT_CONTAINER, CONFIG_VOLUME, agent_env, credentials_volume, non_empty, non_empty_map,
-    read_only_mount, restricted_container_security, restricted_pod_security, tmp_volume,
+    AGENT_CONTAINER, CONFIG_VOLUME, agent_env, non_empty, non_empty_map, read_only_mount,
+    restricted_container_security, restricted_pod_security, tmp_volume,
 };
 use super::provider_config::CONFIG_DIR;
+use super::router_sidecar::provider_wiring;
 use crate::api::AgentDeployment;
 use crate::api::common::SecretKeyRef;
 
@@ -29,6 +30,8 @@ pub struct DeploymentInputs {
     pub credentials: Vec<(String, SecretKeyRef)>,
     /// Hash of the validated credentials and extra secrets; changing it rolls the pods.
     pub secrets_hash: String,
+    /// Image of the router sidecar: the operator's own.
+    pub router_image: String,
 }
 
 pub fn deployment(agent: &AgentDeployment, name: &str, inputs: &DeploymentInputs) -> Deployment {
@@ -66,10 +69,9 @@ pub fn deployment(agent: &AgentDeployment, name: &str, inputs: &DeploymentInputs
         tmp,
     ];
     let mut mounts = vec![read_only_mount(CONFIG_VOLUME, CONFIG_DIR), tmp_mount];
-    if let Some((volume, mount)) = credentials_volume(&inputs.credentials) {
-        volumes.push(volume);
-        mounts.push(mount);
-    }
+    let wiring = provider_wiring(workload, &inputs.credentials, &inputs.router_image);
+    volumes.extend(wiring.volumes);
+    mounts.extend(wiring.agent_mounts);
 
     let container = Container {
         name: AGENT_CONTAINER.into(),
@@ -77,7 +79,7 @@ pub fn deployment(agent: &AgentDeployment, name: &str, inputs: &DeploymentInputs
         image_pull_policy: spec.image_pull_policy.map(|p| format!("{p:?}")),
         command: non_empty(&workload.command),
         args: non_empty(&workload.args),
-        env: Some(agent_env(workload, Vec::new())),
+        env: Some(agent_env(workload, wiring.agent_env)),
         env_from: non_empty(&workload.env_from),
         resources: workload.resources.clone(),
         ports: (!spec.ports.is_empty()).then(|| {
@@ -116,6 +118,7 @@ pub fn deployment(agent: &AgentDeployment, name: &str, inputs: &DeploymentInputs
                     ..ObjectMeta::default()
                 }),
                 spec: Some(PodSpec {
+                    init_containers: non_empty(&wiring.init_containers),
                     containers: vec![container],
                     volumes: Some(volumes),
                     service_account_name: Some(inputs.service_account.clone()),
@@ -163,6 +166,7 @@ mod tests {
         DeploymentInputs {
             config_map: "support-providers".into(),
             service_account: "support".into(),
+            router_image: "operator:1".into(),
             credentials: vec![(
                 "openai".into(),
                 SecretKeyRef {

@@ -17,10 +17,11 @@ use kube::api::ObjectMeta;
 use super::labels::{ATTEMPT_LABEL, task_labels};
 use super::names::{DNS_LABEL_MAX, child_name};
 use super::pod::{
-    AGENT_CONTAINER, CONFIG_VOLUME, agent_env, credentials_volume, non_empty, non_empty_map,
-    plain_env, read_only_mount, restricted_container_security, restricted_pod_security, tmp_volume,
+    AGENT_CONTAINER, CONFIG_VOLUME, agent_env, non_empty, non_empty_map, plain_env,
+    read_only_mount, restricted_container_security, restricted_pod_security, tmp_volume,
 };
 use super::provider_config::{CONFIG_DIR, CONFIG_FILE};
+use super::router_sidecar::provider_wiring;
 use super::task_config::{INPUT_KEY, PARAMETERS_KEY, task_config_map_name};
 use crate::api::AgentTask;
 use crate::api::agent_deployment::{AgentSecurity, ImagePullPolicy, PodMetadata};
@@ -63,6 +64,8 @@ pub struct AttemptInputs {
     pub credentials: Vec<(String, SecretKeyRef)>,
     /// The first Ready provider when the attempt starts.
     pub provider: Option<String>,
+    /// Image of the router sidecar: the operator's own.
+    pub router_image: String,
 }
 
 pub fn job(task: &AgentTask, inputs: &AttemptInputs) -> Job {
@@ -102,12 +105,11 @@ pub fn job(task: &AgentTask, inputs: &AttemptInputs) -> Job {
         read_only_mount("task", TASK_DIR),
         tmp_mount,
     ];
-    if let Some((volume, mount)) = credentials_volume(&inputs.credentials) {
-        volumes.push(volume);
-        mounts.push(mount);
-    }
+    let wiring = provider_wiring(workload, &inputs.credentials, &inputs.router_image);
+    volumes.extend(wiring.volumes);
+    mounts.extend(wiring.agent_mounts);
 
-    let task_env = vec![
+    let mut task_env = vec![
         plain_env("AGENT_OPERATOR_TASK_NAME", task_name.clone()),
         plain_env("AGENT_OPERATOR_TASK_ATTEMPT", attempt),
         plain_env(
@@ -120,6 +122,7 @@ pub fn job(task: &AgentTask, inputs: &AttemptInputs) -> Job {
         ),
         plain_env("AGENT_OPERATOR_RESULT_FILE", RESULT_FILE),
     ];
+    task_env.extend(wiring.agent_env);
     let container = Container {
         name: AGENT_CONTAINER.into(),
         image: Some(workload.image.clone()),
@@ -157,6 +160,7 @@ pub fn job(task: &AgentTask, inputs: &AttemptInputs) -> Job {
                     ..ObjectMeta::default()
                 }),
                 spec: Some(PodSpec {
+                    init_containers: non_empty(&wiring.init_containers),
                     containers: vec![container],
                     restart_policy: Some("Never".into()),
                     volumes: Some(volumes),
@@ -247,6 +251,7 @@ mod tests {
     fn inputs(attempt: i32) -> AttemptInputs {
         AttemptInputs {
             attempt,
+            router_image: "operator:1".into(),
             worker: Worker {
                 workload: AgentWorkload {
                     image: "agent:1".into(),

@@ -10,6 +10,7 @@ pub mod network_policy;
 pub mod pdb;
 pub mod pod;
 pub mod provider_config;
+pub mod router_sidecar;
 pub mod service;
 pub mod service_account;
 pub mod task_config;

@@ -5,11 +5,11 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::ConfigMap;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::api::AgentDeployment;
-use crate::api::common::{SecretKeyRef, Tool};
-use crate::api::llm_provider::ProviderType;
+use crate::api::common::{Duration, RouterSpec, SecretKeyRef, Tool};
+use crate::api::llm_provider::{DEFAULT_ANTHROPIC_VERSION, LLMProviderSpec, ProviderType};
 
 /// Where the config file is mounted.
 pub const CONFIG_DIR: &str = "/etc/agentoperator";
@@ -33,11 +33,56 @@ pub struct ResolvedProvider {
     pub reason: Option<String>,
     /// The credential to mount, when the provider has one and its Secret key exists.
     pub credential: Option<SecretKeyRef>,
+    pub api: ProviderApi,
+}
+
+/// What shapes a request to one provider besides its type and endpoint: the settings of its
+/// LLMProvider spec that go on the wire, and its account's limits. Never a credential.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ProviderApi {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub azure_api_version: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub azure_deployment: Option<String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub azure_deployments: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub anthropic_version: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub openai_organization: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub openai_project: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requests_per_minute: Option<i32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_concurrent_requests: Option<i32>,
+}
+
+impl ProviderApi {
+    pub fn of(spec: &LLMProviderSpec) -> Self {
+        let azure = spec.azure.as_ref();
+        let openai = spec.openai.as_ref();
+        Self {
+            azure_api_version: azure.map(|a| a.api_version.clone()),
+            azure_deployment: azure.and_then(|a| a.deployment.clone()),
+            azure_deployments: azure.map(|a| a.deployments.clone()).unwrap_or_default(),
+            anthropic_version: (spec.provider_type == ProviderType::Anthropic).then(|| {
+                spec.anthropic
+                    .as_ref()
+                    .and_then(|a| a.version.clone())
+                    .unwrap_or_else(|| DEFAULT_ANTHROPIC_VERSION.to_string())
+            }),
+            openai_organization: openai.and_then(|o| o.organization.clone()),
+            openai_project: openai.and_then(|o| o.project.clone()),
+            requests_per_minute: spec.limits.as_ref().and_then(|l| l.requests_per_minute),
+            max_concurrent_requests: spec.limits.as_ref().and_then(|l| l.max_concurrent_requests),
+        }
+    }
 }
 
 /// The config file's content.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ProviderConfig {
     /// Format version of this file.
@@ -46,10 +91,44 @@ pub struct ProviderConfig {
     pub active_provider: Option<String>,
     /// Ready providers first, each group in chain order.
     pub providers: Vec<ProviderEntry>,
+    #[serde(default)]
     pub tools: Vec<ToolEntry>,
+    /// The router's settings; absent when the pod runs no router.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub router: Option<RouterSettings>,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+/// How the in-pod router fails over, from the workload's `router` field.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RouterSettings {
+    pub request_timeout: Duration,
+    pub first_byte_timeout: Duration,
+    pub max_attempts: u32,
+    pub circuit_failure_threshold: u32,
+    pub circuit_open_duration: Duration,
+}
+
+impl Default for RouterSettings {
+    fn default() -> Self {
+        Self::of(&RouterSpec::default())
+    }
+}
+
+impl RouterSettings {
+    pub fn of(spec: &RouterSpec) -> Self {
+        let positive = |n: i32| u32::try_from(n).unwrap_or(1).max(1);
+        Self {
+            request_timeout: spec.request_timeout,
+            first_byte_timeout: spec.first_byte_timeout,
+            max_attempts: positive(spec.max_attempts),
+            circuit_failure_threshold: positive(spec.circuit_failure_threshold),
+            circuit_open_duration: spec.circuit_open_duration,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ProviderEntry {
     pub name: String,
@@ -63,13 +142,13 @@ pub struct ProviderEntry {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
     /// Path of the file holding the API key, when the provider has one.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub credential_file: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub azure_api_version: Option<String>,
+    #[serde(flatten)]
+    pub api: ProviderApi,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ToolEntry {
     pub name: String,
     pub url: String,
@@ -83,7 +162,12 @@ pub fn credential_path(provider: &str) -> String {
 }
 
 /// Orders the chain for the agent: Ready providers first, unready after, each in chain order.
-pub fn provider_config(chain: &[ResolvedProvider], tools: &[Tool]) -> ProviderConfig {
+/// `router` carries the router's settings when the pod runs one.
+pub fn provider_config(
+    chain: &[ResolvedProvider],
+    tools: &[Tool],
+    router: Option<&RouterSpec>,
+) -> ProviderConfig {
     let (ready, unready): (Vec<&ResolvedProvider>, Vec<&ResolvedProvider>) =
         chain.iter().partition(|p| p.ready);
     let providers = ready
@@ -97,7 +181,7 @@ pub fn provider_config(chain: &[ResolvedProvider], tools: &[Tool]) -> ProviderCo
             ready: p.ready,
             reason: p.reason.clone(),
             credential_file: p.credential.as_ref().map(|_| credential_path(&p.name)),
-            azure_api_version: p.azure_api_version.clone(),
+            api: p.api.clone(),
         })
         .collect();
     ProviderConfig {
@@ -112,6 +196,7 @@ pub fn provider_config(chain: &[ResolvedProvider], tools: &[Tool]) -> ProviderCo
                 description: t.description.clone(),
             })
             .collect(),
+        router: router.map(RouterSettings::of),
     }
 }
 
@@ -141,7 +226,7 @@ mod tests {
                 name: format!("{name}-key"),
                 key: "apiKey".into(),
             }),
-            azure_api_version: None,
+            api: ProviderApi::default(),
         }
     }
 
@@ -153,7 +238,7 @@ mod tests {
             provider("c", false),
             provider("d", true),
         ];
-        let config = provider_config(&chain, &[]);
+        let config = provider_config(&chain, &[], None);
         let order: Vec<&str> = config.providers.iter().map(|p| p.name.as_str()).collect();
         assert_eq!(order, ["b", "d", "a", "c"]);
         assert_eq!(config.active_provider.as_deref(), Some("b"));
@@ -161,19 +246,33 @@ mod tests {
 
     #[test]
     fn no_ready_provider_means_no_active_one() {
-        let config = provider_config(&[provider("a", false)], &[]);
+        let config = provider_config(&[provider("a", false)], &[], None);
         assert_eq!(config.active_provider, None);
         assert_eq!(config.providers.len(), 1);
     }
 
     #[test]
     fn the_file_names_credential_paths_never_values() {
-        let config = provider_config(&[provider("a", true)], &[]);
+        let config = provider_config(&[provider("a", true)], &[], None);
         let json = serde_json::to_string(&config).expect("serialize");
         assert!(json.contains("/var/run/agentoperator/credentials/a/api-key"));
         assert!(
             !json.contains("a-key"),
             "not even the Secret's name is needed by the agent"
         );
+    }
+
+    #[test]
+    fn the_router_reads_back_what_the_operator_writes() {
+        let mut a = provider("a", true);
+        a.api
+            .azure_deployments
+            .insert("gpt-4o".into(), "prod-4o".into());
+        a.api.requests_per_minute = Some(60);
+        let config = provider_config(&[a], &[], Some(&RouterSpec::default()));
+        let json = serde_json::to_string(&config).expect("serialize");
+        let read: ProviderConfig = serde_json::from_str(&json).expect("deserialize");
+        assert_eq!(read, config);
+        assert_eq!(read.router.map(|r| r.max_attempts), Some(3));
     }
 }

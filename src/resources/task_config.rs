@@ -80,7 +80,7 @@ mod tests {
         let task = task(serde_json::json!({
             "agentRef": {"name": "support"}, "input": "ticket 4711", "parameters": {"lang": "en"}
         }));
-        let config = task_config_map(&task, &provider_config(&[], &[]));
+        let config = task_config_map(&task, &provider_config(&[], &[], None));
         let data = config.data.expect("data");
         assert_eq!(data[INPUT_KEY], "ticket 4711");
         assert_eq!(
@@ -101,7 +101,7 @@ mod tests {
             "agentRef": {"name": "support"},
             "inputFrom": {"secretKeyRef": {"name": "in", "key": "text"}}
         }));
-        let data = task_config_map(&task, &provider_config(&[], &[]))
+        let data = task_config_map(&task, &provider_config(&[], &[], None))
             .data
             .expect("data");
         assert!(!data.contains_key(INPUT_KEY));

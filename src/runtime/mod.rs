@@ -24,7 +24,7 @@ use options::RunOptions;
 
 /// Runs the operator until SIGTERM or SIGINT.
 pub async fn run(options: RunOptions) -> Result<(), Error> {
-    telemetry::init(options.log_format, &options.log_level)?;
+    telemetry::init(options.log.log_format, &options.log.log_level)?;
     install_crypto_provider();
     let metrics = Arc::new(Metrics::new().map_err(|source| Error::Metrics { source })?);
     let config = kube::Config::infer()
@@ -52,7 +52,12 @@ pub async fn run(options: RunOptions) -> Result<(), Error> {
     .await?;
     tracing::info!(address = %options.metrics_address, namespaces = ?options.namespaces, "agent-operator started");
 
-    let context = Arc::new(Context::new(client.clone(), metrics, readiness.clone())?);
+    let context = Arc::new(Context::new(
+        client.clone(),
+        metrics,
+        readiness.clone(),
+        options.router_image.clone(),
+    )?);
     let signal = shutdown.clone();
     tokio::spawn(async move {
         wait_for_signal().await;

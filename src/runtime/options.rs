@@ -14,13 +14,9 @@ pub enum LogFormat {
     Text,
 }
 
+/// How a process of this binary logs; shared by `run` and `router`.
 #[derive(Args, Clone, Debug)]
-pub struct RunOptions {
-    /// Namespaces to watch, comma-separated; empty watches all namespaces. With a list, the
-    /// operator needs only namespaced RBAC (Roles) in those namespaces.
-    #[arg(long, env = "AGENT_OPERATOR_NAMESPACES", value_delimiter = ',', value_parser = parse_namespace)]
-    pub namespaces: Vec<String>,
-
+pub struct LogOptions {
     /// Log format.
     #[arg(
         long,
@@ -33,6 +29,17 @@ pub struct RunOptions {
     /// Log filter, e.g. `info` or `agent_operator=debug,kube=info`.
     #[arg(long, env = "AGENT_OPERATOR_LOG_LEVEL", default_value = "info")]
     pub log_level: String,
+}
+
+#[derive(Args, Clone, Debug)]
+pub struct RunOptions {
+    /// Namespaces to watch, comma-separated; empty watches all namespaces. With a list, the
+    /// operator needs only namespaced RBAC (Roles) in those namespaces.
+    #[arg(long, env = "AGENT_OPERATOR_NAMESPACES", value_delimiter = ',', value_parser = parse_namespace)]
+    pub namespaces: Vec<String>,
+
+    #[command(flatten)]
+    pub log: LogOptions,
 
     /// Address of the HTTP server for /healthz, /readyz and /metrics.
     #[arg(
@@ -70,6 +77,11 @@ pub struct RunOptions {
     /// Requests the operator may send at once above `--client-qps` after a quiet period.
     #[arg(long, env = "AGENT_OPERATOR_CLIENT_BURST", default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=10_000))]
     pub client_burst: u32,
+
+    /// Image of the LLM router sidecar in agent pods: this operator's own image, whose binary
+    /// runs `agent-operator router`. Changing it rolls every agent's pods.
+    #[arg(long, env = "AGENT_OPERATOR_ROUTER_IMAGE", default_value = concat!("ghcr.io/agentoperator/agent-operator:", env!("CARGO_PKG_VERSION")))]
+    pub router_image: String,
 
     /// Longest time a graceful shutdown waits for in-flight reconciles, in seconds.
     #[arg(long, env = "AGENT_OPERATOR_SHUTDOWN_TIMEOUT", default_value_t = 20, value_parser = clap::value_parser!(u64).range(1..=600))]
@@ -123,7 +135,7 @@ mod tests {
     fn defaults_watch_everything_and_log_json() {
         let cli = Cli::try_parse_from(["x"]).expect("valid");
         assert!(cli.run.namespaces.is_empty());
-        assert_eq!(cli.run.log_format, LogFormat::Json);
+        assert_eq!(cli.run.log.log_format, LogFormat::Json);
         assert!(Cli::try_parse_from(["x", "--concurrency", "0"]).is_err());
         assert_eq!((cli.run.client_qps, cli.run.client_burst), (50, 100));
     }

@@ -13,7 +13,7 @@ use kube::{Api, ResourceExt};
 use serde_json::{Value, json};
 
 use crate::support::fake_provider::{Behaviour, FakeProvider};
-use crate::support::objects::{KEY, agent, agent_task, apply, event_reasons, provider};
+use crate::support::objects::{KEY, agent, agent_task, apply, event_reasons, provider, wait_ready};
 use crate::support::operator::OperatorProcess;
 use crate::support::{self, TestNamespace, wait_until};
 
@@ -26,17 +26,7 @@ async fn ready_agent(ns: &TestNamespace, fake: &FakeProvider, extra: Value) {
         json!({"image": "registry.example/support-agent:1", "providers": [{"name": "openai"}]});
     support::merge_patch(&mut spec, &extra);
     agent(ns, "support", spec).await;
-    let providers = ns.api::<LLMProvider>();
-    wait_until(WAIT, "LLMProvider openai to be Ready", || async {
-        let provider = providers.get("openai").await.ok()?;
-        let ready = provider
-            .status?
-            .conditions
-            .iter()
-            .any(|c| c.type_ == "Ready" && c.status == "True");
-        ready.then_some(())
-    })
-    .await;
+    wait_ready(&ns.api::<LLMProvider>(), "openai", WAIT).await;
 }
 
 /// An AgentTask of agent `support`; `pod` annotations steer the simulated worker.

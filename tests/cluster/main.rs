@@ -12,4 +12,5 @@ mod llm_provider;
 mod local_cluster;
 mod packaging;
 mod rbac;
+mod router;
 mod runtime;

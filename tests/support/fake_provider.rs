@@ -1,5 +1,6 @@
-//! A fake LLM provider on a loopback port: the model listings of OpenAI (and compatible),
-//! Azure OpenAI, Anthropic and Ollama, with faults a test switches at run time.
+//! A fake LLM provider on a loopback port: the model listings and chat endpoints of OpenAI (and
+//! compatible), Azure OpenAI, Anthropic and Ollama, streamed or not, with faults a test switches
+//! at run time.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -7,11 +8,12 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::State;
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use serde_json::json;
+use axum::routing::{get, post};
+use serde_json::{Value, json};
 
 /// What the fake does on its next requests.
 #[derive(Clone, Debug)]
@@ -27,6 +29,10 @@ pub struct Behaviour {
     pub delay: Duration,
     /// Answer 200 with a body that is no listing.
     pub garbage: bool,
+    /// The text of chat answers.
+    pub reply: String,
+    /// Streamed answers send their first event, then the connection breaks.
+    pub break_stream: bool,
 }
 
 impl Default for Behaviour {
@@ -38,13 +44,24 @@ impl Default for Behaviour {
             retry_after: None,
             delay: Duration::ZERO,
             garbage: false,
+            reply: "Hello from the fake provider".into(),
+            break_stream: false,
         }
     }
+}
+
+/// A chat request as the fake received it.
+#[derive(Clone, Debug)]
+pub struct Received {
+    pub path: String,
+    pub headers: HeaderMap,
+    pub body: Value,
 }
 
 struct Shared {
     behaviour: Mutex<Behaviour>,
     requests: AtomicU64,
+    chats: Mutex<Vec<Received>>,
 }
 
 pub struct FakeProvider {
@@ -63,8 +80,15 @@ impl FakeProvider {
         let shared = Arc::new(Shared {
             behaviour: Mutex::new(behaviour),
             requests: AtomicU64::new(0),
+            chats: Mutex::new(Vec::new()),
         });
         let app = Router::new()
+            .route("/v1/chat/completions", post(openai_chat))
+            .route(
+                "/openai/deployments/{deployment}/chat/completions",
+                post(azure_chat),
+            )
+            .route("/v1/messages", post(anthropic_chat))
             .route("/v1/models", get(list_models))
             .route("/openai/models", get(list_models))
             .route("/api/tags", get(ollama_tags))
@@ -100,6 +124,11 @@ impl FakeProvider {
 
     pub fn requests(&self) -> u64 {
         self.shared.requests.load(Ordering::SeqCst)
+    }
+
+    /// The chat requests received so far.
+    pub fn chats(&self) -> Vec<Received> {
+        self.shared.chats.lock().expect("not poisoned").clone()
     }
 }
 
@@ -186,4 +215,227 @@ async fn ollama_tags(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> R
         }
         Err(response) => response,
     }
+}
+
+async fn openai_chat(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    chat(
+        &shared,
+        "/v1/chat/completions".into(),
+        headers,
+        body,
+        Dialect::OpenAI,
+    )
+    .await
+}
+
+async fn azure_chat(
+    State(shared): State<Arc<Shared>>,
+    Path(deployment): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let path = format!("/openai/deployments/{deployment}/chat/completions");
+    chat(&shared, path, headers, body, Dialect::OpenAI).await
+}
+
+async fn anthropic_chat(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    chat(
+        &shared,
+        "/v1/messages".into(),
+        headers,
+        body,
+        Dialect::Anthropic,
+    )
+    .await
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Dialect {
+    OpenAI,
+    Anthropic,
+}
+
+async fn chat(
+    shared: &Shared,
+    path: String,
+    headers: HeaderMap,
+    body: Bytes,
+    dialect: Dialect,
+) -> Response {
+    let Ok(request) = serde_json::from_slice::<Value>(&body) else {
+        return (
+            StatusCode::BAD_REQUEST,
+            axum::Json(json!({"error": {"message": "bad json"}})),
+        )
+            .into_response();
+    };
+    shared.chats.lock().expect("not poisoned").push(Received {
+        path,
+        headers: headers.clone(),
+        body: request.clone(),
+    });
+    let behaviour = match answer(shared, &headers).await {
+        Ok(_) => shared.behaviour.lock().expect("not poisoned").clone(),
+        Err(response) => return response,
+    };
+    let model = request
+        .get("model")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string();
+    let tool = request
+        .pointer("/tools/0/function/name")
+        .or_else(|| request.pointer("/tools/0/name"))
+        .and_then(Value::as_str)
+        .map(str::to_string);
+    let stream = request.get("stream").and_then(Value::as_bool) == Some(true);
+    let events = match (dialect, stream) {
+        (Dialect::OpenAI, false) => {
+            return axum::Json(openai_answer(&model, &behaviour.reply, tool.as_deref()))
+                .into_response();
+        }
+        (Dialect::Anthropic, false) => {
+            return axum::Json(anthropic_answer(&model, &behaviour.reply, tool.as_deref()))
+                .into_response();
+        }
+        (Dialect::OpenAI, true) => openai_events(&model, &behaviour.reply, &request),
+        (Dialect::Anthropic, true) => anthropic_events(&model, &behaviour.reply, tool.as_deref()),
+    };
+    let broken = behaviour.break_stream;
+    let chunks = events.into_iter().enumerate().map(move |(i, event)| {
+        if broken && i > 0 {
+            Err(std::io::Error::other("stream broken by the test"))
+        } else {
+            Ok(Bytes::from(event))
+        }
+    });
+    let paced = futures::StreamExt::then(futures::stream::iter(chunks), |chunk| async move {
+        tokio::time::sleep(Duration::from_millis(2)).await;
+        chunk
+    });
+    Response::builder()
+        .header("content-type", "text/event-stream")
+        .body(Body::from_stream(paced))
+        .expect("response")
+}
+
+const PROMPT_TOKENS: u64 = 11;
+const COMPLETION_TOKENS: u64 = 7;
+
+fn openai_answer(model: &str, reply: &str, tool: Option<&str>) -> Value {
+    let message = match tool {
+        Some(name) => json!({"role": "assistant", "content": null, "tool_calls": [{
+            "id": "call_1", "type": "function",
+            "function": {"name": name, "arguments": "{\"city\":\"Paris\"}"}}]}),
+        None => json!({"role": "assistant", "content": reply}),
+    };
+    json!({
+        "id": "chatcmpl-1", "object": "chat.completion", "created": 1, "model": model,
+        "choices": [{"index": 0, "message": message,
+                     "finish_reason": if tool.is_some() { "tool_calls" } else { "stop" }}],
+        "usage": {"prompt_tokens": PROMPT_TOKENS, "completion_tokens": COMPLETION_TOKENS,
+                  "total_tokens": PROMPT_TOKENS + COMPLETION_TOKENS},
+    })
+}
+
+fn anthropic_answer(model: &str, reply: &str, tool: Option<&str>) -> Value {
+    let content = match tool {
+        Some(name) => {
+            json!([{"type": "tool_use", "id": "toolu_1", "name": name, "input": {"city": "Paris"}}])
+        }
+        None => json!([{"type": "text", "text": reply}]),
+    };
+    json!({
+        "id": "msg_1", "type": "message", "role": "assistant", "model": model, "content": content,
+        "stop_reason": if tool.is_some() { "tool_use" } else { "end_turn" },
+        "usage": {"input_tokens": PROMPT_TOKENS, "output_tokens": COMPLETION_TOKENS},
+    })
+}
+
+fn openai_events(model: &str, reply: &str, request: &Value) -> Vec<String> {
+    let chunk = |delta: Value, finish: Value| {
+        let chunk = json!({"id": "chatcmpl-1", "object": "chat.completion.chunk", "created": 1,
+            "model": model, "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]});
+        format!("data: {chunk}\n\n")
+    };
+    let mut events = vec![chunk(
+        json!({"role": "assistant", "content": ""}),
+        Value::Null,
+    )];
+    for word in reply.split_inclusive(' ') {
+        events.push(chunk(json!({"content": word}), Value::Null));
+    }
+    events.push(chunk(json!({}), json!("stop")));
+    if request
+        .pointer("/stream_options/include_usage")
+        .and_then(Value::as_bool)
+        == Some(true)
+    {
+        let usage = json!({"id": "chatcmpl-1", "object": "chat.completion.chunk", "created": 1,
+            "model": model, "choices": [],
+            "usage": {"prompt_tokens": PROMPT_TOKENS, "completion_tokens": COMPLETION_TOKENS,
+                      "total_tokens": PROMPT_TOKENS + COMPLETION_TOKENS}});
+        events.push(format!("data: {usage}\n\n"));
+    }
+    events.push("data: [DONE]\n\n".into());
+    events
+}
+
+fn anthropic_events(model: &str, reply: &str, tool: Option<&str>) -> Vec<String> {
+    let event = |name: &str, data: Value| format!("event: {name}\ndata: {data}\n\n");
+    let mut events = vec![event(
+        "message_start",
+        json!({"type": "message_start", "message": {"id": "msg_1", "model": model,
+               "usage": {"input_tokens": PROMPT_TOKENS, "output_tokens": 1}}}),
+    )];
+    match tool {
+        Some(name) => {
+            events.push(event(
+                "content_block_start",
+                json!({"type": "content_block_start", "index": 0,
+                "content_block": {"type": "tool_use", "id": "toolu_1", "name": name, "input": {}}}),
+            ));
+            for part in ["{\"city\":", "\"Paris\"}"] {
+                events.push(event(
+                    "content_block_delta",
+                    json!({"type": "content_block_delta", "index": 0,
+                    "delta": {"type": "input_json_delta", "partial_json": part}}),
+                ));
+            }
+        }
+        None => {
+            events.push(event(
+                "content_block_start",
+                json!({"type": "content_block_start", "index": 0,
+                "content_block": {"type": "text", "text": ""}}),
+            ));
+            for word in reply.split_inclusive(' ') {
+                events.push(event(
+                    "content_block_delta",
+                    json!({"type": "content_block_delta", "index": 0,
+                    "delta": {"type": "text_delta", "text": word}}),
+                ));
+            }
+        }
+    }
+    events.push(event(
+        "content_block_stop",
+        json!({"type": "content_block_stop", "index": 0}),
+    ));
+    events.push(event(
+        "message_delta",
+        json!({"type": "message_delta",
+        "delta": {"stop_reason": if tool.is_some() { "tool_use" } else { "end_turn" }},
+        "usage": {"output_tokens": COMPLETION_TOKENS}}),
+    ));
+    events.push(event("message_stop", json!({"type": "message_stop"})));
+    events
 }

@@ -122,3 +122,20 @@ pub async fn wait_for_samples(ns: &TestNamespace) {
     )
     .await;
 }
+
+/// Waits until `name` reports condition Ready=True; works for every kind of this project.
+pub async fn wait_ready<K>(api: &Api<K>, name: &str, timeout: std::time::Duration)
+where
+    K: Resource + Clone + serde::de::DeserializeOwned + serde::Serialize + std::fmt::Debug,
+{
+    wait_until(timeout, &format!("{name} to be Ready"), || async {
+        let object = serde_json::to_value(api.get(name).await.ok()?).ok()?;
+        let ready = object
+            .pointer("/status/conditions")?
+            .as_array()?
+            .iter()
+            .any(|c| c["type"] == "Ready" && c["status"] == "True");
+        ready.then_some(())
+    })
+    .await
+}

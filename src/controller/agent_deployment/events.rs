@@ -132,7 +132,7 @@ mod tests {
                 ready: true,
                 reason: None,
                 credential: None,
-                azure_api_version: None,
+                api: Default::default(),
             })
             .collect()
     }

@@ -24,6 +24,7 @@ use crate::resources::deployment::{DeploymentInputs, SECRETS_HASH_ANNOTATION, de
 use crate::resources::labels::selector_string;
 use crate::resources::names::{DNS_LABEL_MAX, DNS_SUBDOMAIN_MAX, child_name};
 use crate::resources::provider_config::{config_map, provider_config};
+use crate::resources::router_sidecar::router_of;
 use crate::resources::{hpa, network_policy, pdb, service, service_account, short_hash};
 
 pub const CONTROLLER: &str = "agentdeployment";
@@ -129,9 +130,10 @@ pub async fn reconcile(
             &namespace,
             current_deployment.as_deref(),
         ),
+        router_image: controller.context.router_image.clone(),
     };
     let provider_endpoints: Vec<String> = chain.iter().filter_map(|p| p.endpoint.clone()).collect();
-    let config = provider_config(&chain, &agent.spec.tools);
+    let config = provider_config(&chain, &agent.spec.tools, router_of(&agent.spec.workload));
 
     // Apply. A child the API server refuses is reported in status before the error is
     // returned for a retry: without that, an agent would show nothing while it fails.

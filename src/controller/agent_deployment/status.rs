@@ -415,7 +415,7 @@ mod tests {
                 }
             }),
             credential: None,
-            azure_api_version: None,
+            api: Default::default(),
         }
     }
 

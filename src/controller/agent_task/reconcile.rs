@@ -24,6 +24,7 @@ use crate::controller::apply::apply_if_changed;
 use crate::controller::chain::{credential_validated, resolve_chain};
 use crate::resources::job::{AttemptInputs, Worker, job};
 use crate::resources::provider_config::{ResolvedProvider, provider_config};
+use crate::resources::router_sidecar::router_of;
 use crate::resources::task_config::{result_config_map, task_config_map};
 
 pub const CONTROLLER: &str = "agenttask";
@@ -162,7 +163,8 @@ pub async fn reconcile(
             .as_ref()
             .map(|a| a.spec.tools.clone())
             .unwrap_or_default();
-        let config = task_config_map(&task, &provider_config(&chain, &tools));
+        let router = worker.as_ref().ok().and_then(|w| router_of(&w.workload));
+        let config = task_config_map(&task, &provider_config(&chain, &tools, router));
         apply_config_map(&controller, config).await?;
     }
     let applied = apply_step(&controller, &task, &decision, worker.ok(), &chain).await;
@@ -482,6 +484,7 @@ async fn apply_step(
                     .filter_map(|p| p.credential.clone().map(|c| (p.name.clone(), c)))
                     .collect(),
                 provider: provider.clone(),
+                router_image: controller.context.router_image.clone(),
             };
             let job = job(task, &inputs);
             let name = job.name_any();

@@ -1,0 +1,225 @@
+//! How an agent pod reaches its LLM providers: through the router sidecar (the default), or by
+//! reading the mounted config and credentials itself. One function wires both kinds of pod, so
+//! an AgentDeployment's pods and a task's worker are wired the same way.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{
+    Container, EnvVar, ExecAction, Probe, ResourceRequirements, Volume, VolumeMount,
+};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+
+use super::pod::{
+    CONFIG_VOLUME, credentials_volume, plain_env, read_only_mount, restricted_container_security,
+};
+use super::provider_config::{CONFIG_DIR, CONFIG_FILE};
+use crate::api::common::{AgentWorkload, RouterSpec, SecretKeyRef};
+
+/// Name of the router's container.
+pub const ROUTER_CONTAINER: &str = "llm-router";
+/// The loopback port the router listens on inside the pod.
+pub const ROUTER_PORT: u16 = 8790;
+/// The key the agent's SDK sends to the router. SDKs refuse to start without one; the router
+/// ignores it and never forwards it.
+pub const PLACEHOLDER_API_KEY: &str = "agent-operator-router";
+/// Where the operator binary sits in its image, for the router's exec probe.
+pub const BINARY_PATH: &str = "/agent-operator";
+
+/// The router settings when the pod runs the router: it is enabled and there is a provider.
+pub fn router_of(workload: &AgentWorkload) -> Option<&RouterSpec> {
+    Some(&workload.router).filter(|r| r.enabled && !workload.providers.is_empty())
+}
+
+/// What the provider wiring adds to a pod.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ProviderWiring {
+    pub volumes: Vec<Volume>,
+    /// Mounts of the agent container.
+    pub agent_mounts: Vec<VolumeMount>,
+    /// Environment of the agent container.
+    pub agent_env: Vec<EnvVar>,
+    /// The router, as a native sidecar: an init container that keeps running.
+    pub init_containers: Vec<Container>,
+}
+
+/// Wires the config volume (named `config_volume`, already in the pod) and the credentials.
+/// With the router, only the router mounts the credentials and the agent gets the OpenAI SDK's
+/// environment; without it, the agent mounts them.
+pub fn provider_wiring(
+    workload: &AgentWorkload,
+    credentials: &[(String, SecretKeyRef)],
+    router_image: &str,
+) -> ProviderWiring {
+    let credentials = credentials_volume(credentials);
+    let mut wiring = ProviderWiring::default();
+    match router_of(workload) {
+        None => {
+            if let Some((volume, mount)) = credentials {
+                wiring.volumes.push(volume);
+                wiring.agent_mounts.push(mount);
+            }
+        }
+        Some(router) => {
+            let mut router_mounts = vec![read_only_mount(CONFIG_VOLUME, CONFIG_DIR)];
+            if let Some((volume, mount)) = credentials {
+                wiring.volumes.push(volume);
+                router_mounts.push(mount);
+            }
+            wiring.agent_env = router_env();
+            wiring.init_containers = vec![router_container(router_image, router, router_mounts)];
+        }
+    }
+    wiring
+}
+
+/// The OpenAI SDKs' environment, pointing at the router. `OPENAI_API_BASE` is the name older
+/// SDKs and LangChain read.
+pub fn router_env() -> Vec<EnvVar> {
+    let base = format!("http://127.0.0.1:{ROUTER_PORT}/v1");
+    vec![
+        plain_env("OPENAI_BASE_URL", base.clone()),
+        plain_env("OPENAI_API_BASE", base),
+        plain_env("OPENAI_API_KEY", PLACEHOLDER_API_KEY),
+    ]
+}
+
+fn router_container(image: &str, spec: &RouterSpec, mounts: Vec<VolumeMount>) -> Container {
+    let listen = format!("127.0.0.1:{ROUTER_PORT}");
+    // The router listens on loopback only, which the kubelet's HTTP probes cannot reach: the
+    // binary checks its own /healthz from inside the pod instead.
+    let probe = |period: i32, failures: i32| Probe {
+        exec: Some(ExecAction {
+            command: Some(vec![
+                BINARY_PATH.into(),
+                "router".into(),
+                "--check".into(),
+                "--listen".into(),
+                listen.clone(),
+            ]),
+        }),
+        period_seconds: Some(period),
+        timeout_seconds: Some(2),
+        failure_threshold: Some(failures),
+        ..Probe::default()
+    };
+    Container {
+        name: ROUTER_CONTAINER.into(),
+        image: Some(image.to_string()),
+        args: Some(vec![
+            "router".into(),
+            "--listen".into(),
+            listen.clone(),
+            "--config".into(),
+            format!("{CONFIG_DIR}/{CONFIG_FILE}"),
+        ]),
+        // A native sidecar: started before the agent and kept running beside it, and it does not
+        // keep a task's Job from completing.
+        restart_policy: Some("Always".into()),
+        volume_mounts: Some(mounts),
+        resources: Some(spec.resources.clone().unwrap_or_else(default_resources)),
+        startup_probe: Some(probe(1, 30)),
+        liveness_probe: Some(probe(10, 3)),
+        security_context: Some(restricted_container_security(true)),
+        ..Container::default()
+    }
+}
+
+fn default_resources() -> ResourceRequirements {
+    let quantity = |q: &str| Quantity(q.to_string());
+    ResourceRequirements {
+        requests: Some(BTreeMap::from([
+            ("cpu".to_string(), quantity("10m")),
+            ("memory".to_string(), quantity("16Mi")),
+        ])),
+        limits: Some(BTreeMap::from([("memory".to_string(), quantity("64Mi"))])),
+        ..ResourceRequirements::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::common::ProviderRef;
+
+    fn workload(router_enabled: bool) -> AgentWorkload {
+        AgentWorkload {
+            image: "agent".into(),
+            providers: vec![ProviderRef {
+                name: "openai".into(),
+                model: None,
+            }],
+            router: RouterSpec {
+                enabled: router_enabled,
+                ..RouterSpec::default()
+            },
+            ..AgentWorkload::default()
+        }
+    }
+
+    fn credentials() -> Vec<(String, SecretKeyRef)> {
+        vec![(
+            "openai".into(),
+            SecretKeyRef {
+                name: "openai-key".into(),
+                key: "apiKey".into(),
+            },
+        )]
+    }
+
+    #[test]
+    fn with_the_router_only_the_sidecar_mounts_credentials() {
+        let wiring = provider_wiring(&workload(true), &credentials(), "operator:1");
+        assert!(
+            wiring.agent_mounts.is_empty(),
+            "the agent mounts no credential"
+        );
+        let router = &wiring.init_containers[0];
+        assert_eq!(router.restart_policy.as_deref(), Some("Always"));
+        let mounts: Vec<&str> = router
+            .volume_mounts
+            .iter()
+            .flatten()
+            .map(|m| m.name.as_str())
+            .collect();
+        assert_eq!(mounts, [CONFIG_VOLUME, "credentials"]);
+        let env: Vec<(String, String)> = wiring
+            .agent_env
+            .iter()
+            .map(|e| (e.name.clone(), e.value.clone().unwrap_or_default()))
+            .collect();
+        assert!(env.contains(&("OPENAI_BASE_URL".into(), "http://127.0.0.1:8790/v1".into())));
+        assert!(env.contains(&("OPENAI_API_KEY".into(), PLACEHOLDER_API_KEY.into())));
+    }
+
+    #[test]
+    fn without_the_router_the_agent_mounts_credentials_and_gets_no_openai_env() {
+        let wiring = provider_wiring(&workload(false), &credentials(), "operator:1");
+        assert!(wiring.init_containers.is_empty());
+        assert!(wiring.agent_env.is_empty());
+        assert_eq!(wiring.agent_mounts[0].name, "credentials");
+    }
+
+    #[test]
+    fn no_provider_means_no_router() {
+        let mut w = workload(true);
+        w.providers.clear();
+        assert!(router_of(&w).is_none());
+        assert!(
+            provider_wiring(&w, &[], "operator:1")
+                .init_containers
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn the_router_passes_pod_security_restricted_and_listens_on_loopback() {
+        let wiring = provider_wiring(&workload(true), &credentials(), "operator:1");
+        let router = &wiring.init_containers[0];
+        let security = router.security_context.clone().expect("security context");
+        assert_eq!(security.allow_privilege_escalation, Some(false));
+        assert_eq!(security.run_as_non_root, Some(true));
+        assert_eq!(security.read_only_root_filesystem, Some(true));
+        let args = router.args.clone().unwrap_or_default().join(" ");
+        assert!(args.contains("--listen 127.0.0.1:8790"), "{args}");
+    }
+}

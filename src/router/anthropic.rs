@@ -1,0 +1,586 @@
+//! Translation between OpenAI's chat completions and Anthropic's Messages API, both ways:
+//! requests (system prompt, tools, tool results, images), answers, streamed events and errors.
+//! Pure functions over JSON values, so each rule is unit-tested.
+
+use std::collections::HashMap;
+
+use serde_json::{Map, Value, json};
+
+/// `max_tokens` is required by Anthropic; OpenAI's callers often leave it out.
+pub const DEFAULT_MAX_TOKENS: u64 = 4096;
+
+/// A request Anthropic cannot express.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("{0}")]
+pub struct TranslateError(pub String);
+
+/// The Messages request for an OpenAI chat request.
+pub fn request(openai: &Map<String, Value>, model: &str) -> Result<Value, TranslateError> {
+    let messages = openai
+        .get("messages")
+        .and_then(Value::as_array)
+        .ok_or_else(|| TranslateError("messages must be an array".into()))?;
+    let mut system = Vec::new();
+    let mut turns: Vec<(String, Vec<Value>)> = Vec::new();
+    for message in messages {
+        let role = message.get("role").and_then(Value::as_str).unwrap_or("");
+        let (role, blocks) = match role {
+            "system" | "developer" => {
+                system.push(text_of(message.get("content")));
+                continue;
+            }
+            "user" => ("user", user_blocks(message.get("content"))?),
+            "assistant" => ("assistant", assistant_blocks(message)?),
+            "tool" => ("user", vec![tool_result(message)]),
+            other => {
+                return Err(TranslateError(format!(
+                    "message role '{other}' is not supported"
+                )));
+            }
+        };
+        // Anthropic wants user and assistant turns to alternate: consecutive messages of one
+        // role (several tool results, say) become one turn.
+        match turns.last_mut() {
+            Some((last, content)) if last == role => content.extend(blocks),
+            _ => turns.push((role.to_string(), blocks)),
+        }
+    }
+
+    let mut body = Map::new();
+    body.insert("model".into(), json!(model));
+    body.insert(
+        "messages".into(),
+        Value::Array(
+            turns
+                .into_iter()
+                .map(|(role, content)| json!({"role": role, "content": content}))
+                .collect(),
+        ),
+    );
+    if let Some(instruction) = json_mode_instruction(openai.get("response_format")) {
+        system.push(instruction);
+    }
+    if !system.is_empty() {
+        body.insert("system".into(), json!(system.join("\n\n")));
+    }
+    let max_tokens = openai
+        .get("max_completion_tokens")
+        .or_else(|| openai.get("max_tokens"))
+        .and_then(Value::as_u64)
+        .unwrap_or(DEFAULT_MAX_TOKENS);
+    body.insert("max_tokens".into(), json!(max_tokens));
+    for key in ["temperature", "top_p", "stream"] {
+        if let Some(value) = openai.get(key).filter(|v| !v.is_null()) {
+            body.insert(key.into(), value.clone());
+        }
+    }
+    match openai.get("stop") {
+        Some(Value::String(stop)) => {
+            body.insert("stop_sequences".into(), json!([stop]));
+        }
+        Some(Value::Array(stops)) => {
+            body.insert("stop_sequences".into(), Value::Array(stops.clone()));
+        }
+        _ => {}
+    }
+    if let Some(user) = openai.get("user").and_then(Value::as_str) {
+        body.insert("metadata".into(), json!({"user_id": user}));
+    }
+    if let Some(tools) = openai.get("tools").and_then(Value::as_array) {
+        body.insert(
+            "tools".into(),
+            Value::Array(tools.iter().map(tool).collect()),
+        );
+    }
+    if let Some(choice) = openai.get("tool_choice").and_then(tool_choice) {
+        body.insert("tool_choice".into(), choice);
+    }
+    Ok(Value::Object(body))
+}
+
+fn text_of(content: Option<&Value>) -> String {
+    match content {
+        Some(Value::String(text)) => text.clone(),
+        Some(Value::Array(parts)) => parts
+            .iter()
+            .filter_map(|p| p.get("text").and_then(Value::as_str))
+            .collect::<Vec<_>>()
+            .join("\n"),
+        _ => String::new(),
+    }
+}
+
+fn user_blocks(content: Option<&Value>) -> Result<Vec<Value>, TranslateError> {
+    match content {
+        Some(Value::Array(parts)) => parts.iter().map(user_part).collect(),
+        other => Ok(vec![json!({"type": "text", "text": text_of(other)})]),
+    }
+}
+
+fn user_part(part: &Value) -> Result<Value, TranslateError> {
+    match part.get("type").and_then(Value::as_str) {
+        Some("text") => {
+            Ok(json!({"type": "text", "text": part.get("text").cloned().unwrap_or(json!(""))}))
+        }
+        Some("image_url") => {
+            let url = part
+                .pointer("/image_url/url")
+                .and_then(Value::as_str)
+                .unwrap_or_default();
+            let source = match url
+                .strip_prefix("data:")
+                .and_then(|r| r.split_once(";base64,"))
+            {
+                Some((media_type, data)) => {
+                    json!({"type": "base64", "media_type": media_type, "data": data})
+                }
+                None => json!({"type": "url", "url": url}),
+            };
+            Ok(json!({"type": "image", "source": source}))
+        }
+        other => Err(TranslateError(format!(
+            "content part type {} is not supported by Anthropic",
+            other.unwrap_or("(none)")
+        ))),
+    }
+}
+
+fn assistant_blocks(message: &Value) -> Result<Vec<Value>, TranslateError> {
+    let mut blocks = Vec::new();
+    let text = text_of(message.get("content"));
+    if !text.is_empty() {
+        blocks.push(json!({"type": "text", "text": text}));
+    }
+    for call in message
+        .get("tool_calls")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        let arguments = call
+            .pointer("/function/arguments")
+            .and_then(Value::as_str)
+            .unwrap_or("{}");
+        let input: Value = serde_json::from_str(arguments).map_err(|_| {
+            TranslateError("a tool call's function.arguments is not a JSON object".into())
+        })?;
+        blocks.push(json!({
+            "type": "tool_use",
+            "id": call.get("id").cloned().unwrap_or(json!("")),
+            "name": call.pointer("/function/name").cloned().unwrap_or(json!("")),
+            "input": input,
+        }));
+    }
+    Ok(blocks)
+}
+
+fn tool_result(message: &Value) -> Value {
+    json!({
+        "type": "tool_result",
+        "tool_use_id": message.get("tool_call_id").cloned().unwrap_or(json!("")),
+        "content": text_of(message.get("content")),
+    })
+}
+
+fn tool(openai_tool: &Value) -> Value {
+    let function = openai_tool.get("function").cloned().unwrap_or(json!({}));
+    let mut tool = Map::new();
+    tool.insert(
+        "name".into(),
+        function.get("name").cloned().unwrap_or(json!("")),
+    );
+    if let Some(description) = function.get("description") {
+        tool.insert("description".into(), description.clone());
+    }
+    tool.insert(
+        "input_schema".into(),
+        function
+            .get("parameters")
+            .cloned()
+            .unwrap_or(json!({"type": "object", "properties": {}})),
+    );
+    Value::Object(tool)
+}
+
+fn tool_choice(choice: &Value) -> Option<Value> {
+    match choice {
+        Value::String(mode) => match mode.as_str() {
+            "auto" => Some(json!({"type": "auto"})),
+            "required" => Some(json!({"type": "any"})),
+            "none" => Some(json!({"type": "none"})),
+            _ => None,
+        },
+        Value::Object(_) => choice
+            .pointer("/function/name")
+            .map(|name| json!({"type": "tool", "name": name})),
+        _ => None,
+    }
+}
+
+/// Anthropic has no JSON mode: the request's `response_format` becomes an instruction.
+fn json_mode_instruction(format: Option<&Value>) -> Option<String> {
+    match format?.get("type")?.as_str()? {
+        "json_object" => Some("Respond with one JSON object and nothing else.".into()),
+        "json_schema" => {
+            let schema = format?.pointer("/json_schema/schema")?;
+            Some(format!(
+                "Respond with one JSON object and nothing else, matching this JSON schema: {schema}"
+            ))
+        }
+        _ => None,
+    }
+}
+
+fn finish_reason(stop_reason: Option<&str>) -> Value {
+    match stop_reason {
+        Some("end_turn") | Some("stop_sequence") => json!("stop"),
+        Some("max_tokens") => json!("length"),
+        Some("tool_use") => json!("tool_calls"),
+        Some("refusal") => json!("content_filter"),
+        Some(other) => json!(other),
+        None => Value::Null,
+    }
+}
+
+fn usage(input: u64, output: u64) -> Value {
+    json!({"prompt_tokens": input, "completion_tokens": output, "total_tokens": input + output})
+}
+
+/// The OpenAI chat completion for an Anthropic Messages answer.
+pub fn response(anthropic: &Value, created: u64) -> Value {
+    let mut text = String::new();
+    let mut tool_calls = Vec::new();
+    for block in anthropic
+        .get("content")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        match block.get("type").and_then(Value::as_str) {
+            Some("text") => text.push_str(block.get("text").and_then(Value::as_str).unwrap_or("")),
+            Some("tool_use") => tool_calls.push(json!({
+                "id": block.get("id").cloned().unwrap_or(json!("")),
+                "type": "function",
+                "function": {
+                    "name": block.get("name").cloned().unwrap_or(json!("")),
+                    "arguments": block.get("input").map(Value::to_string).unwrap_or_else(|| "{}".into()),
+                },
+            })),
+            _ => {}
+        }
+    }
+    let mut message = json!({
+        "role": "assistant",
+        "content": if text.is_empty() && !tool_calls.is_empty() { Value::Null } else { json!(text) },
+    });
+    if !tool_calls.is_empty() {
+        message["tool_calls"] = Value::Array(tool_calls);
+    }
+    let tokens = |key: &str| {
+        anthropic
+            .pointer(&format!("/usage/{key}"))
+            .and_then(Value::as_u64)
+            .unwrap_or(0)
+    };
+    json!({
+        "id": anthropic.get("id").cloned().unwrap_or(json!("")),
+        "object": "chat.completion",
+        "created": created,
+        "model": anthropic.get("model").cloned().unwrap_or(json!("")),
+        "choices": [{
+            "index": 0,
+            "message": message,
+            "finish_reason": finish_reason(anthropic.get("stop_reason").and_then(Value::as_str)),
+        }],
+        "usage": usage(tokens("input_tokens"), tokens("output_tokens")),
+    })
+}
+
+/// An OpenAI error body for an Anthropic error body.
+pub fn error(anthropic: &Value) -> Value {
+    json!({"error": {
+        "message": anthropic.pointer("/error/message").cloned().unwrap_or(json!("error from the provider")),
+        "type": anthropic.pointer("/error/type").cloned().unwrap_or(json!("invalid_request_error")),
+        "code": Value::Null,
+    }})
+}
+
+/// Turns Anthropic's streamed events into OpenAI's `chat.completion.chunk` events, keeping what
+/// the translation needs across events.
+#[derive(Debug)]
+pub struct StreamTranslator {
+    id: String,
+    model: String,
+    created: u64,
+    /// Anthropic content-block index → OpenAI tool-call index.
+    tool_calls: HashMap<u64, usize>,
+    input_tokens: u64,
+    output_tokens: u64,
+    stop_reason: Option<String>,
+    include_usage: bool,
+}
+
+impl StreamTranslator {
+    pub fn new(created: u64, include_usage: bool) -> Self {
+        Self {
+            id: String::new(),
+            model: String::new(),
+            created,
+            tool_calls: HashMap::new(),
+            input_tokens: 0,
+            output_tokens: 0,
+            stop_reason: None,
+            include_usage,
+        }
+    }
+
+    /// Tokens counted so far: (prompt, completion).
+    pub fn tokens(&self) -> (u64, u64) {
+        (self.input_tokens, self.output_tokens)
+    }
+
+    fn chunk(&self, delta: Value, finish: Value) -> String {
+        let chunk = json!({
+            "id": self.id, "object": "chat.completion.chunk", "created": self.created,
+            "model": self.model,
+            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+        });
+        format!("data: {chunk}\n\n")
+    }
+
+    /// The OpenAI events for one Anthropic event (often none).
+    pub fn translate(&mut self, event: &str, data: &Value) -> Vec<String> {
+        match event {
+            "message_start" => {
+                let message = data.get("message").cloned().unwrap_or(json!({}));
+                self.id = message
+                    .get("id")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_string();
+                self.model = message
+                    .get("model")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_string();
+                self.input_tokens = message
+                    .pointer("/usage/input_tokens")
+                    .and_then(Value::as_u64)
+                    .unwrap_or(0);
+                vec![self.chunk(json!({"role": "assistant", "content": ""}), Value::Null)]
+            }
+            "content_block_start" => {
+                let block = data.get("content_block").cloned().unwrap_or(json!({}));
+                if block.get("type").and_then(Value::as_str) != Some("tool_use") {
+                    return Vec::new();
+                }
+                let index = data.get("index").and_then(Value::as_u64).unwrap_or(0);
+                let call = self.tool_calls.len();
+                self.tool_calls.insert(index, call);
+                vec![self.chunk(
+                    json!({"tool_calls": [{
+                        "index": call,
+                        "id": block.get("id").cloned().unwrap_or(json!("")),
+                        "type": "function",
+                        "function": {"name": block.get("name").cloned().unwrap_or(json!("")), "arguments": ""},
+                    }]}),
+                    Value::Null,
+                )]
+            }
+            "content_block_delta" => {
+                let delta = data.get("delta").cloned().unwrap_or(json!({}));
+                match delta.get("type").and_then(Value::as_str) {
+                    Some("text_delta") => vec![self.chunk(
+                        json!({"content": delta.get("text").cloned().unwrap_or(json!(""))}),
+                        Value::Null,
+                    )],
+                    Some("input_json_delta") => {
+                        let index = data.get("index").and_then(Value::as_u64).unwrap_or(0);
+                        let Some(call) = self.tool_calls.get(&index) else {
+                            return Vec::new();
+                        };
+                        vec![self.chunk(
+                            json!({"tool_calls": [{
+                                "index": call,
+                                "function": {"arguments": delta.get("partial_json").cloned().unwrap_or(json!(""))},
+                            }]}),
+                            Value::Null,
+                        )]
+                    }
+                    _ => Vec::new(),
+                }
+            }
+            "message_delta" => {
+                self.stop_reason = data
+                    .pointer("/delta/stop_reason")
+                    .and_then(Value::as_str)
+                    .map(str::to_string);
+                if let Some(output) = data.pointer("/usage/output_tokens").and_then(Value::as_u64) {
+                    self.output_tokens = output;
+                }
+                Vec::new()
+            }
+            "message_stop" => {
+                let mut events =
+                    vec![self.chunk(json!({}), finish_reason(self.stop_reason.as_deref()))];
+                if self.include_usage {
+                    let chunk = json!({
+                        "id": self.id, "object": "chat.completion.chunk", "created": self.created,
+                        "model": self.model, "choices": [],
+                        "usage": usage(self.input_tokens, self.output_tokens),
+                    });
+                    events.push(format!("data: {chunk}\n\n"));
+                }
+                events.push("data: [DONE]\n\n".into());
+                events
+            }
+            "error" => vec![format!("data: {}\n\n", error(data))],
+            _ => Vec::new(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn object(value: Value) -> Map<String, Value> {
+        value.as_object().cloned().expect("object")
+    }
+
+    #[test]
+    fn system_messages_become_the_system_prompt_and_tools_translate() {
+        let openai = object(json!({
+            "model": "gpt-4o",
+            "messages": [
+                {"role": "system", "content": "Be brief."},
+                {"role": "user", "content": "Weather in Paris?"},
+                {"role": "assistant", "content": null, "tool_calls": [
+                    {"id": "call_1", "type": "function",
+                     "function": {"name": "weather", "arguments": "{\"city\":\"Paris\"}"}}]},
+                {"role": "tool", "tool_call_id": "call_1", "content": "18C"},
+            ],
+            "tools": [{"type": "function", "function": {
+                "name": "weather", "description": "Current weather",
+                "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}}],
+            "tool_choice": "required",
+            "stop": "END",
+            "response_format": {"type": "json_object"},
+        }));
+        let body = request(&openai, "claude-sonnet-4-5").expect("translates");
+        assert_eq!(body["model"], "claude-sonnet-4-5");
+        assert_eq!(body["max_tokens"], DEFAULT_MAX_TOKENS);
+        assert!(
+            body["system"]
+                .as_str()
+                .expect("system")
+                .starts_with("Be brief.\n\nRespond with one JSON object")
+        );
+        assert_eq!(body["messages"][0]["role"], "user");
+        assert_eq!(
+            body["messages"][1]["content"][0],
+            json!({"type": "tool_use", "id": "call_1", "name": "weather", "input": {"city": "Paris"}})
+        );
+        assert_eq!(
+            body["messages"][2]["content"][0],
+            json!({"type": "tool_result", "tool_use_id": "call_1", "content": "18C"})
+        );
+        assert_eq!(
+            body["tools"][0]["input_schema"]["properties"]["city"]["type"],
+            "string"
+        );
+        assert_eq!(body["tool_choice"], json!({"type": "any"}));
+        assert_eq!(body["stop_sequences"], json!(["END"]));
+    }
+
+    #[test]
+    fn consecutive_tool_results_become_one_user_turn() {
+        let openai = object(json!({"messages": [
+            {"role": "user", "content": "go"},
+            {"role": "assistant", "tool_calls": [
+                {"id": "a", "function": {"name": "f", "arguments": "{}"}},
+                {"id": "b", "function": {"name": "f", "arguments": "{}"}}]},
+            {"role": "tool", "tool_call_id": "a", "content": "1"},
+            {"role": "tool", "tool_call_id": "b", "content": "2"},
+        ]}));
+        let body = request(&openai, "m").expect("translates");
+        let turns = body["messages"].as_array().expect("turns");
+        assert_eq!(turns.len(), 3);
+        assert_eq!(turns[2]["content"].as_array().map(Vec::len), Some(2));
+    }
+
+    #[test]
+    fn images_keep_their_data() {
+        let openai = object(json!({"messages": [{"role": "user", "content": [
+            {"type": "text", "text": "what is this?"},
+            {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}},
+        ]}]}));
+        let body = request(&openai, "m").expect("translates");
+        assert_eq!(
+            body["messages"][0]["content"][1]["source"],
+            json!({"type": "base64", "media_type": "image/png", "data": "AAAA"})
+        );
+    }
+
+    #[test]
+    fn answers_with_tool_use_become_tool_calls() {
+        let answer = json!({
+            "id": "msg_1", "model": "claude", "stop_reason": "tool_use",
+            "content": [{"type": "tool_use", "id": "toolu_1", "name": "weather", "input": {"city": "Paris"}}],
+            "usage": {"input_tokens": 10, "output_tokens": 5},
+        });
+        let openai = response(&answer, 7);
+        let message = &openai["choices"][0]["message"];
+        assert_eq!(message["content"], Value::Null);
+        assert_eq!(
+            message["tool_calls"][0]["function"]["arguments"],
+            "{\"city\":\"Paris\"}"
+        );
+        assert_eq!(openai["choices"][0]["finish_reason"], "tool_calls");
+        assert_eq!(openai["usage"]["total_tokens"], 15);
+    }
+
+    #[test]
+    fn streamed_events_become_chunks_ending_in_done() {
+        let mut translator = StreamTranslator::new(7, true);
+        let mut out = Vec::new();
+        let events = [
+            (
+                "message_start",
+                json!({"message": {"id": "m1", "model": "claude", "usage": {"input_tokens": 3}}}),
+            ),
+            (
+                "content_block_start",
+                json!({"index": 0, "content_block": {"type": "text", "text": ""}}),
+            ),
+            (
+                "content_block_delta",
+                json!({"index": 0, "delta": {"type": "text_delta", "text": "Hi"}}),
+            ),
+            (
+                "content_block_start",
+                json!({"index": 1, "content_block": {"type": "tool_use", "id": "t1", "name": "f"}}),
+            ),
+            (
+                "content_block_delta",
+                json!({"index": 1, "delta": {"type": "input_json_delta", "partial_json": "{\"a\":"}}),
+            ),
+            (
+                "message_delta",
+                json!({"delta": {"stop_reason": "tool_use"}, "usage": {"output_tokens": 4}}),
+            ),
+            ("message_stop", json!({})),
+        ];
+        for (name, data) in events {
+            out.extend(translator.translate(name, &data));
+        }
+        assert_eq!(out.len(), 7);
+        assert!(out[1].contains("\"content\":\"Hi\""));
+        assert!(out[2].contains("\"tool_calls\"") && out[2].contains("\"index\":0"));
+        assert!(out[3].contains("{\\\"a\\\":"));
+        assert!(out[4].contains("\"finish_reason\":\"tool_calls\""));
+        assert!(out[5].contains("\"total_tokens\":7"));
+        assert_eq!(out[6], "data: [DONE]\n\n");
+        assert_eq!(translator.tokens(), (3, 4));
+    }
+}

@@ -1,0 +1,122 @@
+//! The router's Prometheus metrics on its own `/metrics`, in the operator's `agent_operator_*`
+//! scheme. Labels are provider names, models and failure classes: never a prompt or a key.
+
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
+};
+
+pub struct RouterMetrics {
+    registry: Registry,
+    /// Requests from the agent, by the provider that answered (or `none`), model and outcome.
+    pub requests: IntCounterVec,
+    /// Attempts that moved on to the next provider, by provider and failure class.
+    pub failovers: IntCounterVec,
+    /// Requests answered with an error, by class.
+    pub errors: IntCounterVec,
+    pub time_to_first_byte: HistogramVec,
+    pub duration: HistogramVec,
+    pub tokens: IntCounterVec,
+    pub circuit_open: IntGaugeVec,
+    pub config_reloads: IntCounterVec,
+}
+
+const LATENCY_BUCKETS: [f64; 14] = [
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0,
+];
+
+impl RouterMetrics {
+    pub fn new() -> Result<Self, prometheus::Error> {
+        let counter = |name: &str, help: &str, labels: &[&str]| {
+            IntCounterVec::new(Opts::new(name, help), labels)
+        };
+        let histogram = |name: &str, help: &str| {
+            HistogramVec::new(
+                HistogramOpts::new(name, help).buckets(LATENCY_BUCKETS.to_vec()),
+                &["provider"],
+            )
+        };
+        let metrics = Self {
+            registry: Registry::new(),
+            requests: counter(
+                "agent_operator_router_requests_total",
+                "Requests from the agent, by the provider that answered, model and outcome.",
+                &["provider", "model", "outcome"],
+            )?,
+            failovers: counter(
+                "agent_operator_router_failovers_total",
+                "Attempts abandoned for the next provider, by provider and failure class.",
+                &["provider", "class"],
+            )?,
+            errors: counter(
+                "agent_operator_router_errors_total",
+                "Requests answered with an error by the router itself, by class.",
+                &["class"],
+            )?,
+            time_to_first_byte: histogram(
+                "agent_operator_router_time_to_first_byte_seconds",
+                "Time from sending a request to a provider to its first byte.",
+            )?,
+            duration: histogram(
+                "agent_operator_router_request_duration_seconds",
+                "Time from the agent's request to the end of the answer.",
+            )?,
+            tokens: counter(
+                "agent_operator_router_tokens_total",
+                "Tokens the providers reported, by provider, model and kind (prompt, completion).",
+                &["provider", "model", "kind"],
+            )?,
+            circuit_open: IntGaugeVec::new(
+                Opts::new(
+                    "agent_operator_router_circuit_open",
+                    "1 while the provider's circuit is open and it is skipped.",
+                ),
+                &["provider"],
+            )?,
+            config_reloads: counter(
+                "agent_operator_router_config_reloads_total",
+                "Loads of the mounted config and credentials, by result.",
+                &["result"],
+            )?,
+        };
+        metrics
+            .registry
+            .register(Box::new(metrics.requests.clone()))?;
+        metrics
+            .registry
+            .register(Box::new(metrics.failovers.clone()))?;
+        metrics
+            .registry
+            .register(Box::new(metrics.errors.clone()))?;
+        metrics
+            .registry
+            .register(Box::new(metrics.time_to_first_byte.clone()))?;
+        metrics
+            .registry
+            .register(Box::new(metrics.duration.clone()))?;
+        metrics
+            .registry
+            .register(Box::new(metrics.tokens.clone()))?;
+        metrics
+            .registry
+            .register(Box::new(metrics.circuit_open.clone()))?;
+        metrics
+            .registry
+            .register(Box::new(metrics.config_reloads.clone()))?;
+        Ok(metrics)
+    }
+
+    pub fn record_tokens(&self, provider: &str, model: &str, prompt: u64, completion: u64) {
+        self.tokens
+            .with_label_values(&[provider, model, "prompt"])
+            .inc_by(prompt);
+        self.tokens
+            .with_label_values(&[provider, model, "completion"])
+            .inc_by(completion);
+    }
+
+    pub fn render(&self) -> String {
+        let mut buffer = Vec::new();
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut buffer);
+        String::from_utf8(buffer).unwrap_or_default()
+    }
+}

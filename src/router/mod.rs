@@ -1,0 +1,309 @@
+//! `agent-operator router`: the LLM router that runs as a native sidecar in agent pods. It
+//! serves one OpenAI-compatible endpoint on loopback and carries each request along the pod's
+//! failover chain in the providers' own APIs, holding the credentials the agent never sees.
+//!
+//! [`config`] reads the mounted files; [`upstream`] and [`anthropic`] build each provider's
+//! request and read its answer; [`failover`] decides when to move on; [`limits`] enforces the
+//! providers' limits; [`proxy`] runs one request; this module serves them and reloads the files.
+
+pub mod anthropic;
+pub mod config;
+pub mod failover;
+pub mod limits;
+pub mod metrics;
+pub mod proxy;
+pub mod sse;
+pub mod upstream;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router as Routes;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use clap::Args;
+use serde_json::json;
+
+use crate::resources::router_sidecar::ROUTER_PORT;
+use crate::runtime::options::LogOptions;
+use proxy::{Router, error_response};
+
+#[derive(Args, Clone, Debug)]
+pub struct RouterOptions {
+    /// Loopback address to serve on. Agents in the pod reach it; nothing outside does.
+    #[arg(long, env = "AGENT_OPERATOR_ROUTER_LISTEN", default_value_t = SocketAddr::from(([127, 0, 0, 1], ROUTER_PORT)))]
+    pub listen: SocketAddr,
+
+    /// The provider config the operator mounts.
+    #[arg(long, env = "AGENT_OPERATOR_PROVIDERS_FILE", default_value = DEFAULT_CONFIG_PATH)]
+    pub config: PathBuf,
+
+    /// How often the config and credential files are checked for changes.
+    #[arg(long, env = "AGENT_OPERATOR_ROUTER_RELOAD_INTERVAL", default_value = "2s", value_parser = humantime::parse_duration)]
+    pub reload_interval: Duration,
+
+    /// Largest request body accepted from the agent, in bytes.
+    #[arg(long, env = "AGENT_OPERATOR_ROUTER_MAX_BODY_BYTES", default_value_t = 16 * 1024 * 1024)]
+    pub max_body_bytes: usize,
+
+    /// Longest wait for room under a provider's limits before trying the next provider.
+    #[arg(long, env = "AGENT_OPERATOR_ROUTER_LIMIT_WAIT", default_value = "5s", value_parser = humantime::parse_duration)]
+    pub limit_wait: Duration,
+
+    #[command(flatten)]
+    pub log: LogOptions,
+
+    /// Ask the router at `--listen` for its health and exit 0 when healthy (the sidecar's probe).
+    #[arg(long)]
+    pub check: bool,
+}
+
+/// Where the operator mounts the config: `CONFIG_DIR`/`CONFIG_FILE`, which a test checks.
+const DEFAULT_CONFIG_PATH: &str = "/etc/agentoperator/providers.json";
+
+#[derive(Debug, thiserror::Error)]
+pub enum RouterError {
+    #[error(
+        "--listen {0} is not a loopback address; the router serves the pod only (use 127.0.0.1)"
+    )]
+    NotLoopback(SocketAddr),
+    #[error("{0}")]
+    Config(#[from] config::ConfigError),
+    #[error("cannot listen on {address}: {source}")]
+    Bind {
+        address: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("cannot build the HTTP client: {0}")]
+    HttpClient(reqwest::Error),
+    #[error("cannot register metrics: {0}")]
+    Metrics(#[from] prometheus::Error),
+    #[error("{0}")]
+    Telemetry(#[from] crate::Error),
+    #[error("the router at {0} is not healthy")]
+    Unhealthy(SocketAddr),
+}
+
+/// Runs the router until SIGTERM or Ctrl-C, then finishes the requests in flight.
+pub async fn run(options: RouterOptions) -> Result<(), RouterError> {
+    if options.check {
+        return check(options.listen).await;
+    }
+    if !options.listen.ip().is_loopback() {
+        return Err(RouterError::NotLoopback(options.listen));
+    }
+    crate::runtime::telemetry::init(options.log.log_format, &options.log.log_level)?;
+    crate::runtime::install_crypto_provider();
+    let snapshot = config::load(&options.config)?;
+    log_snapshot(&snapshot);
+    let http = reqwest::Client::builder()
+        .user_agent(concat!("agent-operator-router/", env!("CARGO_PKG_VERSION")))
+        .connect_timeout(Duration::from_secs(5))
+        .pool_idle_timeout(Duration::from_secs(90))
+        .build()
+        .map_err(RouterError::HttpClient)?;
+    let router = Arc::new(Router::new(
+        snapshot,
+        http,
+        metrics::RouterMetrics::new()?,
+        options.limit_wait,
+    ));
+    tokio::spawn(reload(
+        router.clone(),
+        options.config.clone(),
+        options.reload_interval,
+    ));
+    let listener = tokio::net::TcpListener::bind(options.listen)
+        .await
+        .map_err(|source| RouterError::Bind {
+            address: options.listen,
+            source,
+        })?;
+    tracing::info!(address = %options.listen, "router serving");
+    axum::serve(listener, routes(router, options.max_body_bytes))
+        .with_graceful_shutdown(shutdown_signal())
+        .await
+        .map_err(|source| RouterError::Bind {
+            address: options.listen,
+            source,
+        })
+}
+
+/// The HTTP surface: the OpenAI endpoints agents use, health and metrics. The agent's headers
+/// are never read, so none can reach a provider.
+pub fn routes(router: Arc<Router>, max_body_bytes: usize) -> Routes {
+    Routes::new()
+        .route("/v1/chat/completions", post(chat_completions))
+        .route("/chat/completions", post(chat_completions))
+        .route("/v1/models", get(models))
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/metrics", get(metrics_text))
+        .layer(DefaultBodyLimit::max(max_body_bytes))
+        .with_state(router)
+}
+
+async fn chat_completions(
+    State(router): State<Arc<Router>>,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let body = match body {
+        Ok(body) => body,
+        Err(rejection) => {
+            let status = rejection.status();
+            router
+                .metrics
+                .errors
+                .with_label_values(&["bad_request"])
+                .inc();
+            let message = if status == StatusCode::PAYLOAD_TOO_LARGE {
+                "the request body is larger than the router accepts".to_string()
+            } else {
+                rejection.body_text()
+            };
+            return error_response(status, "invalid_request_error", &message);
+        }
+    };
+    match proxy::parse_request(&body) {
+        Ok(request) => proxy::chat(router, request).await,
+        Err(message) => {
+            router
+                .metrics
+                .errors
+                .with_label_values(&["bad_request"])
+                .inc();
+            error_response(StatusCode::BAD_REQUEST, "invalid_request_error", &message)
+        }
+    }
+}
+
+/// The models the chain offers: each provider's model, once.
+async fn models(State(router): State<Arc<Router>>) -> Response {
+    let snapshot = router.snapshot();
+    let mut seen = std::collections::BTreeSet::new();
+    let data: Vec<_> = snapshot
+        .upstreams
+        .iter()
+        .filter_map(|u| u.model.as_ref().map(|m| (m, &u.name)))
+        .filter(|(model, _)| seen.insert(model.to_string()))
+        .map(|(model, provider)| json!({"id": model, "object": "model", "owned_by": provider}))
+        .collect();
+    (
+        [("content-type", "application/json")],
+        json!({"object": "list", "data": data}).to_string(),
+    )
+        .into_response()
+}
+
+async fn metrics_text(State(router): State<Arc<Router>>) -> Response {
+    (
+        [("content-type", "text/plain; version=0.0.4")],
+        router.metrics.render(),
+    )
+        .into_response()
+}
+
+/// Checks the files every `interval` and swaps in a changed snapshot. A file caught mid-update
+/// or broken keeps the current snapshot, so requests never see a half-written config.
+async fn reload(router: Arc<Router>, path: PathBuf, interval: Duration) {
+    let mut ticker = tokio::time::interval(interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticker.tick().await;
+        match config::load(&path) {
+            Ok(snapshot) if snapshot.fingerprint != router.snapshot().fingerprint => {
+                log_snapshot(&snapshot);
+                router.replace(snapshot);
+                router
+                    .metrics
+                    .config_reloads
+                    .with_label_values(&["changed"])
+                    .inc();
+            }
+            Ok(_) => {}
+            Err(error) => {
+                tracing::warn!(%error, "keeping the previous provider config");
+                router
+                    .metrics
+                    .config_reloads
+                    .with_label_values(&["failed"])
+                    .inc();
+            }
+        }
+    }
+}
+
+fn log_snapshot(snapshot: &config::Snapshot) {
+    let chain: Vec<String> = snapshot
+        .upstreams
+        .iter()
+        .map(|u| {
+            format!(
+                "{}({}{})",
+                u.name,
+                u.provider_type.as_str(),
+                if u.ready { "" } else { ", not ready" }
+            )
+        })
+        .collect();
+    let unusable: Vec<String> = snapshot
+        .unusable
+        .iter()
+        .map(|(name, why)| format!("{name}: {why}"))
+        .collect();
+    tracing::info!(chain = %chain.join(" > "), unusable = %unusable.join("; "), "provider config loaded");
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        if let Ok(mut terminate) = signal(SignalKind::terminate()) {
+            tokio::select! {
+                _ = terminate.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+            return;
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
+}
+
+/// The probe: a plain HTTP/1.0 request to `/healthz` on loopback.
+async fn check(address: SocketAddr) -> Result<(), RouterError> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let probe = async {
+        let mut stream = tokio::net::TcpStream::connect(address).await.ok()?;
+        stream
+            .write_all(b"GET /healthz HTTP/1.0\r\nHost: localhost\r\n\r\n")
+            .await
+            .ok()?;
+        let mut answer = Vec::new();
+        stream.read_to_end(&mut answer).await.ok()?;
+        let head = String::from_utf8_lossy(&answer);
+        head.lines()
+            .next()
+            .is_some_and(|line| line.contains(" 200 "))
+            .then_some(())
+    };
+    match tokio::time::timeout(Duration::from_secs(2), probe).await {
+        Ok(Some(())) => Ok(()),
+        _ => Err(RouterError::Unhealthy(address)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::resources::provider_config::{CONFIG_DIR, CONFIG_FILE};
+
+    #[test]
+    fn the_default_config_path_is_where_the_operator_mounts_it() {
+        assert_eq!(DEFAULT_CONFIG_PATH, format!("{CONFIG_DIR}/{CONFIG_FILE}"));
+    }
+}

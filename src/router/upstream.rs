@@ -1,0 +1,232 @@
+//! The request one provider type receives for an agent's chat request: its URL, its headers
+//! (the credential among them) and its body, with the model mapped to the provider's.
+
+use serde_json::{Map, Value};
+
+use super::anthropic;
+use super::config::Upstream;
+use crate::api::llm_provider::{DEFAULT_ANTHROPIC_VERSION, ProviderType};
+
+/// The wire format of a provider's answers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Dialect {
+    OpenAI,
+    Anthropic,
+}
+
+/// A request ready to send. Its `Debug` leaves the headers out: one of them is the key.
+#[derive(Clone, PartialEq)]
+pub struct Outbound {
+    pub url: String,
+    pub headers: Vec<(&'static str, String)>,
+    pub body: Value,
+    pub dialect: Dialect,
+}
+
+impl std::fmt::Debug for Outbound {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Outbound")
+            .field("url", &self.url)
+            .field("dialect", &self.dialect)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Builds the request for `upstream`. The agent's own headers are never forwarded, so nothing
+/// the agent sends can replace or reveal the credential.
+pub fn outbound(
+    upstream: &Upstream,
+    request: &Map<String, Value>,
+) -> Result<Outbound, anthropic::TranslateError> {
+    let model = upstream
+        .model
+        .clone()
+        .or_else(|| {
+            request
+                .get("model")
+                .and_then(Value::as_str)
+                .map(str::to_string)
+        })
+        .unwrap_or_default();
+    let base = upstream.endpoint.as_str();
+    let key = upstream.credential.as_ref().map(|c| c.expose().to_string());
+    let mut headers = Vec::new();
+    let openai_body = || {
+        let mut body = request.clone();
+        body.insert("model".into(), Value::String(model.clone()));
+        Value::Object(body)
+    };
+    let outbound = match upstream.provider_type {
+        ProviderType::OpenAI | ProviderType::OpenAICompatible => {
+            if let Some(org) = &upstream.api.openai_organization {
+                headers.push(("OpenAI-Organization", org.clone()));
+            }
+            if let Some(project) = &upstream.api.openai_project {
+                headers.push(("OpenAI-Project", project.clone()));
+            }
+            if let Some(key) = key {
+                headers.push(("Authorization", format!("Bearer {key}")));
+            }
+            Outbound {
+                url: format!("{base}/chat/completions"),
+                headers,
+                body: openai_body(),
+                dialect: Dialect::OpenAI,
+            }
+        }
+        ProviderType::Ollama => {
+            if let Some(key) = key {
+                headers.push(("Authorization", format!("Bearer {key}")));
+            }
+            Outbound {
+                url: format!("{base}/v1/chat/completions"),
+                headers,
+                body: openai_body(),
+                dialect: Dialect::OpenAI,
+            }
+        }
+        ProviderType::AzureOpenAI => {
+            let api = &upstream.api;
+            let deployment = api
+                .azure_deployments
+                .get(&model)
+                .or(api.azure_deployment.as_ref())
+                .unwrap_or(&model);
+            if let Some(key) = key {
+                headers.push(("api-key", key));
+            }
+            Outbound {
+                url: format!(
+                    "{base}/openai/deployments/{deployment}/chat/completions?api-version={}",
+                    api.azure_api_version.as_deref().unwrap_or_default()
+                ),
+                headers,
+                body: openai_body(),
+                dialect: Dialect::OpenAI,
+            }
+        }
+        ProviderType::Anthropic => {
+            headers.push((
+                "anthropic-version",
+                upstream
+                    .api
+                    .anthropic_version
+                    .clone()
+                    .unwrap_or_else(|| DEFAULT_ANTHROPIC_VERSION.to_string()),
+            ));
+            if let Some(key) = key {
+                headers.push(("x-api-key", key));
+            }
+            let url = if base.ends_with("/v1") {
+                format!("{base}/messages")
+            } else {
+                format!("{base}/v1/messages")
+            };
+            Outbound {
+                url,
+                headers,
+                body: anthropic::request(request, &model)?,
+                dialect: Dialect::Anthropic,
+            }
+        }
+    };
+    Ok(outbound)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::resources::provider_config::ProviderApi;
+    use crate::router::config::Credential;
+    use serde_json::json;
+
+    fn upstream(provider_type: ProviderType, endpoint: &str, model: Option<&str>) -> Upstream {
+        Upstream {
+            name: "p".into(),
+            provider_type,
+            endpoint: endpoint.into(),
+            model: model.map(str::to_string),
+            ready: true,
+            credential: Some(Credential::new("sk-test")),
+            api: ProviderApi::default(),
+        }
+    }
+
+    fn request() -> Map<String, Value> {
+        json!({"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]})
+            .as_object()
+            .cloned()
+            .expect("object")
+    }
+
+    #[test]
+    fn each_type_gets_its_own_url_and_auth_header() {
+        let cases = [
+            (
+                ProviderType::OpenAI,
+                "https://api.openai.com/v1",
+                "https://api.openai.com/v1/chat/completions",
+                "Authorization",
+                "Bearer sk-test",
+            ),
+            (
+                ProviderType::Ollama,
+                "http://ollama:11434",
+                "http://ollama:11434/v1/chat/completions",
+                "Authorization",
+                "Bearer sk-test",
+            ),
+            (
+                ProviderType::Anthropic,
+                "https://api.anthropic.com",
+                "https://api.anthropic.com/v1/messages",
+                "x-api-key",
+                "sk-test",
+            ),
+        ];
+        for (provider_type, endpoint, url, header, value) in cases {
+            let outbound =
+                outbound(&upstream(provider_type, endpoint, None), &request()).expect("builds");
+            assert_eq!(outbound.url, url);
+            assert!(
+                outbound.headers.contains(&(header, value.to_string())),
+                "{provider_type:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn azure_addresses_the_models_deployment() {
+        let mut azure = upstream(
+            ProviderType::AzureOpenAI,
+            "https://r.openai.azure.com",
+            None,
+        );
+        azure.api.azure_api_version = Some("2024-10-21".into());
+        azure
+            .api
+            .azure_deployments
+            .insert("gpt-4o".into(), "prod-4o".into());
+        let outbound = outbound(&azure, &request()).expect("builds");
+        assert_eq!(
+            outbound.url,
+            "https://r.openai.azure.com/openai/deployments/prod-4o/chat/completions?api-version=2024-10-21"
+        );
+        assert!(
+            outbound
+                .headers
+                .contains(&("api-key", "sk-test".to_string()))
+        );
+    }
+
+    #[test]
+    fn the_chain_model_replaces_the_agents() {
+        let outbound = outbound(
+            &upstream(ProviderType::OpenAI, "https://x/v1", Some("gpt-4o-mini")),
+            &request(),
+        )
+        .expect("builds");
+        assert_eq!(outbound.body["model"], "gpt-4o-mini");
+        assert!(!format!("{outbound:?}").contains("sk-test"));
+    }
+}

@@ -1,0 +1,331 @@
+//! Runs `agent-operator router` as a local process on the files the operator renders, with
+//! fake providers behind it, and talks to it as an agent's OpenAI SDK would.
+
+use std::io::Read;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use agent_operator::api::common::{RouterSpec, SecretKeyRef};
+use agent_operator::api::llm_provider::ProviderType;
+use agent_operator::resources::provider_config::{
+    CREDENTIALS_DIR, ProviderApi, ResolvedProvider, provider_config,
+};
+use serde_json::Value;
+
+/// One link of the chain under test.
+#[derive(Clone, Debug)]
+pub struct Link {
+    pub name: String,
+    pub provider_type: ProviderType,
+    pub endpoint: String,
+    pub model: Option<String>,
+    pub key: Option<String>,
+    pub api: ProviderApi,
+}
+
+impl Link {
+    pub fn new(name: &str, provider_type: ProviderType, endpoint: String) -> Self {
+        Self {
+            name: name.into(),
+            provider_type,
+            endpoint,
+            model: None,
+            key: Some(format!("sk-{name}-0123456789abcdef")),
+            api: ProviderApi::default(),
+        }
+    }
+
+    pub fn model(mut self, model: &str) -> Self {
+        self.model = Some(model.into());
+        self
+    }
+}
+
+/// Settings that make failover visible in test time.
+pub fn quick_settings() -> RouterSpec {
+    RouterSpec {
+        first_byte_timeout: Duration::from_millis(500).into(),
+        request_timeout: Duration::from_secs(10).into(),
+        circuit_failure_threshold: 100,
+        ..RouterSpec::default()
+    }
+}
+
+pub struct RouterProcess {
+    child: Child,
+    pub address: SocketAddr,
+    dir: PathBuf,
+    logs: Arc<Mutex<Vec<u8>>>,
+    http: reqwest::Client,
+    /// Every key ever written, to check none leaks.
+    keys: Mutex<Vec<String>>,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// Renders the chain with the operator's own function, as the mounted ConfigMap holds it, with
+/// the credential folder moved into the test's directory. Files are replaced by rename, as the
+/// kubelet swaps a mounted volume's contents. Returns the keys written.
+fn render(dir: &std::path::Path, links: &[Link], settings: &RouterSpec) -> Vec<String> {
+    let chain: Vec<ResolvedProvider> = links
+        .iter()
+        .map(|link| ResolvedProvider {
+            name: link.name.clone(),
+            provider_type: Some(link.provider_type),
+            endpoint: Some(link.endpoint.clone()),
+            model: link.model.clone(),
+            ready: true,
+            reason: None,
+            credential: link.key.as_ref().map(|_| SecretKeyRef {
+                name: format!("{}-key", link.name),
+                key: "apiKey".into(),
+            }),
+            api: link.api.clone(),
+        })
+        .collect();
+    let credentials = dir.join("credentials");
+    let mut keys = Vec::new();
+    for link in links {
+        if let Some(key) = &link.key {
+            let folder = credentials.join(&link.name);
+            std::fs::create_dir_all(&folder).expect("credential folder");
+            replace_file(&folder.join("api-key"), key);
+            keys.push(key.clone());
+        }
+    }
+    let config = provider_config(&chain, &[], Some(settings));
+    let json = serde_json::to_string_pretty(&config)
+        .expect("serialize")
+        .replace(CREDENTIALS_DIR, &credentials.display().to_string());
+    replace_file(&dir.join("providers.json"), &json);
+    keys
+}
+
+impl RouterProcess {
+    pub async fn start(links: &[Link], settings: &RouterSpec) -> Self {
+        Self::start_with(links, settings, &[]).await
+    }
+
+    pub async fn start_with(links: &[Link], settings: &RouterSpec, args: &[&str]) -> Self {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let dir = std::env::temp_dir().join(format!(
+            "router-test-{}-{}",
+            std::process::id(),
+            free_port()
+        ));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let address: SocketAddr = format!("127.0.0.1:{}", free_port())
+            .parse()
+            .expect("address");
+        let keys = render(&dir, links, settings);
+        let mut child = Command::new(env!("CARGO_BIN_EXE_agent-operator"))
+            .args(["router", "--listen", &address.to_string(), "--config"])
+            .arg(dir.join("providers.json"))
+            .args(["--reload-interval", "100ms", "--limit-wait", "300ms"])
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("the router starts");
+        let logs = Arc::new(Mutex::new(Vec::new()));
+        let pipes: [Option<Box<dyn Read + Send>>; 2] = [
+            child
+                .stdout
+                .take()
+                .map(|p| Box::new(p) as Box<dyn Read + Send>),
+            child
+                .stderr
+                .take()
+                .map(|p| Box::new(p) as Box<dyn Read + Send>),
+        ];
+        for mut pipe in pipes.into_iter().flatten() {
+            let logs = logs.clone();
+            std::thread::spawn(move || {
+                let mut buffer = [0u8; 4096];
+                while let Ok(n) = pipe.read(&mut buffer) {
+                    if n == 0 {
+                        break;
+                    }
+                    logs.lock().expect("logs").extend_from_slice(&buffer[..n]);
+                }
+            });
+        }
+        let router = Self {
+            child,
+            address,
+            dir,
+            logs,
+            http: reqwest::Client::new(),
+            keys: Mutex::new(keys),
+        };
+        for _ in 0..100 {
+            if let Ok(response) = router.http.get(router.url("/healthz")).send().await
+                && response.status().is_success()
+            {
+                return router;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!(
+            "the router did not become healthy; logs:\n{}",
+            router.logs()
+        );
+    }
+
+    /// Replaces the mounted files, as the kubelet does when the ConfigMap or a Secret changes.
+    pub fn write_config(&self, links: &[Link], settings: &RouterSpec) {
+        let keys = render(&self.dir, links, settings);
+        self.keys.lock().expect("keys").extend(keys);
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.address)
+    }
+
+    pub fn logs(&self) -> String {
+        String::from_utf8_lossy(&self.logs.lock().expect("logs")).into_owned()
+    }
+
+    /// POSTs `body` as the agent's SDK would, with its placeholder key.
+    pub async fn post(&self, body: &Value) -> reqwest::Response {
+        self.http
+            .post(self.url("/v1/chat/completions"))
+            .bearer_auth("agent-operator-router")
+            .json(body)
+            .send()
+            .await
+            .expect("the router answers")
+    }
+
+    /// A non-streamed completion: status, JSON body.
+    pub async fn chat(&self, body: &Value) -> (u16, Value) {
+        let response = self.post(body).await;
+        let status = response.status().as_u16();
+        let text = response.text().await.expect("body");
+        self.assert_no_key_in(&text);
+        let value = serde_json::from_str(&text)
+            .unwrap_or_else(|_| panic!("the router answered JSON, not: {text}"));
+        (status, value)
+    }
+
+    /// A streamed completion: status and the `data:` payloads in order.
+    pub async fn stream(&self, body: &Value) -> (u16, Vec<String>) {
+        let response = self.post(body).await;
+        let status = response.status().as_u16();
+        let text = response.text().await.expect("body");
+        self.assert_no_key_in(&text);
+        let events = text
+            .split("\n\n")
+            .filter_map(|event| event.trim().strip_prefix("data: ").map(str::to_string))
+            .collect();
+        (status, events)
+    }
+
+    pub async fn metrics(&self) -> String {
+        self.http
+            .get(self.url("/metrics"))
+            .send()
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("text")
+    }
+
+    pub fn assert_no_key_in(&self, text: &str) {
+        for key in self.keys.lock().expect("keys").iter() {
+            assert!(
+                !text.contains(key.as_str()),
+                "a credential leaked into: {text}"
+            );
+        }
+    }
+}
+
+impl Drop for RouterProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        // Whatever a test did, no key may have reached a log line.
+        if !std::thread::panicking() {
+            self.assert_no_key_in(&self.logs());
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn replace_file(path: &std::path::Path, content: &str) {
+    let staged = path.with_extension("staged");
+    std::fs::write(&staged, content).expect("write");
+    std::fs::rename(&staged, path).expect("rename");
+}
+
+/// The text of a non-streamed answer.
+pub fn content(answer: &Value) -> &str {
+    answer
+        .pointer("/choices/0/message/content")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+}
+
+/// The text of a streamed answer, from its chunks.
+pub fn streamed_content(events: &[String]) -> String {
+    events
+        .iter()
+        .filter_map(|e| serde_json::from_str::<Value>(e).ok())
+        .filter_map(|v| {
+            v.pointer("/choices/0/delta/content")
+                .and_then(Value::as_str)
+                .map(str::to_string)
+        })
+        .collect()
+}
+
+/// A loopback port where nothing listens.
+pub fn closed_endpoint() -> String {
+    format!("http://127.0.0.1:{}/v1", free_port())
+}
+
+/// A server that accepts connections, reads the request and drops the connection unanswered.
+pub async fn resetting_endpoint() -> (String, tokio::task::JoinHandle<()>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("listen");
+    let address = listener.local_addr().expect("address");
+    let task = tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            use tokio::io::AsyncReadExt;
+            let mut buffer = [0u8; 1024];
+            let _ = stream.read(&mut buffer).await;
+            drop(stream);
+        }
+    });
+    (format!("http://{address}/v1"), task)
+}
+
+/// A chat request; `model` is what the agent asks for.
+pub fn chat_request(stream: bool) -> Value {
+    serde_json::json!({
+        "model": "gpt-4o",
+        "stream": stream,
+        "messages": [
+            {"role": "system", "content": "You are terse."},
+            {"role": "user", "content": "Say hello."}
+        ]
+    })
+}
+
+impl RouterProcess {
+    /// Overwrites the config with something that is not JSON.
+    pub fn break_config(&self) {
+        replace_file(&self.dir.join("providers.json"), "{ not json");
+    }
+}

@@ -1,0 +1,13 @@
+//! The LLM router as a real process in front of fake providers: every provider type's wire
+//! format, failover, reloads and guards. No cluster needed.
+
+#[path = "../support/fake_provider.rs"]
+#[allow(dead_code)]
+mod fake_provider;
+#[allow(dead_code)]
+mod harness;
+
+mod failover;
+mod guards;
+mod reload;
+mod wire;
