@@ -27,6 +27,7 @@ use axum::extract::{DefaultBodyLimit, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use axum::serve::ListenerExt;
 use clap::Args;
 use serde_json::json;
 
@@ -124,7 +125,12 @@ pub async fn run(options: RouterOptions) -> Result<(), RouterError> {
         .map_err(|source| RouterError::Bind {
             address: options.listen,
             source,
-        })?;
+        })?
+        // Streamed answers are many small writes: without TCP_NODELAY, Nagle's algorithm and the
+        // agent's delayed ACKs hold each one back by tens of milliseconds.
+        .tap_io(|connection| {
+            let _ = connection.set_nodelay(true);
+        });
     tracing::info!(address = %options.listen, "router serving");
     axum::serve(listener, routes(router, options.max_body_bytes))
         .with_graceful_shutdown(shutdown_signal())

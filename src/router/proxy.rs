@@ -386,10 +386,8 @@ enum Attempt {
 }
 
 enum Answer {
-    Whole {
-        dialect: Dialect,
-        body: Value,
-    },
+    /// A whole answer in OpenAI's format, and its token counts.
+    Whole { body: Bytes, tokens: (u64, u64) },
     Stream {
         dialect: Dialect,
         response: reqwest::Response,
@@ -476,15 +474,50 @@ async fn attempt(
         Verdict::Success => {
             // Nothing has reached the agent yet: a broken or garbled body still fails over.
             match rest_of_body(response, first, deadline).await {
-                Ok(body) => match serde_json::from_slice::<Value>(&body) {
-                    Ok(body) if body.is_object() => Attempt::Answered(Answer::Whole {
-                        dialect: outbound.dialect,
-                        body,
-                    }),
-                    _ => failed(Failure::InvalidResponse),
-                },
+                Ok(body) => whole_answer(outbound.dialect, body)
+                    .map(Attempt::Answered)
+                    .unwrap_or_else(|| failed(Failure::InvalidResponse)),
                 Err(failure) => failed(failure),
             }
+        }
+    }
+}
+
+/// The token counts of an OpenAI answer; reading only them leaves the answer's bytes as the
+/// provider sent them, with no second serialization.
+#[derive(serde::Deserialize)]
+struct UsageOnly {
+    #[serde(default)]
+    usage: Option<Usage>,
+}
+
+#[derive(serde::Deserialize)]
+struct Usage {
+    #[serde(default)]
+    prompt_tokens: u64,
+    #[serde(default)]
+    completion_tokens: u64,
+}
+
+/// A whole answer in OpenAI's format, `None` when the body is not one.
+fn whole_answer(dialect: Dialect, body: Bytes) -> Option<Answer> {
+    match dialect {
+        Dialect::OpenAI => {
+            let usage = serde_json::from_slice::<UsageOnly>(&body).ok()?.usage;
+            let tokens = usage.map_or((0, 0), |u| (u.prompt_tokens, u.completion_tokens));
+            Some(Answer::Whole { body, tokens })
+        }
+        Dialect::Anthropic => {
+            let answer = serde_json::from_slice::<Value>(&body).ok()?;
+            if !answer.is_object() {
+                return None;
+            }
+            let translated = anthropic::response(&answer, unix_now());
+            let tokens = usage_of(&translated);
+            Some(Answer::Whole {
+                body: Bytes::from(translated.to_string()),
+                tokens,
+            })
         }
     }
 }
@@ -534,12 +567,7 @@ impl Answer {
             .clone()
             .unwrap_or_else(|| report.model.clone());
         match self {
-            Answer::Whole { dialect, body } => {
-                let body = match dialect {
-                    Dialect::OpenAI => body,
-                    Dialect::Anthropic => anthropic::response(&body, unix_now()),
-                };
-                let tokens = usage_of(&body);
+            Answer::Whole { body, tokens } => {
                 router
                     .metrics
                     .record_tokens(&upstream.name, &model, tokens.0, tokens.1);
@@ -548,7 +576,7 @@ impl Answer {
                 (
                     StatusCode::OK,
                     [(header::CONTENT_TYPE, "application/json")],
-                    body.to_string(),
+                    body,
                 )
                     .into_response()
             }

@@ -97,6 +97,10 @@ impl FakeProvider {
             .await
             .unwrap_or_else(|error| panic!("cannot listen on {address}: {error}"));
         let address = listener.local_addr().expect("address");
+        // Streamed answers are small writes; real providers do not delay them (Nagle).
+        let listener = axum::serve::ListenerExt::tap_io(listener, |connection| {
+            let _ = connection.set_nodelay(true);
+        });
         let server = tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
         });
