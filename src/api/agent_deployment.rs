@@ -60,6 +60,7 @@ use super::common::{AgentWorkload, Tool};
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = kube::core::Rule::new("!has(self.replicas) || !has(self.autoscaling)").message("spec.replicas and spec.autoscaling are mutually exclusive: remove spec.replicas when autoscaling is on, the HorizontalPodAutoscaler sets the replica count").field_path(".replicas"))]
 #[x_kube(validation = kube::core::Rule::new("!has(self.tools) || self.tools.all(t, self.tools.exists_one(u, u.name == t.name))").message("spec.tools has two tools with the same name: tool names must be unique").field_path(".tools"))]
+#[x_kube(validation = kube::core::Rule::new("!has(self.ports) || (has(self.router) && !self.router.enabled) || self.ports.all(p, p.containerPort != 8790)").message("port 8790 is the LLM router's inside the pod: choose another spec.ports[].containerPort, or turn the router off with spec.router.enabled: false").field_path(".ports"))]
 #[x_kube(validation = kube::core::Rule::new("!has(self.ports) || self.ports.all(p, self.ports.exists_one(q, q.name == p.name))").message("spec.ports has two ports with the same name: port names must be unique").field_path(".ports"))]
 pub struct AgentDeploymentSpec {
     /// Image, command, env, resources, failover chain and the other fields shared with an

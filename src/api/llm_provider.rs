@@ -80,7 +80,7 @@ impl ProviderType {
 #[x_kube(validation = kube::core::Rule::new("!has(self.anthropic) || self.type == 'Anthropic'").message("spec.anthropic applies only to spec.type Anthropic: remove it or change the type").field_path(".anthropic"))]
 #[x_kube(validation = kube::core::Rule::new("!has(self.openai) || self.type in ['OpenAI', 'OpenAICompatible']").message("spec.openai applies only to spec.type OpenAI or OpenAICompatible: remove it or change the type").field_path(".openai"))]
 #[x_kube(validation = kube::core::Rule::new("self.allowInsecureHTTP || !isURL(self.endpoint) || url(self.endpoint).getScheme() == 'https'").message("spec.endpoint must use https://; set spec.allowInsecureHTTP: true to allow plain http (for in-cluster servers only)").field_path(".endpoint"))]
-#[x_kube(validation = kube::core::Rule::new("!has(self.defaultModel) || size(self.models) == 0 || self.defaultModel in self.models").message("spec.defaultModel must be one of spec.models").field_path(".defaultModel"))]
+#[x_kube(validation = kube::core::Rule::new("!has(self.defaultModel) || !has(self.models) || size(self.models) == 0 || self.defaultModel in self.models").message("spec.defaultModel must be one of spec.models").field_path(".defaultModel"))]
 pub struct LLMProviderSpec {
     /// The API this endpoint speaks: OpenAI, Anthropic, AzureOpenAI, Ollama or OpenAICompatible.
     #[serde(rename = "type")]

@@ -42,7 +42,13 @@ pub async fn probe(
             attempt.failure.class.is_transient()
                 && attempt.retry_after.is_none_or(|d| d <= MAX_RETRY_AFTER)
         })
-        .adjust(|attempt: &Attempt, planned| attempt.retry_after.or(planned))
+        // `Retry-After` replaces the planned delay but never extends the retries: once they
+        // are used up (`planned` is None) the probe ends. Returning the header's delay there
+        // retried forever against a provider answering 429 with Retry-After, and its status
+        // stayed Ready (found by the fault suite).
+        .adjust(|attempt: &Attempt, planned| {
+            planned.map(|planned| attempt.retry_after.unwrap_or(planned))
+        })
         .await;
     match result {
         Err(attempt) => ProbeOutcome::Failed(attempt.failure),

@@ -37,6 +37,34 @@ pub fn child_name(base: &str, suffix: &str, max: usize) -> String {
     }
 }
 
+/// A Service's name: a DNS-1035 label (lower-case letters, digits and '-', starting with a
+/// letter, at most 63 characters). An AgentDeployment may be named `team.support` or
+/// `9-lives`, which a Service cannot be: such names get a cleaned prefix and a hash of the
+/// whole name, so two agents never share a Service. Names of letters, digits and '-' keep
+/// the plain shortening of [`child_name`].
+pub fn service_name(agent: &str) -> String {
+    let plain = agent.starts_with(|c: char| c.is_ascii_lowercase())
+        && agent
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+    if plain {
+        return child_name(agent, "", DNS_LABEL_MAX);
+    }
+    let hash = &short_hash(agent.as_bytes())[..10];
+    let cleaned: String = agent
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+        .collect();
+    let cleaned = if cleaned.starts_with(|c: char| c.is_ascii_lowercase()) {
+        cleaned
+    } else {
+        format!("a-{cleaned}")
+    };
+    let keep = DNS_LABEL_MAX - hash.len() - 1;
+    let prefix = cleaned[..keep.min(cleaned.len())].trim_end_matches('-');
+    format!("{prefix}-{hash}")
+}
+
 /// A label value: at most 63 characters, starting and ending alphanumerically.
 pub fn label_value(value: &str) -> String {
     let name = child_name(value, "", DNS_LABEL_MAX);
@@ -46,6 +74,30 @@ pub fn label_value(value: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn service_names_are_dns_labels_whatever_the_agent_is_called() {
+        assert_eq!(service_name("support"), "support");
+        let dotted = service_name("team.support");
+        let digit = service_name("9-lives");
+        let long = service_name(&format!("{}.x", "a".repeat(250)));
+        for name in [&dotted, &digit, &long] {
+            assert!(name.len() <= DNS_LABEL_MAX, "{name}");
+            assert!(name.starts_with(|c: char| c.is_ascii_lowercase()), "{name}");
+            assert!(
+                name.chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-'),
+                "{name}"
+            );
+        }
+        assert!(dotted.starts_with("team-support-"));
+        assert_ne!(
+            service_name("team.support"),
+            service_name("team-support"),
+            "no two agents share a Service"
+        );
+        assert_eq!(service_name("team.support"), dotted, "stable");
+    }
 
     #[test]
     fn short_names_are_kept() {

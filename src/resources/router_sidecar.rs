@@ -200,6 +200,13 @@ mod tests {
     }
 
     #[test]
+    fn the_crd_keeps_the_routers_port_free() {
+        use kube::CustomResourceExt;
+        let crd = serde_json::to_string(&crate::api::AgentDeployment::crd()).expect("json");
+        assert!(crd.contains(&format!("p.containerPort != {ROUTER_PORT}")));
+    }
+
+    #[test]
     fn no_provider_means_no_router() {
         let mut w = workload(true);
         w.providers.clear();

@@ -1,6 +1,7 @@
 //! The Kubernetes API client: kube's default stack plus one layer that keeps the operator within
-//! `--client-qps`/`--client-burst` (a token bucket, as client-go does) and counts every request
-//! by verb, resource and status code.
+//! `--client-qps`/`--client-burst` (a token bucket, as client-go does), counts every request by
+//! verb, resource and status code, and, under leader election, refuses writes while the Lease is
+//! not known to be held (see [`super::leader::WriteFence`]).
 
 use std::future::Future;
 use std::num::NonZeroU32;
@@ -15,12 +16,21 @@ use kube::{Client, Config};
 use prometheus::IntCounterVec;
 use tower::{Layer, Service};
 
-/// Builds the client from the kubeconfig or in-cluster configuration.
+use super::leader::WriteFence;
+
+/// A write refused because this replica may no longer lead.
+#[derive(Debug, thiserror::Error)]
+#[error("write refused: this replica has not renewed its leader Lease within the renew deadline")]
+pub struct FencedWrite;
+
+/// Builds the client from the kubeconfig or in-cluster configuration. With `fence`, writes other
+/// than to Leases pass only while the fence allows them.
 pub fn client(
     config: Config,
     qps: u32,
     burst: u32,
     requests: IntCounterVec,
+    fence: Option<Arc<WriteFence>>,
 ) -> Result<Client, kube::Error> {
     let limiter = NonZeroU32::new(qps).map(|qps| {
         let burst = NonZeroU32::new(burst.max(qps.get())).unwrap_or(qps);
@@ -28,7 +38,11 @@ pub fn client(
             Quota::per_second(qps).allow_burst(burst),
         ))
     });
-    let layer = ApiClientLayer { limiter, requests };
+    let layer = ApiClientLayer {
+        limiter,
+        requests,
+        fence,
+    };
     Ok(ClientBuilder::try_from(config)?.with_layer(&layer).build())
 }
 
@@ -37,6 +51,7 @@ struct ApiClientLayer {
     /// `None` when `--client-qps 0` turns client-side limiting off.
     limiter: Option<Arc<DefaultDirectRateLimiter>>,
     requests: IntCounterVec,
+    fence: Option<Arc<WriteFence>>,
 }
 
 impl<S> Layer<S> for ApiClientLayer {
@@ -47,6 +62,7 @@ impl<S> Layer<S> for ApiClientLayer {
             inner,
             limiter: self.limiter.clone(),
             requests: self.requests.clone(),
+            fence: self.fence.clone(),
             waiting: None,
             granted: false,
         }
@@ -59,6 +75,7 @@ struct ApiClientService<S> {
     inner: S,
     limiter: Option<Arc<DefaultDirectRateLimiter>>,
     requests: IntCounterVec,
+    fence: Option<Arc<WriteFence>>,
     /// The wait for the next token, while one is pending.
     waiting: Option<Wait>,
     /// A token was taken for the next call.
@@ -69,6 +86,7 @@ impl<S, B, R> Service<Request<B>> for ApiClientService<S>
 where
     S: Service<Request<B>, Response = Response<R>>,
     S::Future: Send + 'static,
+    S::Error: From<FencedWrite> + Send + 'static,
 {
     type Response = S::Response;
     type Error = S::Error;
@@ -93,6 +111,16 @@ where
         self.granted = false;
         let (verb, resource) = classify(request.method(), request.uri());
         let requests = self.requests.clone();
+        // The Lease itself, and the start-up permission checks, are how a replica becomes leader.
+        let fenced = is_write(verb)
+            && !matches!(resource.as_str(), "leases" | "selfsubjectaccessreviews")
+            && self.fence.as_ref().is_some_and(|f| !f.allows_writes());
+        if fenced {
+            requests
+                .with_label_values(&[verb, resource.as_str(), "fenced"])
+                .inc();
+            return Box::pin(async { Err(FencedWrite.into()) });
+        }
         let response = self.inner.call(request);
         Box::pin(async move {
             let result = response.await;
@@ -148,6 +176,14 @@ fn verb_of(method: &Method, named: bool, watch: bool) -> &'static str {
         Method::DELETE => "deletecollection",
         _ => "other",
     }
+}
+
+/// Verbs that change the cluster.
+fn is_write(verb: &str) -> bool {
+    matches!(
+        verb,
+        "create" | "update" | "patch" | "delete" | "deletecollection"
+    )
 }
 
 #[cfg(test)]

@@ -1,5 +1,5 @@
-//! The operator's HTTP server: `/healthz` (the process serves), `/readyz` (caches synced) and
-//! `/metrics` (Prometheus text format).
+//! The operator's HTTP server: `/healthz` (the process serves), `/readyz` (caches synced and
+//! their watches connected) and `/metrics` (Prometheus text format).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -14,12 +14,14 @@ use tokio_util::sync::CancellationToken;
 use super::metrics::Metrics;
 use crate::Error;
 
-/// Whether every controller's caches have synced: until then a reconcile would act on a partial
-/// view of the cluster, so `/readyz` says not ready.
+/// Whether every controller's caches have synced and their watches are connected: until then a
+/// reconcile would act on a partial or stale view of the cluster, so `/readyz` says not ready.
 #[derive(Default)]
 pub struct Readiness {
     expected: AtomicUsize,
     synced: AtomicUsize,
+    /// Watch streams whose last event was an error (the API server is gone or refuses them).
+    disconnected: AtomicUsize,
     /// A follower of a leader election is ready (to lead) without caches.
     following: AtomicBool,
 }
@@ -36,6 +38,7 @@ impl Readiness {
         SyncMarker {
             readiness: self.clone(),
             done: AtomicBool::new(false),
+            failing: AtomicBool::new(false),
         }
     }
 
@@ -44,7 +47,9 @@ impl Readiness {
             return true;
         }
         let expected = self.expected.load(Ordering::SeqCst);
-        expected > 0 && self.synced.load(Ordering::SeqCst) >= expected
+        expected > 0
+            && self.synced.load(Ordering::SeqCst) >= expected
+            && self.disconnected.load(Ordering::SeqCst) == 0
     }
 
     /// Marks the process as a follower (ready to lead) or as about to lead: a new leader starts
@@ -53,6 +58,7 @@ impl Readiness {
         if !following {
             self.expected.store(0, Ordering::SeqCst);
             self.synced.store(0, Ordering::SeqCst);
+            self.disconnected.store(0, Ordering::SeqCst);
         }
         self.following.store(following, Ordering::SeqCst);
     }
@@ -61,14 +67,32 @@ impl Readiness {
 pub struct SyncMarker {
     readiness: Arc<Readiness>,
     done: AtomicBool,
+    failing: AtomicBool,
 }
 
 impl SyncMarker {
     pub fn observe<K>(&self, event: &kube::runtime::watcher::Event<K>) {
+        if self.failing.swap(false, Ordering::SeqCst) {
+            // Saturating: a new leadership term resets the count while old streams wind down.
+            let _ =
+                self.readiness
+                    .disconnected
+                    .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
+                        Some(n.saturating_sub(1))
+                    });
+        }
         if matches!(event, kube::runtime::watcher::Event::InitDone)
             && !self.done.swap(true, Ordering::SeqCst)
         {
             self.readiness.synced.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    /// The watch failed (it retries with backoff); the process is not ready until it delivers
+    /// an event again.
+    pub fn observe_error(&self) {
+        if !self.failing.swap(true, Ordering::SeqCst) {
+            self.readiness.disconnected.fetch_add(1, Ordering::SeqCst);
         }
     }
 }
@@ -141,6 +165,24 @@ mod tests {
         );
         second.observe(&Event::<()>::InitDone);
         assert!(readiness.is_ready());
+    }
+
+    #[test]
+    fn a_failing_watch_makes_the_process_unready_until_it_delivers_again() {
+        let readiness = Arc::new(Readiness::default());
+        readiness.expect_caches(2);
+        let (first, second) = (readiness.sync_marker(), readiness.sync_marker());
+        first.observe(&Event::<()>::InitDone);
+        second.observe(&Event::<()>::InitDone);
+        assert!(readiness.is_ready());
+        first.observe_error();
+        second.observe_error();
+        first.observe_error();
+        assert!(!readiness.is_ready(), "the API server is gone");
+        first.observe(&Event::<()>::Init);
+        assert!(!readiness.is_ready(), "one watch is still failing");
+        second.observe(&Event::<()>::InitDone);
+        assert!(readiness.is_ready(), "both watches deliver again");
     }
 
     #[tokio::test]

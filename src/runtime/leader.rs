@@ -7,7 +7,8 @@
 //! once; the process stays up and competes again, so an API-server outage costs leadership, not
 //! a restart.
 
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
@@ -31,6 +32,49 @@ impl Default for LeaseTiming {
             renew_deadline: Duration::from_secs(10),
             retry_period: Duration::from_secs(2),
         }
+    }
+}
+
+/// Fences the API client's writes to the time the Lease is known to be ours: a leader whose
+/// process was paused (SIGSTOP, a frozen VM, a long GC-like stall) resumes with in-flight
+/// reconciles that must not write, because another replica may lead by now. Writes are allowed
+/// only within `renew_deadline` of the last successful renewal, by the monotonic clock, which
+/// keeps running while the process is stopped.
+#[derive(Debug)]
+pub struct WriteFence {
+    renewed_at: Mutex<Option<Instant>>,
+    deadline: Duration,
+}
+
+impl WriteFence {
+    pub fn new(deadline: Duration) -> Self {
+        Self {
+            renewed_at: Mutex::new(None),
+            deadline,
+        }
+    }
+
+    fn set(&self, value: Option<Instant>) {
+        let mut renewed_at = self
+            .renewed_at
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        *renewed_at = value;
+    }
+
+    pub fn renewed(&self) {
+        self.set(Some(Instant::now()));
+    }
+
+    pub fn revoke(&self) {
+        self.set(None);
+    }
+
+    pub fn allows_writes(&self) -> bool {
+        self.renewed_at
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .is_some_and(|at| at.elapsed() < self.deadline)
     }
 }
 
@@ -76,15 +120,24 @@ pub struct LeaderElector {
     name: String,
     identity: String,
     timing: LeaseTiming,
+    fence: Arc<WriteFence>,
 }
 
 impl LeaderElector {
-    pub fn new(api: Api<Lease>, name: String, identity: String, timing: LeaseTiming) -> Self {
+    /// `fence` must be the one the operator's API client checks.
+    pub fn new(
+        api: Api<Lease>,
+        name: String,
+        identity: String,
+        timing: LeaseTiming,
+        fence: Arc<WriteFence>,
+    ) -> Self {
         Self {
             api,
             name,
             identity,
             timing,
+            fence,
         }
     }
 
@@ -97,12 +150,14 @@ impl LeaderElector {
             match held {
                 Ok(true) => {
                     last_renewal = tokio::time::Instant::now();
+                    self.fence.renewed();
                     if !*leading.borrow() {
                         tracing::info!(identity = %self.identity, lease = %self.name, "became the leader");
                         let _ = leading.send(true);
                     }
                 }
                 Ok(false) => {
+                    self.fence.revoke();
                     if *leading.borrow() {
                         tracing::warn!(identity = %self.identity, "another replica holds the lease; stopping reconciles");
                         let _ = leading.send(false);
@@ -112,6 +167,7 @@ impl LeaderElector {
                     tracing::warn!(%error, "cannot reach the lease");
                     if *leading.borrow() && last_renewal.elapsed() > self.timing.renew_deadline {
                         tracing::warn!(identity = %self.identity, "lease not renewed within the deadline; stopping reconciles");
+                        self.fence.revoke();
                         let _ = leading.send(false);
                     }
                 }
@@ -123,6 +179,7 @@ impl LeaderElector {
         }
         if *leading.borrow() {
             let _ = leading.send(false);
+            self.fence.revoke();
             match self.release().await {
                 Ok(()) => tracing::info!(lease = %self.name, "released the lease"),
                 Err(error) => tracing::warn!(%error, "cannot release the lease; it will expire"),
@@ -208,6 +265,19 @@ impl LeaderElector {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_fence_allows_writes_only_within_the_deadline_of_a_renewal() {
+        let fence = WriteFence::new(Duration::from_millis(50));
+        assert!(!fence.allows_writes(), "never renewed");
+        fence.renewed();
+        assert!(fence.allows_writes());
+        std::thread::sleep(Duration::from_millis(60));
+        assert!(!fence.allows_writes(), "a paused leader resumes fenced");
+        fence.renewed();
+        fence.revoke();
+        assert!(!fence.allows_writes(), "another replica holds the Lease");
+    }
 
     fn spec(holder: Option<&str>, renewed_secs_ago: i64, duration: i32) -> LeaseSpec {
         let now = Timestamp::from_second(1_000).expect("ts");

@@ -32,11 +32,16 @@ pub async fn run(options: RunOptions) -> Result<(), Error> {
         .map_err(|source| Error::KubeConfig {
             source: kube::Error::InferConfig(source),
         })?;
+    let timing = leader::LeaseTiming::default();
+    let fence = options
+        .leader_election
+        .then(|| Arc::new(leader::WriteFence::new(timing.renew_deadline)));
     let client = api_client::client(
         config,
         options.client_qps,
         options.client_burst,
         metrics.api_requests.clone(),
+        fence.clone(),
     )
     .map_err(|source| Error::KubeConfig { source })?;
     startup::check(&client, &options).await?;
@@ -65,8 +70,13 @@ pub async fn run(options: RunOptions) -> Result<(), Error> {
         signal.cancel();
     });
 
-    if options.leader_election {
-        run_elected(client, context, &options, readiness, shutdown).await;
+    if let Some(fence) = fence {
+        let election = Election {
+            client,
+            timing,
+            fence,
+        };
+        run_elected(election, context, &options, readiness, shutdown).await;
     } else {
         let controllers = tokio::spawn(controller::run_all(
             context,
@@ -94,8 +104,15 @@ async fn finish(controllers: tokio::task::JoinHandle<()>, options: &RunOptions) 
 
 /// Runs the controllers only while this replica holds the Lease. Losing it aborts them at once,
 /// without waiting for in-flight reconciles: a former leader must not write anything more.
-async fn run_elected(
+/// What the election needs: its client, timing and the fence the client checks.
+struct Election {
     client: Client,
+    timing: leader::LeaseTiming,
+    fence: Arc<leader::WriteFence>,
+}
+
+async fn run_elected(
+    election: Election,
     context: Arc<Context>,
     options: &RunOptions,
     readiness: Arc<http::Readiness>,
@@ -108,10 +125,11 @@ async fn run_elected(
     let identity = format!("{host}-{}", std::process::id());
     let (leading_tx, mut leading) = tokio::sync::watch::channel(false);
     let elector = leader::LeaderElector::new(
-        kube::Api::namespaced(client, &namespace),
+        kube::Api::namespaced(election.client, &namespace),
         options.lease_name.clone(),
         identity,
-        leader::LeaseTiming::default(),
+        election.timing,
+        election.fence,
     );
     // The elector stops only after the controllers did, so the Lease is released last.
     let stop_election = CancellationToken::new();

@@ -4,7 +4,6 @@
 use std::time::{Duration, Instant};
 
 use agent_operator::api::LLMProvider;
-use k8s_openapi::api::coordination::v1::Lease;
 use kube::api::PostParams;
 use serde_json::json;
 
@@ -15,21 +14,11 @@ use crate::support::{self, TestNamespace, wait_until};
 const RECONCILES: &str = r#"agent_operator_reconciles_total{controller="llmprovider"}"#;
 
 async fn elected(ns: &TestNamespace, tag: &str) -> OperatorProcess {
-    OperatorProcess::start_with(
-        &ns.name,
-        tag,
-        &["--leader-election", "true", "--lease-namespace", &ns.name],
-    )
-    .await
+    crate::support::operator::elected(&ns.name, tag).await
 }
 
 async fn holder(ns: &TestNamespace) -> Option<String> {
-    ns.api::<Lease>()
-        .get_opt("agent-operator")
-        .await
-        .ok()??
-        .spec?
-        .holder_identity
+    crate::support::operator::lease_holder(&ns.client, &ns.name).await
 }
 
 async fn a_provider(ns: &TestNamespace, fake: &FakeProvider) {

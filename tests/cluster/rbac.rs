@@ -5,56 +5,16 @@
 use std::time::Duration;
 
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::ServiceAccount;
-use k8s_openapi::api::rbac::v1::{ClusterRole, PolicyRule, Role, RoleBinding};
-use kube::api::PostParams;
+use k8s_openapi::api::rbac::v1::PolicyRule;
 use serde_json::json;
 
+use crate::support::accounts::{account_with_rules, generated_rules};
 use crate::support::fake_provider::{Behaviour, FakeProvider};
 use crate::support::objects::{create_samples, wait_for_samples};
 use crate::support::operator::{OperatorProcess, run_until_exit};
-use crate::support::{self, TestNamespace, kubeconfig_for_service_account, wait_until};
+use crate::support::{self, kubeconfig_for_service_account, wait_until};
 
 const WAIT: Duration = Duration::from_secs(90);
-
-fn generated_rules() -> Vec<PolicyRule> {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/config/rbac/role.yaml");
-    let text = std::fs::read_to_string(path).expect("config/rbac/role.yaml");
-    let role: ClusterRole = serde_yaml::from_str(&text).expect("a ClusterRole");
-    role.rules.expect("rules")
-}
-
-/// ServiceAccount `account` bound in `ns` to a Role with `rules`.
-async fn account_with_rules(ns: &TestNamespace, account: &str, rules: Vec<PolicyRule>) {
-    let params = PostParams::default();
-    let service_account: ServiceAccount =
-        serde_json::from_value(json!({"metadata": {"name": account}})).expect("ServiceAccount");
-    ns.api::<ServiceAccount>()
-        .create(&params, &service_account)
-        .await
-        .expect("create ServiceAccount");
-    let role = Role {
-        metadata: kube::api::ObjectMeta {
-            name: Some(account.into()),
-            ..Default::default()
-        },
-        rules: Some(rules),
-    };
-    ns.api::<Role>()
-        .create(&params, &role)
-        .await
-        .expect("create Role");
-    let binding: RoleBinding = serde_json::from_value(json!({
-        "metadata": {"name": account},
-        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": account},
-        "subjects": [{"kind": "ServiceAccount", "name": account, "namespace": ns.name}]
-    }))
-    .expect("RoleBinding");
-    ns.api::<RoleBinding>()
-        .create(&params, &binding)
-        .await
-        .expect("create RoleBinding");
-}
 
 #[tokio::test]
 async fn the_generated_rbac_runs_all_three_controllers() {

@@ -3,6 +3,7 @@
 
 #![allow(dead_code)]
 
+pub mod accounts;
 pub mod admission;
 pub mod fake_provider;
 pub mod objects;

@@ -128,14 +128,48 @@ pub async fn wait_ready<K>(api: &Api<K>, name: &str, timeout: std::time::Duratio
 where
     K: Resource + Clone + serde::de::DeserializeOwned + serde::Serialize + std::fmt::Debug,
 {
-    wait_until(timeout, &format!("{name} to be Ready"), || async {
-        let object = serde_json::to_value(api.get(name).await.ok()?).ok()?;
-        let ready = object
-            .pointer("/status/conditions")?
-            .as_array()?
-            .iter()
-            .any(|c| c["type"] == "Ready" && c["status"] == "True");
-        ready.then_some(())
+    let ready = tokio::time::timeout(timeout, async {
+        loop {
+            if let Ok(object) = api.get(name).await
+                && let Ok(value) = serde_json::to_value(&object)
+                && value
+                    .pointer("/status/conditions")
+                    .and_then(Value::as_array)
+                    .is_some_and(|c| {
+                        c.iter()
+                            .any(|c| c["type"] == "Ready" && c["status"] == "True")
+                    })
+            {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        }
     })
-    .await
+    .await;
+    if ready.is_err() {
+        let status = api
+            .get(name)
+            .await
+            .ok()
+            .and_then(|o| serde_json::to_value(o).ok())
+            .and_then(|v| v.get("status").cloned());
+        panic!(
+            "timed out after {timeout:?} waiting for {name} to be Ready; its status: {status:?}"
+        );
+    }
+}
+
+/// An LLMProvider's Ready reason, or "Ready" while it is.
+pub async fn ready_reason(api: &Api<LLMProvider>, name: &str) -> Option<String> {
+    let provider = api.get(name).await.ok()?;
+    let ready = provider
+        .status?
+        .conditions
+        .into_iter()
+        .find(|c| c.type_ == "Ready")?;
+    Some(if ready.status == "True" {
+        "Ready".into()
+    } else {
+        ready.reason
+    })
 }

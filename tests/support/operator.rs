@@ -83,6 +83,27 @@ impl OperatorProcess {
         let _ = self.child.wait();
     }
 
+    /// Sends a signal by name (`STOP`, `CONT`, …) to the process.
+    pub fn signal(&self, name: &str) {
+        let sent = Command::new("kill")
+            .args([&format!("-{name}"), &self.child.id().to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(sent.success(), "kill -{name} failed");
+    }
+
+    /// Whether the process is still running (it never exited by itself).
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// The status code of `/readyz`, `None` when it does not answer.
+    pub async fn readyz(&self) -> Option<u16> {
+        http_get(&format!("http://127.0.0.1:{}/readyz", self.metrics_port))
+            .await
+            .map(|(code, _)| code)
+    }
+
     /// SIGTERM, then waits up to `bound` for the exit; returns the exit code.
     pub async fn terminate(&mut self, bound: Duration) -> Option<i32> {
         let _ = Command::new("kill")
@@ -162,4 +183,24 @@ pub async fn run_until_exit(
         .expect("agent-operator exits by itself")
         .expect("join")
         .expect("output")
+}
+
+/// `agent-operator run` with leader election on a Lease in the test's namespace.
+pub async fn elected(namespace: &str, tag: &str) -> OperatorProcess {
+    OperatorProcess::start_with(
+        namespace,
+        tag,
+        &["--leader-election", "true", "--lease-namespace", namespace],
+    )
+    .await
+}
+
+/// The identity holding the operator's Lease in `namespace`, if any.
+pub async fn lease_holder(client: &kube::Client, namespace: &str) -> Option<String> {
+    kube::Api::<k8s_openapi::api::coordination::v1::Lease>::namespaced(client.clone(), namespace)
+        .get_opt("agent-operator")
+        .await
+        .ok()??
+        .spec?
+        .holder_identity
 }

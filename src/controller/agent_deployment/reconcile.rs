@@ -22,7 +22,7 @@ use crate::controller::apply::{apply_if_changed, delete_if_present};
 use crate::controller::chain::resolve_chain;
 use crate::resources::deployment::{DeploymentInputs, SECRETS_HASH_ANNOTATION, deployment};
 use crate::resources::labels::selector_string;
-use crate::resources::names::{DNS_LABEL_MAX, DNS_SUBDOMAIN_MAX, child_name};
+use crate::resources::names::{DNS_SUBDOMAIN_MAX, child_name, service_name};
 use crate::resources::provider_config::{config_map, provider_config};
 use crate::resources::router_sidecar::router_of;
 use crate::resources::{hpa, network_policy, pdb, service, service_account, short_hash};
@@ -71,7 +71,7 @@ pub struct ChildNames {
 pub fn child_names(agent: &str) -> ChildNames {
     ChildNames {
         deployment: child_name(agent, "", DNS_SUBDOMAIN_MAX),
-        service: child_name(agent, "", DNS_LABEL_MAX),
+        service: service_name(agent),
         service_account: child_name(agent, "", DNS_SUBDOMAIN_MAX),
         config_map: child_name(agent, "providers", DNS_SUBDOMAIN_MAX),
     }

@@ -137,12 +137,14 @@ pub async fn run(
 
     // A task that finished or was deleted frees a slot of its agent: wake the tasks queued
     // behind it. This runs after the store has the change, so they see the slot free.
-    let synced = context.readiness.sync_marker();
+    let synced = Arc::new(context.readiness.sync_marker());
+    let failed = synced.clone();
     let on_task_event = controller.clone();
     let task_stream = watcher::watcher(scope.api::<AgentTask>(client), all())
-        .default_backoff()
+        .backoff(super::watch_backoff())
         .modify(Trim::trim)
         .reflect(task_writer)
+        .inspect_err(move |_| failed.observe_error())
         .inspect_ok(move |event| {
             synced.observe(event);
             match event {
@@ -160,6 +162,7 @@ pub async fn run(
         .applied_objects()
         // Our own status writes do not change the generation; spec changes (cancel) do.
         .predicate_filter(predicates::generation, Default::default());
+    let task_stream = super::without_errors(task_stream);
 
     let (tasks_for_agents, tasks_for_providers, agents_for_providers) =
         (tasks.clone(), tasks.clone(), agents.clone());

@@ -81,6 +81,10 @@ pub async fn run(
         .reflect(secret_writer)
         .inspect_ok(move |event| secrets_synced.observe(event))
         .applied_objects();
+    let (providers, secrets) = (
+        super::without_errors(providers),
+        super::without_errors(secrets),
+    );
 
     let lookup = provider_store.clone();
     Controller::for_stream(providers, provider_store)
@@ -109,7 +113,7 @@ where
     K::DynamicType: Default,
 {
     watcher::watcher(api, watcher::Config::default())
-        .default_backoff()
+        .backoff(super::watch_backoff())
         .modify(super::trim::Trim::trim)
 }
 
