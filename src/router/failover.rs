@@ -18,7 +18,8 @@ pub enum Failure {
     Unauthorized,
     /// 404: this provider does not serve the model; another may.
     ModelNotFound,
-    /// The provider's `limits` would be exceeded and the bounded wait ran out.
+    /// The provider's `limits` would be exceeded and the bounded wait ran out. Recorded as a
+    /// failover, never against the circuit: a local limit says nothing of the provider.
     LimitReached,
     /// A 2xx whose body this provider type never sends.
     InvalidResponse,
@@ -36,12 +37,6 @@ impl Failure {
             Failure::LimitReached => "limit_reached",
             Failure::InvalidResponse => "invalid_response",
         }
-    }
-
-    /// Whether the failure counts against the provider's circuit. A local limit says nothing
-    /// about the provider's health.
-    pub fn trips_circuit(self) -> bool {
-        !matches!(self, Failure::LimitReached)
     }
 }
 

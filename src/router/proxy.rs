@@ -296,17 +296,15 @@ pub async fn chat(router: Arc<Router>, request: Map<String, Value>) -> Response 
                     let until = now + pause;
                     soonest_retry = Some(soonest_retry.map_or(until, |s| s.min(until)));
                 }
-                if failure.trips_circuit() {
-                    let open = router.with_circuit(&state, |c| {
-                        c.failed(now, &circuit);
-                        c.is_open(now)
-                    });
-                    router
-                        .metrics
-                        .circuit_open
-                        .with_label_values(&[&upstream.name])
-                        .set(i64::from(open));
-                }
+                let open = router.with_circuit(&state, |c| {
+                    c.failed(now, &circuit);
+                    c.is_open(now)
+                });
+                router
+                    .metrics
+                    .circuit_open
+                    .with_label_values(&[&upstream.name])
+                    .set(i64::from(open));
                 report.failed(&router, &upstream.name, failure);
             }
         }

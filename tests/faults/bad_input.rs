@@ -199,6 +199,19 @@ async fn a_chain_naming_one_provider_twice_is_refused_at_admission() {
     );
 }
 
+/// Deletes Secret `name` and waits until it is gone, so it can be created again.
+async fn delete_secret(ns: &crate::support::TestNamespace, name: &str) {
+    let secrets = ns.api::<Secret>();
+    secrets
+        .delete(name, &DeleteParams::default())
+        .await
+        .expect("delete");
+    wait_until(WAIT, "the Secret to be gone", || async {
+        secrets.get_opt(name).await.ok()?.is_none().then_some(())
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn a_secret_that_vanishes_or_changes_type_becomes_a_condition_until_fixed() {
     let (_client, ns) = support::namespace_with_crds("faults-secrets").await;
@@ -213,25 +226,13 @@ async fn a_secret_that_vanishes_or_changes_type_becomes_a_condition_until_fixed(
     .await;
     wait_ready(&ns.api::<AgentDeployment>(), "uses-it", WAIT).await;
 
-    ns.api::<Secret>()
-        .delete("openai-key", &DeleteParams::default())
-        .await
-        .expect("delete");
+    delete_secret(&ns, "openai-key").await;
     wait_until(WAIT, "CredentialsNotFound", || async {
         (ready_reason(&ns.api(), "openai").await.as_deref() == Some("CredentialsNotFound"))
             .then_some(())
     })
     .await;
     // Back, but as another type without the key.
-    wait_until(WAIT, "the Secret to be gone", || async {
-        ns.api::<Secret>()
-            .get_opt("openai-key")
-            .await
-            .ok()?
-            .is_none()
-            .then_some(())
-    })
-    .await;
     apply(
         &ns.api::<Secret>(),
         "openai-key",
@@ -246,19 +247,7 @@ async fn a_secret_that_vanishes_or_changes_type_becomes_a_condition_until_fixed(
         ready_reason(&ns.api(), "openai").await.as_deref(),
         Some("CredentialsNotFound")
     );
-    ns.api::<Secret>()
-        .delete("openai-key", &DeleteParams::default())
-        .await
-        .expect("delete");
-    wait_until(WAIT, "the Secret to be gone", || async {
-        ns.api::<Secret>()
-            .get_opt("openai-key")
-            .await
-            .ok()?
-            .is_none()
-            .then_some(())
-    })
-    .await;
+    delete_secret(&ns, "openai-key").await;
     apply(&ns.api::<Secret>(), "openai-key", json!({
         "apiVersion": "v1", "kind": "Secret", "metadata": {"name": "openai-key"}, "stringData": {"apiKey": KEY}
     }))

@@ -35,7 +35,7 @@ fn requests(metrics: &str, filter: impl Fn(&str) -> bool) -> f64 {
 }
 
 #[tokio::test]
-async fn under_apf_rejections_and_low_qps_work_slows_but_completes() {
+async fn under_a_one_seat_apf_level_work_completes_without_a_retry_storm() {
     let agents = crate::scale(15, 40);
     let (client, ns) = support::namespace_with_crds("faults-throttling").await;
     account_with_rules(&ns, "operator", generated_rules()).await;
