@@ -3,10 +3,12 @@
 //! Layers, from the bottom: [`api`] holds the custom resource types; [`providers`] probes LLM
 //! endpoints; [`controller`] reconciles each kind; [`runtime`] runs the process (logging,
 //! metrics, health endpoints, start-up checks, shutdown). [`router`] is the LLM router that runs
-//! as a sidecar in agent pods: a second mode of the same binary.
+//! as a sidecar in agent pods: a second mode of the same binary. [`dashboard`] serves a
+//! read-only web page of the cluster's agents, providers and tasks: a third mode.
 
 pub mod api;
 pub mod controller;
+pub mod dashboard;
 pub mod providers;
 pub mod resources;
 pub mod router;

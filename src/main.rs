@@ -20,6 +20,9 @@ enum Command {
     /// Run the LLM router, the sidecar of agent pods: one OpenAI-compatible endpoint on loopback
     /// with failover along the pod's provider chain.
     Router(agent_operator::router::RouterOptions),
+    /// Serve a read-only web page of the agents, providers and task queue, live, on loopback,
+    /// with your kubeconfig.
+    Dashboard(agent_operator::dashboard::DashboardOptions),
     /// Print the CustomResourceDefinitions as one multi-document YAML stream
     /// (`agent-operator crds | kubectl apply --server-side -f -`).
     Crds,
@@ -37,6 +40,10 @@ fn main() -> ExitCode {
         Command::Router(options) => block_on(
             tokio::runtime::Builder::new_current_thread(),
             agent_operator::router::run(options),
+        ),
+        Command::Dashboard(options) => block_on(
+            tokio::runtime::Builder::new_multi_thread(),
+            agent_operator::dashboard::run(options),
         ),
         Command::Crds => match agent_operator::api::crds_yaml() {
             Ok(yaml) => {

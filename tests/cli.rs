@@ -56,3 +56,29 @@ fn an_invalid_log_level_is_named() {
     let said = String::from_utf8_lossy(&output.stderr);
     assert!(said.contains("--log-level 'agent_operator=loud'"), "{said}");
 }
+
+#[test]
+fn the_dashboard_without_a_cluster_is_one_clear_error_line_and_prints_no_address() {
+    let output = operator(&["dashboard", "--port", "0"]);
+    assert_eq!(output.status.code(), Some(1));
+    assert!(output.stdout.is_empty(), "no address is printed");
+    let said = String::from_utf8_lossy(&output.stderr);
+    let lines: Vec<&str> = said.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(lines.len(), 1, "one line: {said}");
+    assert!(
+        lines[0].starts_with("error: no usable kubeconfig") && lines[0].contains("--context"),
+        "{said}"
+    );
+}
+
+#[test]
+fn the_dashboard_check_fails_when_nothing_serves() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port");
+    let output = operator(&["dashboard", "--check", "--port", &port.to_string()]);
+    assert_eq!(output.status.code(), Some(1));
+    let said = String::from_utf8_lossy(&output.stderr);
+    assert!(said.contains("is not healthy"), "{said}");
+}

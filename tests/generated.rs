@@ -71,7 +71,9 @@ fn crds_stay_far_below_the_last_applied_annotation_limit() {
 
 #[test]
 fn rbac_matches_the_permissions_the_code_uses() {
-    use agent_operator::runtime::permissions::{controller_cluster_role, leader_election_role};
+    use agent_operator::runtime::permissions::{
+        controller_cluster_role, dashboard_cluster_role, leader_election_role,
+    };
     let header = "# Generated from src/runtime/permissions.rs, the table the operator's start-up check\n\
                   # also reads. Regenerate: UPDATE_GENERATED=1 cargo test --test generated\n";
     let role = serde_yaml::to_string(&controller_cluster_role()).expect("ClusterRole renders");
@@ -92,6 +94,10 @@ fn rbac_matches_the_permissions_the_code_uses() {
     check_generated(
         "charts/agent-operator/files/leader-election-rules.yaml",
         &rules(leader_election_role().rules),
+    );
+    check_generated(
+        "charts/agent-operator/files/dashboard-rules.yaml",
+        &rules(dashboard_cluster_role().rules),
     );
 }
 

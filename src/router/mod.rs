@@ -282,24 +282,10 @@ async fn shutdown_signal() {
 
 /// The probe: a plain HTTP/1.0 request to `/healthz` on loopback.
 async fn check(address: SocketAddr) -> Result<(), RouterError> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let probe = async {
-        let mut stream = tokio::net::TcpStream::connect(address).await.ok()?;
-        stream
-            .write_all(b"GET /healthz HTTP/1.0\r\nHost: localhost\r\n\r\n")
-            .await
-            .ok()?;
-        let mut answer = Vec::new();
-        stream.read_to_end(&mut answer).await.ok()?;
-        let head = String::from_utf8_lossy(&answer);
-        head.lines()
-            .next()
-            .is_some_and(|line| line.contains(" 200 "))
-            .then_some(())
-    };
-    match tokio::time::timeout(Duration::from_secs(2), probe).await {
-        Ok(Some(())) => Ok(()),
-        _ => Err(RouterError::Unhealthy(address)),
+    if crate::runtime::http::healthz_ok(address).await {
+        Ok(())
+    } else {
+        Err(RouterError::Unhealthy(address))
     }
 }
 

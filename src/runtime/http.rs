@@ -145,6 +145,30 @@ async fn metrics_text(
     )
 }
 
+/// Whether the server at `address` answers `GET /healthz` with 200 within two seconds: the exec
+/// probe of processes that serve on loopback only, which the kubelet cannot reach.
+pub async fn healthz_ok(address: SocketAddr) -> bool {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let probe = async {
+        let mut stream = tokio::net::TcpStream::connect(address).await.ok()?;
+        stream
+            .write_all(b"GET /healthz HTTP/1.0\r\nHost: localhost\r\n\r\n")
+            .await
+            .ok()?;
+        let mut answer = Vec::new();
+        stream.read_to_end(&mut answer).await.ok()?;
+        let head = String::from_utf8_lossy(&answer);
+        head.lines()
+            .next()
+            .is_some_and(|line| line.contains(" 200 "))
+            .then_some(())
+    };
+    matches!(
+        tokio::time::timeout(std::time::Duration::from_secs(2), probe).await,
+        Ok(Some(()))
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

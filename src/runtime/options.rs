@@ -89,7 +89,7 @@ pub struct RunOptions {
 }
 
 /// A namespace name must be a DNS label; a typo is refused at start instead of watching nothing.
-fn parse_namespace(value: &str) -> Result<String, String> {
+pub fn parse_namespace(value: &str) -> Result<String, String> {
     let valid = !value.is_empty()
         && value.len() <= 63
         && value

@@ -4,8 +4,12 @@
 
 use std::collections::BTreeMap;
 
+use k8s_openapi::api::authorization::v1::{
+    ResourceAttributes, SelfSubjectAccessReview, SelfSubjectAccessReviewSpec,
+};
 use k8s_openapi::api::rbac::v1::{ClusterRole, PolicyRule, Role};
-use kube::api::ObjectMeta;
+use kube::Client;
+use kube::api::{Api, ObjectMeta, PostParams};
 
 /// Resources of one API group and the verbs the operator uses on them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -105,6 +109,21 @@ pub const LEADER_ELECTION_PERMISSIONS: &[Permission] = &[Permission {
     verbs: &["get", "create", "update"],
 }];
 
+/// What `agent-operator dashboard` reads: the three kinds and the events about them, never
+/// anything else (no Secrets, no ConfigMaps, no writes).
+pub const DASHBOARD_PERMISSIONS: &[Permission] = &[
+    Permission {
+        group: "agentoperator.dev",
+        resources: &["llmproviders", "agentdeployments", "agenttasks"],
+        verbs: WATCH,
+    },
+    Permission {
+        group: "",
+        resources: &["events"],
+        verbs: WATCH,
+    },
+];
+
 /// One verb on one resource, as a SelfSubjectAccessReview asks it.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Access {
@@ -196,12 +215,43 @@ pub fn controller_cluster_role() -> ClusterRole {
     }
 }
 
+/// The read-only ClusterRole of the in-cluster dashboard.
+pub fn dashboard_cluster_role() -> ClusterRole {
+    ClusterRole {
+        metadata: metadata("agent-operator-dashboard"),
+        rules: Some(rules(DASHBOARD_PERMISSIONS)),
+        ..ClusterRole::default()
+    }
+}
+
 /// The Role for leader election in the operator's own namespace.
 pub fn leader_election_role() -> Role {
     Role {
         metadata: metadata("agent-operator-leader-election"),
         rules: Some(rules(LEADER_ELECTION_PERMISSIONS)),
     }
+}
+
+/// Asks the API server whether this account may make `access` (a SelfSubjectAccessReview). Every
+/// authenticated user may ask this about itself, so asking needs no RBAC of its own.
+pub async fn allowed(client: &Client, access: &Access) -> Result<bool, kube::Error> {
+    let review = SelfSubjectAccessReview {
+        spec: SelfSubjectAccessReviewSpec {
+            resource_attributes: Some(ResourceAttributes {
+                group: Some(access.group.to_string()),
+                resource: Some(access.resource.to_string()),
+                subresource: access.subresource.map(str::to_string),
+                verb: Some(access.verb.to_string()),
+                namespace: access.namespace.clone(),
+                ..ResourceAttributes::default()
+            }),
+            ..SelfSubjectAccessReviewSpec::default()
+        },
+        ..SelfSubjectAccessReview::default()
+    };
+    let reviews: Api<SelfSubjectAccessReview> = Api::all(client.clone());
+    let answer = reviews.create(&PostParams::default(), &review).await?;
+    Ok(answer.status.is_some_and(|s| s.allowed))
 }
 
 #[cfg(test)]
@@ -215,10 +265,22 @@ mod tests {
             .into_iter()
             .flatten()
             .chain(leader_election_role().rules.into_iter().flatten())
+            .chain(dashboard_cluster_role().rules.into_iter().flatten())
         {
             assert!(!rule.verbs.iter().any(|v| v == "*"));
             assert!(!rule.resources.iter().flatten().any(|r| r == "*"));
             assert!(!rule.api_groups.iter().flatten().any(|g| g == "*"));
+        }
+    }
+
+    #[test]
+    fn the_dashboard_reads_and_never_writes_or_sees_secrets() {
+        for access in accesses(DASHBOARD_PERMISSIONS, None) {
+            assert!(matches!(access.verb, "list" | "watch"), "{access}");
+            assert!(
+                !matches!(access.resource, "secrets" | "configmaps"),
+                "{access}"
+            );
         }
     }
 

@@ -3,14 +3,12 @@
 //! operator's account has every permission the controllers use.
 
 use futures::{StreamExt, stream};
-use k8s_openapi::api::authorization::v1::{
-    ResourceAttributes, SelfSubjectAccessReview, SelfSubjectAccessReviewSpec,
-};
 use kube::Client;
-use kube::api::{Api, PostParams};
 
 use super::options::RunOptions;
-use super::permissions::{Access, CONTROLLER_PERMISSIONS, LEADER_ELECTION_PERMISSIONS, accesses};
+use super::permissions::{
+    Access, CONTROLLER_PERMISSIONS, LEADER_ELECTION_PERMISSIONS, accesses, allowed,
+};
 use crate::Error;
 use crate::api::{GROUP, VERSION};
 
@@ -63,14 +61,10 @@ async fn check_permissions(client: &Client, options: &RunOptions) -> Result<(), 
         let namespace = super::lease_namespace(options);
         wanted.extend(accesses(LEADER_ELECTION_PERMISSIONS, Some(&namespace)));
     }
-    let reviews: Api<SelfSubjectAccessReview> = Api::all(client.clone());
     let answers: Vec<(Access, Result<bool, kube::Error>)> = stream::iter(wanted)
-        .map(|access| {
-            let reviews = reviews.clone();
-            async move {
-                let allowed = allowed(&reviews, &access).await;
-                (access, allowed)
-            }
+        .map(|access| async move {
+            let allowed = allowed(client, &access).await;
+            (access, allowed)
         })
         .buffer_unordered(8)
         .collect()
@@ -94,26 +88,4 @@ async fn check_permissions(client: &Client, options: &RunOptions) -> Result<(), 
             .collect::<Vec<_>>()
             .join(", "),
     })
-}
-
-async fn allowed(
-    reviews: &Api<SelfSubjectAccessReview>,
-    access: &Access,
-) -> Result<bool, kube::Error> {
-    let review = SelfSubjectAccessReview {
-        spec: SelfSubjectAccessReviewSpec {
-            resource_attributes: Some(ResourceAttributes {
-                group: Some(access.group.to_string()),
-                resource: Some(access.resource.to_string()),
-                subresource: access.subresource.map(str::to_string),
-                verb: Some(access.verb.to_string()),
-                namespace: access.namespace.clone(),
-                ..ResourceAttributes::default()
-            }),
-            ..SelfSubjectAccessReviewSpec::default()
-        },
-        ..SelfSubjectAccessReview::default()
-    };
-    let answer = reviews.create(&PostParams::default(), &review).await?;
-    Ok(answer.status.is_some_and(|s| s.allowed))
 }

@@ -12,6 +12,7 @@ use k8s_openapi::api::rbac::v1::Role;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use crate::support::dashboard::Dashboard;
 use crate::support::fake_provider::{Behaviour, FakeProvider};
 use crate::support::objects::{create_samples, wait_for_samples};
 use crate::support::operator::OperatorProcess;
@@ -143,6 +144,59 @@ fn the_chart_lints_and_renders_cluster_and_namespaced_rbac() {
 }
 
 #[test]
+fn the_web_dashboard_is_off_by_default_read_only_and_apart_from_the_operator() {
+    let is_dashboard =
+        |o: &&Value| o["metadata"]["labels"]["app.kubernetes.io/component"] == "web-dashboard";
+
+    let template = |sets: &[&str]| {
+        let mut args = vec!["template", "ao", CHART, "-n", "ops"];
+        for set in sets {
+            args.extend(["--set", set]);
+        }
+        documents(&run_tool("helm", &args))
+    };
+    let default = template(&[]);
+    assert_eq!(default.iter().filter(is_dashboard).count(), 0);
+    let enabled = template(&["webDashboard.enabled=true"]);
+    let role =
+        find(&enabled, "ClusterRole", "ao-agent-operator-web-dashboard").expect("ClusterRole");
+    let rules = agent_operator::runtime::permissions::dashboard_cluster_role().rules;
+    assert_eq!(role["rules"], serde_json::to_value(rules).expect("rules"));
+    let deployment =
+        find(&enabled, "Deployment", "ao-agent-operator-web-dashboard").expect("Deployment");
+    let pod = &deployment["spec"]["template"]["spec"];
+    assert_eq!(pod["serviceAccountName"], "ao-agent-operator-web-dashboard");
+    let container = &pod["containers"][0];
+    assert_eq!(container["args"], json!(["dashboard"]));
+    let env = container["env"].as_array().expect("env");
+    assert!(
+        env.contains(&json!({"name": "AGENT_OPERATOR_DASHBOARD_ADDRESS", "value": "127.0.0.1"}))
+    );
+    // The operator's selector must not pick the dashboard's pod.
+    let operator = find(&enabled, "Deployment", "ao-agent-operator").expect("the operator");
+    let selector = operator["spec"]["selector"]["matchLabels"]
+        .as_object()
+        .expect("selector");
+    let labels = &deployment["spec"]["template"]["metadata"]["labels"];
+    assert!(selector.iter().any(|(key, value)| &labels[key] != value));
+
+    let namespaced = template(&[
+        "webDashboard.enabled=true",
+        "webDashboard.namespaces={team-a}",
+    ]);
+    assert!(
+        find(
+            &namespaced,
+            "ClusterRole",
+            "ao-agent-operator-web-dashboard"
+        )
+        .is_none()
+    );
+    let role = find(&namespaced, "Role", "ao-agent-operator-web-dashboard").expect("a Role");
+    assert_eq!(role["metadata"]["namespace"], "team-a");
+}
+
+#[test]
 fn kustomize_default_renders_what_the_chart_renders_by_default() {
     let chart = documents(&run_tool(
         "helm",
@@ -203,6 +257,10 @@ async fn helm_install_upgrade_uninstall_and_the_charts_account_runs_the_operator
             &namespaces,
             "--set",
             "aggregateRoles=false",
+            "--set",
+            "webDashboard.enabled=true",
+            "--set",
+            &format!("webDashboard.namespaces={{{}}}", ns.name),
             "--wait",
             "--timeout",
             "120s",
@@ -229,6 +287,20 @@ async fn helm_install_upgrade_uninstall_and_the_charts_account_runs_the_operator
     create_samples(&ns, &fake, json!({})).await;
     wait_for_samples(&ns).await;
     drop(operator);
+
+    // The dashboard, as its pod runs it: the chart's dashboard account, its namespaces.
+    let dashboard_account = format!("{fullname}-web-dashboard");
+    let dashboard_kubeconfig =
+        kubeconfig_for_service_account(&client, &ns.name, &dashboard_account).await;
+    let dashboard = Dashboard::start(
+        &dashboard_kubeconfig,
+        &dashboard_account,
+        &["--namespace", &ns.name],
+    );
+    let (status, agents_page) = dashboard.get("/agents").await;
+    assert_eq!(status, 200);
+    assert!(agents_page.contains(&format!("data-agent=\"{}/support\"", ns.name)));
+    drop(dashboard);
 
     run_tool(
         "helm",
@@ -272,7 +344,12 @@ async fn helm_install_upgrade_uninstall_and_the_charts_account_runs_the_operator
                 .await
                 .ok()?
                 .is_none()
-            && ns.api::<Role>().get_opt(&fullname).await.ok()?.is_none();
+            && ns.api::<Role>().get_opt(&fullname).await.ok()?.is_none()
+            && deployments
+                .get_opt(&format!("{fullname}-web-dashboard"))
+                .await
+                .ok()?
+                .is_none();
         gone.then_some(())
     })
     .await;

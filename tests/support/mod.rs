@@ -5,6 +5,7 @@
 
 pub mod accounts;
 pub mod admission;
+pub mod dashboard;
 pub mod fake_provider;
 pub mod objects;
 pub mod operator;
