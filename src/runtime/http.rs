@@ -24,6 +24,8 @@ pub struct Readiness {
     disconnected: AtomicUsize,
     /// A follower of a leader election is ready (to lead) without caches.
     following: AtomicBool,
+    /// Woken when a cache finishes its first list.
+    synced_changed: tokio::sync::Notify,
 }
 
 impl Readiness {
@@ -46,10 +48,28 @@ impl Readiness {
         if self.following.load(Ordering::SeqCst) {
             return true;
         }
+        self.caches_synced() && self.disconnected.load(Ordering::SeqCst) == 0
+    }
+
+    /// Whether every expected cache has finished its first list.
+    pub fn caches_synced(&self) -> bool {
         let expected = self.expected.load(Ordering::SeqCst);
-        expected > 0
-            && self.synced.load(Ordering::SeqCst) >= expected
-            && self.disconnected.load(Ordering::SeqCst) == 0
+        expected > 0 && self.synced.load(Ordering::SeqCst) >= expected
+    }
+
+    /// Waits until every expected cache has finished its first list. Reconciles wait here: a
+    /// decision taken on a partial cache would lie (a Secret not listed yet reported missing)
+    /// or overshoot (a task queue admitting past its limit on an empty Job cache). Found when
+    /// API Priority and Fairness delayed some lists by many seconds.
+    pub async fn wait_for_caches(&self) {
+        loop {
+            // Registered before the check, so a sync in between still wakes it.
+            let synced = self.synced_changed.notified();
+            if self.caches_synced() {
+                return;
+            }
+            synced.await;
+        }
     }
 
     /// Marks the process as a follower (ready to lead) or as about to lead: a new leader starts
@@ -85,6 +105,7 @@ impl SyncMarker {
             && !self.done.swap(true, Ordering::SeqCst)
         {
             self.readiness.synced.fetch_add(1, Ordering::SeqCst);
+            self.readiness.synced_changed.notify_waiters();
         }
     }
 
@@ -189,6 +210,34 @@ mod tests {
         );
         second.observe(&Event::<()>::InitDone);
         assert!(readiness.is_ready());
+    }
+
+    #[tokio::test]
+    async fn reconciles_wait_until_every_cache_listed_once() {
+        let readiness = Arc::new(Readiness::default());
+        readiness.expect_caches(2);
+        let (first, second) = (readiness.sync_marker(), readiness.sync_marker());
+        let waiting = tokio::spawn({
+            let readiness = readiness.clone();
+            async move { readiness.wait_for_caches().await }
+        });
+        first.observe(&Event::<()>::InitDone);
+        tokio::task::yield_now().await;
+        assert!(!waiting.is_finished(), "one cache has not listed yet");
+        second.observe_error();
+        second.observe(&Event::<()>::InitDone);
+        tokio::time::timeout(std::time::Duration::from_secs(5), waiting)
+            .await
+            .expect("the wait ends once both listed")
+            .expect("no panic");
+        // A failing watch later does not stop reconciles: the caches hold the last state.
+        first.observe_error();
+        tokio::time::timeout(
+            std::time::Duration::from_secs(5),
+            readiness.wait_for_caches(),
+        )
+        .await
+        .expect("no wait once synced");
     }
 
     #[test]

@@ -29,6 +29,25 @@ impl OperatorProcess {
         extra_args: &[&str],
         kubeconfig: &std::path::Path,
     ) -> Self {
+        Self::start_as_within(
+            namespace,
+            tag,
+            extra_args,
+            kubeconfig,
+            Duration::from_secs(30),
+        )
+        .await
+    }
+
+    /// As `start_as`, waiting up to `ready_within` for `/readyz` (a throttled API server slows
+    /// the first lists down).
+    pub async fn start_as_within(
+        namespace: &str,
+        tag: &str,
+        extra_args: &[&str],
+        kubeconfig: &std::path::Path,
+        ready_within: Duration,
+    ) -> Self {
         let metrics_port = free_port();
         let log_dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("operator-logs");
         std::fs::create_dir_all(&log_dir).expect("create log folder");
@@ -58,7 +77,7 @@ impl OperatorProcess {
             log_path,
         };
         let url = format!("http://127.0.0.1:{metrics_port}/readyz");
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        let deadline = tokio::time::Instant::now() + ready_within;
         loop {
             if let Ok(Some(status)) = operator.child.try_wait() {
                 panic!("agent-operator exited with {status}:\n{}", operator.log());

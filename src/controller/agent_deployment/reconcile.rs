@@ -82,6 +82,8 @@ pub async fn reconcile(
     agent: Arc<AgentDeployment>,
     controller: Arc<AgentController>,
 ) -> Result<Action, ReconcileError> {
+    // Decisions need whole caches: the first lists may still be arriving.
+    controller.context.readiness.wait_for_caches().await;
     // Observed when the reconcile ends, on every path, errors included.
     let _timer = controller.context.metrics.reconcile_timer(CONTROLLER);
     // Being deleted: the garbage collector removes the children; applying them again would

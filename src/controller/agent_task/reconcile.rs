@@ -84,6 +84,8 @@ pub async fn reconcile(
     task: Arc<AgentTask>,
     controller: Arc<TaskController>,
 ) -> Result<Action, ReconcileError> {
+    // Decisions need whole caches: the first lists may still be arriving.
+    controller.context.readiness.wait_for_caches().await;
     // Observed when the reconcile ends, on every path, errors included.
     let _timer = controller.context.metrics.reconcile_timer(CONTROLLER);
     // Being deleted: its Jobs and pods go with it; starting another attempt now would race

@@ -50,6 +50,8 @@ pub async fn reconcile(
     provider: Arc<LLMProvider>,
     controller: Arc<ProviderController>,
 ) -> Result<Action, ReconcileError> {
+    // Decisions need whole caches: the first lists may still be arriving.
+    controller.context.readiness.wait_for_caches().await;
     // Observed when the reconcile ends, on every path, errors included.
     let _timer = controller.context.metrics.reconcile_timer(CONTROLLER);
     let context = &controller.context;
