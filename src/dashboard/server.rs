@@ -135,13 +135,13 @@ async fn live(
     };
     let mut changes = state.cache.subscribe();
     let current = *changes.borrow_and_update();
-    // A page that shows the current version needs nothing now; its stream waits for a change.
-    // Any other (older, or a reconnect without `since`) gets the current page at once.
     // The version the page shows: the last event's id after a reconnect, else the page's own.
     let shown = headers
         .get("last-event-id")
         .and_then(|id| id.to_str().ok()?.parse::<u64>().ok())
         .or(query.since);
+    // A page showing the current version needs nothing now: its stream waits for a change.
+    // Any other gets the current page at once.
     let last = (shown == Some(current)).then(|| {
         pages::render(&view, &state.cache.snapshot())
             .main
