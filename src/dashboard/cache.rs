@@ -2,6 +2,7 @@
 //! of what no page shows, and a counter that moves on every change so open pages re-render.
 
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Event;
@@ -40,16 +41,7 @@ struct StreamHealth {
 impl Cache {
     /// Starts the reflectors of everything `visibility` allows; they run until the process ends.
     pub fn start(client: Client, visibility: Visibility) -> Arc<Cache> {
-        let (changes, _) = watch::channel(0);
-        let mut cache = Cache {
-            agents: Vec::new(),
-            providers: Vec::new(),
-            tasks: Vec::new(),
-            events: Vec::new(),
-            streams: Vec::new(),
-            changes,
-            visibility,
-        };
+        let mut cache = Cache::empty(visibility);
         let everything = watcher::Config::default();
         // Only events about our kinds: a busy cluster's other events would cost memory for nothing.
         let ours = watcher::Config::default()
@@ -71,6 +63,30 @@ impl Cache {
         Arc::new(cache)
     }
 
+    fn empty(visibility: Visibility) -> Cache {
+        let (changes, _) = watch::channel(0);
+        Cache {
+            agents: Vec::new(),
+            providers: Vec::new(),
+            tasks: Vec::new(),
+            events: Vec::new(),
+            streams: Vec::new(),
+            changes,
+            visibility,
+        }
+    }
+
+    /// Registers one watch stream's health, not yet listed.
+    fn track(&mut self, what: String) -> Arc<StreamHealth> {
+        let health = Arc::new(StreamHealth {
+            what,
+            synced: Mutex::new(false),
+            error: Mutex::new(None),
+        });
+        self.streams.push(health.clone());
+        health
+    }
+
     /// A receiver that sees the change counter move.
     pub fn subscribe(&self) -> watch::Receiver<u64> {
         self.changes.subscribe()
@@ -79,6 +95,29 @@ impl Cache {
     /// The change counter now: a page rendered after reading it shows every change up to it.
     pub fn version(&self) -> u64 {
         *self.changes.borrow()
+    }
+
+    /// Waits, at most `limit`, until every stream has listed once or is failing. The address is
+    /// printed before the first lists come back, so without this a page asked for right after
+    /// start would show an empty cluster. A failing stream counts as settled: a watch the
+    /// account may not make must not hold up every page; the page reports its error instead.
+    pub async fn settled(&self, limit: Duration) {
+        let mut changes = self.subscribe();
+        let settle = async {
+            // Subscribed first: a stream settling after the check below still wakes the wait.
+            while !self.is_settled() {
+                if changes.changed().await.is_err() {
+                    return;
+                }
+            }
+        };
+        let _ = tokio::time::timeout(limit, settle).await;
+    }
+
+    fn is_settled(&self) -> bool {
+        self.streams
+            .iter()
+            .all(|stream| *lock(&stream.synced) || lock(&stream.error).is_some())
     }
 
     /// Everything the pages show, as of now.
@@ -122,12 +161,7 @@ impl Cache {
             Some(namespace) => format!("{resource} in {namespace}"),
             None => format!("{resource} in all namespaces"),
         };
-        let health = Arc::new(StreamHealth {
-            what,
-            synced: Mutex::new(false),
-            error: Mutex::new(None),
-        });
-        self.streams.push(health.clone());
+        let health = self.track(what);
         let (store, writer) = reflector::store();
         let stream = watcher(api, config.clone())
             .default_backoff()
@@ -185,4 +219,59 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dashboard::scope::Scope;
+
+    /// Long enough that a wait ending by its limit fails the test instead of passing it.
+    const NEVER: Duration = Duration::from_secs(3600);
+
+    fn cache_with_streams(count: usize) -> (Arc<Cache>, Vec<Arc<StreamHealth>>) {
+        let mut cache = Cache::empty(Visibility {
+            scope: Scope::Namespaces(vec!["team-a".into()]),
+            events: Vec::new(),
+            note: None,
+        });
+        let streams = (0..count)
+            .map(|i| cache.track(format!("stream {i}")))
+            .collect();
+        (Arc::new(cache), streams)
+    }
+
+    fn changed(cache: &Cache) {
+        cache.changes.send_modify(|count| *count += 1);
+    }
+
+    #[tokio::test]
+    async fn settling_waits_until_every_stream_listed_or_failed() {
+        let (cache, streams) = cache_with_streams(2);
+        let waiting = tokio::spawn({
+            let cache = cache.clone();
+            async move { cache.settled(NEVER).await }
+        });
+        *lock(&streams[0].synced) = true;
+        changed(&cache);
+        tokio::task::yield_now().await;
+        assert!(!waiting.is_finished(), "one stream has not listed yet");
+        *lock(&streams[1].error) = Some("forbidden".into());
+        changed(&cache);
+        tokio::time::timeout(Duration::from_secs(10), waiting)
+            .await
+            .expect("settles once the last stream fails")
+            .expect("the wait does not panic");
+        assert!(
+            cache.snapshot().state.loading,
+            "a failing stream is still not listed"
+        );
+    }
+
+    #[tokio::test]
+    async fn settling_gives_up_at_its_limit() {
+        let (cache, _streams) = cache_with_streams(1);
+        cache.settled(Duration::from_millis(20)).await;
+        assert!(cache.snapshot().state.loading);
+    }
 }

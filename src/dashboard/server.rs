@@ -31,6 +31,10 @@ use super::pages::{self, View};
 /// relist, a hundred tasks finishing) becomes one update.
 const COALESCE: Duration = Duration::from_millis(100);
 
+/// How long a page asked for before the caches have listed waits for them; past it, the page
+/// renders what has come and says it is still loading (its live stream completes it).
+const FIRST_LIST_WAIT: Duration = Duration::from_secs(5);
+
 const STYLE: &str = include_str!("assets/app.css");
 const SCRIPT: &str = include_str!("assets/app.js");
 
@@ -98,6 +102,7 @@ async fn page(State(state): State<Arc<AppState>>, uri: Uri, query: Query<FilterQ
     let Some(view) = View::parse(uri.path(), (&query.0).into()) else {
         return (StatusCode::NOT_FOUND, "no such page\n").into_response();
     };
+    state.cache.settled(FIRST_LIST_WAIT).await;
     // The version first: a change between the two reads is then sent again, never lost.
     let version = state.cache.version();
     let snapshot = state.cache.snapshot();
