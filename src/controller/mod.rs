@@ -7,6 +7,7 @@ pub mod apply;
 pub mod backoff;
 pub mod chain;
 pub mod llm_provider;
+pub mod relist;
 pub mod trim;
 pub mod written_status;
 
@@ -188,6 +189,11 @@ where
 }
 
 /// As `reflected`, calling `on_delete` for each object deleted (to forget what is kept about it).
+///
+/// The stream yields every object a change touched, not only the applied ones: a deleted child
+/// must trigger its owner (to create it again) and a deleted Secret the agents that use it (to
+/// report it missing). That includes the objects a relist shows only by their absence, deleted
+/// during a watch gap with no `Delete` event ever sent (`relist.rs`).
 pub fn reflected_with<K>(
     context: &Context,
     api: kube::Api<K>,
@@ -210,18 +216,30 @@ where
     let (store, writer) = reflector::store::<K>();
     let synced = Arc::new(context.readiness.sync_marker());
     let failed = synced.clone();
+    let mut vanished = relist::Vanished::new(store.clone());
     let stream = watcher::watcher(api, config)
         .backoff(watch_backoff())
         .modify(trim::Trim::trim)
         .reflect(writer)
         .inspect_err(move |_| failed.observe_error())
-        .inspect_ok(move |event: &WatchEvent<K>| {
-            synced.observe(event);
-            if let WatchEvent::Delete(object) = event {
-                on_delete(object);
+        .map_ok(move |event: WatchEvent<K>| {
+            synced.observe(&event);
+            let gone = vanished.observe(&event);
+            let mut touched = match event {
+                WatchEvent::Apply(object) | WatchEvent::InitApply(object) => vec![object],
+                WatchEvent::Delete(object) => {
+                    on_delete(&object);
+                    vec![object]
+                }
+                WatchEvent::Init | WatchEvent::InitDone => Vec::new(),
+            };
+            for object in gone {
+                on_delete(&object);
+                touched.push(K::clone(&object));
             }
+            futures::stream::iter(touched.into_iter().map(Ok))
         })
-        .applied_objects();
+        .try_flatten();
     (store, without_errors(stream))
 }
 

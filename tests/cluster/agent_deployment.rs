@@ -53,7 +53,7 @@ fn owned_by(meta: &kube::api::ObjectMeta, owner: &AgentDeployment) -> bool {
 }
 
 #[tokio::test]
-async fn agent_with_two_replicas_becomes_ready_owns_its_children_and_deletes_them() {
+async fn agent_with_two_replicas_becomes_ready_owns_and_restores_its_children_and_deletes_them() {
     let client = support::client().await;
     support::install_crds(&client).await;
     let ns = TestNamespace::with_labels(
@@ -127,6 +127,23 @@ async fn agent_with_two_replicas_becomes_ready_owns_its_children_and_deletes_the
         operator.metrics().await.contains(&series),
         "the agent has its series"
     );
+
+    // Children deleted by hand come back at once, long before the 10-minute drift requeue:
+    // their deletion triggers the owner.
+    ns.api::<Service>()
+        .delete("support", &DeleteParams::default())
+        .await
+        .expect("delete the Service");
+    ns.api::<ConfigMap>()
+        .delete("support-providers", &DeleteParams::default())
+        .await
+        .expect("delete the provider config");
+    wait_until(WAIT, "the deleted children to be created again", || async {
+        let service = ns.api::<Service>().get("support").await.ok()?;
+        let config = ns.api::<ConfigMap>().get("support-providers").await.ok()?;
+        (owned_by(&service.metadata, &ready) && owned_by(&config.metadata, &ready)).then_some(())
+    })
+    .await;
 
     agents
         .delete("support", &DeleteParams::foreground())

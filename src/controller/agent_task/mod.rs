@@ -140,6 +140,7 @@ pub async fn run(
     let synced = Arc::new(context.readiness.sync_marker());
     let failed = synced.clone();
     let on_task_event = controller.clone();
+    let mut vanished = super::relist::Vanished::new(tasks.clone());
     let task_stream = watcher::watcher(scope.api::<AgentTask>(client), all())
         .backoff(super::watch_backoff())
         .modify(Trim::trim)
@@ -157,6 +158,11 @@ pub async fn run(
                     wake_after(&on_task_event, task);
                 }
                 _ => {}
+            }
+            // Deleted during a watch gap: its slot is as free as after a Delete event.
+            for task in vanished.observe(event) {
+                on_task_event.forget(&task);
+                wake_after(&on_task_event, &task);
             }
         })
         .applied_objects()

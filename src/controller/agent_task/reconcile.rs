@@ -29,9 +29,6 @@ use crate::resources::task_config::{result_config_map, task_config_map};
 
 pub const CONTROLLER: &str = "agenttask";
 
-/// How long a reconcile waits for the caches' first list: deciding on a partial view of the
-/// Jobs could start an attempt that already ran.
-const CACHE_SYNC_WAIT: Duration = Duration::from_secs(30);
 /// Nothing announces drift of a running task that nobody changed; look again this often.
 const IDLE_REQUEUE: Duration = Duration::from_secs(600);
 
@@ -39,8 +36,6 @@ const IDLE_REQUEUE: Duration = Duration::from_secs(600);
 pub enum ReconcileError {
     #[error("AgentTask has no namespace")]
     MissingNamespace,
-    #[error("the watch caches have not synced yet")]
-    CachesNotSynced,
     #[error("cannot apply ConfigMap {name}: {source}")]
     ApplyConfigMap { name: String, source: kube::Error },
     #[error("cannot create Job {name} for attempt {attempt}: {source}")]
@@ -69,7 +64,6 @@ impl ReconcileError {
     pub fn reason(&self) -> &'static str {
         match self {
             ReconcileError::MissingNamespace => "MissingNamespace",
-            ReconcileError::CachesNotSynced => "CachesNotSynced",
             ReconcileError::ApplyConfigMap { .. } => "Apply",
             ReconcileError::CreateJob { .. } => "CreateJob",
             ReconcileError::Delete { .. } => "Delete",
@@ -84,7 +78,8 @@ pub async fn reconcile(
     task: Arc<AgentTask>,
     controller: Arc<TaskController>,
 ) -> Result<Action, ReconcileError> {
-    // Decisions need whole caches: the first lists may still be arriving.
+    // Decisions need whole caches: an attempt decided on a partial view of the Jobs could
+    // start one that already ran.
     controller.context.readiness.wait_for_caches().await;
     // Observed when the reconcile ends, on every path, errors included.
     let _timer = controller.context.metrics.reconcile_timer(CONTROLLER);
@@ -93,7 +88,6 @@ pub async fn reconcile(
     if task.meta().deletion_timestamp.is_some() {
         return Ok(Action::await_change());
     }
-    wait_for_caches(&controller).await?;
     let namespace = task.namespace().ok_or(ReconcileError::MissingNamespace)?;
     let name = task.name_any();
     let uid = task.uid().unwrap_or_default();
@@ -191,20 +185,6 @@ fn step_name(step: &Step) -> &'static str {
         Step::StopAttempt { .. } => "stop attempt",
         Step::StoreResult { .. } => "store result",
         Step::Cleanup => "cleanup",
-    }
-}
-
-async fn wait_for_caches(controller: &TaskController) -> Result<(), ReconcileError> {
-    let caches = &controller.caches;
-    let all = async {
-        caches.jobs.wait_until_ready().await?;
-        caches.pods.wait_until_ready().await?;
-        caches.agents.wait_until_ready().await?;
-        caches.providers.wait_until_ready().await
-    };
-    match tokio::time::timeout(CACHE_SYNC_WAIT, all).await {
-        Ok(Ok(())) => Ok(()),
-        _ => Err(ReconcileError::CachesNotSynced),
     }
 }
 
@@ -611,15 +591,25 @@ async fn report(
     }
     let namespace = task.namespace().unwrap_or_default();
     let name = task.name_any();
-    Api::<AgentTask>::namespaced(controller.context.client.clone(), &namespace)
+    let written = Api::<AgentTask>::namespaced(controller.context.client.clone(), &namespace)
         .patch_status(
             &name,
             &PatchParams::default(),
             &Patch::Merge(serde_json::json!({ "status": status })),
         )
-        .await
-        .map_err(|source| ReconcileError::UpdateStatus { source })?;
+        .await;
     let uid = task.uid().unwrap_or_default();
+    match written {
+        Ok(_) => {}
+        // Deleted since the cache last saw it (during a watch gap the cache lags): nothing is
+        // left to report or to retry. A Job this reconcile started for it has the deleted task
+        // as owner, so the garbage collector removes it.
+        Err(kube::Error::Api(status)) if status.code == 404 => {
+            controller.forget(task);
+            return Ok(());
+        }
+        Err(source) => return Err(ReconcileError::UpdateStatus { source }),
+    }
     controller.written.remember(uid.clone(), status.clone());
     let metrics = &controller.context.metrics;
     metrics.status_writes.with_label_values(&[CONTROLLER]).inc();

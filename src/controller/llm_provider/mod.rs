@@ -67,12 +67,16 @@ pub async fn run(
     let secrets_synced = context.readiness.sync_marker();
     // Status writes do not change the generation, so filtering on it keeps our own status
     // patches from triggering another probe.
+    let mut vanished = super::relist::Vanished::new(provider_store.clone());
     let providers = watcher(providers_api)
         .reflect(provider_writer)
         .inspect_ok(move |event| {
             providers_synced.observe(event);
             if let Event::Delete(provider) = event {
                 forget_provider(&forget, provider);
+            }
+            for provider in vanished.observe(event) {
+                forget_provider(&forget, &provider);
             }
         })
         .applied_objects()
