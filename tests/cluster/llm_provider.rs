@@ -11,6 +11,7 @@ use kube::api::{ListParams, Patch, PatchParams, PostParams};
 use serde_json::{Value, json};
 
 use crate::support::fake_provider::{Behaviour, FakeProvider};
+use crate::support::objects::wait_all_ready;
 use crate::support::operator::OperatorProcess;
 use crate::support::{self, TestNamespace, wait_until};
 
@@ -385,26 +386,7 @@ async fn two_hundred_healthy_providers_probed_every_five_seconds_write_no_status
     }
     let operator = OperatorProcess::start(&ns.name).await;
     let api = ns.api::<LLMProvider>();
-    wait_until(
-        Duration::from_secs(120),
-        "all 200 providers to be Ready",
-        || async {
-            let list = api.list(&ListParams::default()).await.ok()?;
-            let ready = list
-                .items
-                .iter()
-                .filter(|p| {
-                    p.status.as_ref().is_some_and(|s| {
-                        s.conditions
-                            .iter()
-                            .any(|c| c.type_ == "Ready" && c.status == "True")
-                    })
-                })
-                .count();
-            (ready == count).then_some(())
-        },
-    )
-    .await;
+    wait_all_ready(&api, count, Duration::from_secs(120)).await;
     let writes = r#"agent_operator_status_writes_total{controller="llmprovider"}"#;
     let before = operator
         .metric(writes)

@@ -21,21 +21,25 @@ use crate::support::{self, TestNamespace, wait_until};
 
 const WAIT: Duration = Duration::from_secs(180);
 
-/// Runs `e2e/cluster/restart-apiserver` with the API down for `seconds`.
-async fn restart_apiserver(seconds: u64) {
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/e2e/cluster/restart-apiserver");
-    let status = tokio::task::spawn_blocking(move || {
-        std::process::Command::new(script)
-            .arg(seconds.to_string())
-            .status()
-            .expect("the restart script runs")
-    })
-    .await
-    .expect("the restart task");
+/// Runs `e2e/cluster/restart-apiserver` with the API down for `seconds` and `flags` added to
+/// kube-apiserver's command line until the next restart.
+pub async fn restart_apiserver(seconds: u64, flags: &[&str]) {
+    let mut command = restart_command(seconds, flags);
+    let status = tokio::task::spawn_blocking(move || command.status())
+        .await
+        .expect("the restart task")
+        .expect("the restart script runs");
     assert!(status.success(), "restart-apiserver failed");
 }
 
-async fn scale(ns: &TestNamespace, name: &str, replicas: i32) {
+pub fn restart_command(seconds: u64, flags: &[&str]) -> std::process::Command {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/e2e/cluster/restart-apiserver");
+    let mut command = std::process::Command::new(script);
+    command.arg(seconds.to_string()).args(flags);
+    command
+}
+
+pub async fn scale(ns: &TestNamespace, name: &str, replicas: i32) {
     ns.api::<AgentDeployment>()
         .patch(
             name,
@@ -46,7 +50,7 @@ async fn scale(ns: &TestNamespace, name: &str, replicas: i32) {
         .expect("patch replicas");
 }
 
-async fn deployment_replicas(ns: &TestNamespace, agent: &str) -> Option<i32> {
+pub async fn deployment_replicas(ns: &TestNamespace, agent: &str) -> Option<i32> {
     let deployments = ns
         .api::<Deployment>()
         .list(&ListParams::default())
@@ -121,7 +125,7 @@ async fn the_operator_rides_out_three_api_server_restarts() {
     for round in 0..3 {
         // A change made just before the API goes away, and one made right after it is back.
         scale(&ns, &agents[round], 2).await;
-        let restart = tokio::spawn(restart_apiserver(5));
+        let restart = tokio::spawn(restart_apiserver(5, &[]));
         let mut saw_unready = false;
         while !restart.is_finished() {
             if operator.readyz().await == Some(503) {
@@ -160,17 +164,7 @@ async fn the_operator_rides_out_three_api_server_restarts() {
         unready_seen, 3,
         "/readyz said not-ready during every outage"
     );
-    let lists = operator
-        .metrics()
-        .await
-        .lines()
-        .filter(|l| {
-            l.starts_with("agent_operator_kubernetes_requests_total{")
-                && l.contains("verb=\"list\"")
-        })
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum::<f64>()
-        .abs();
+    let lists: f64 = operator.requests_by_resource("list").await.values().sum();
     record(
         "apiserver-restart",
         &format!(

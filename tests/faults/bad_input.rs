@@ -16,7 +16,9 @@ use serde_json::json;
 
 use crate::figures::record;
 use crate::support::fake_provider::{Behaviour, FakeProvider};
-use crate::support::objects::{KEY, agent, agent_task, apply, provider, ready_reason, wait_ready};
+use crate::support::objects::{
+    KEY, agent, agent_task, apply, provider, ready_reason, wait_all_ready, wait_ready,
+};
 use crate::support::operator::OperatorProcess;
 use crate::support::{self, wait_until};
 
@@ -330,22 +332,7 @@ async fn many_objects_applied_at_once_all_converge() {
         })
         .await;
     let created = started.elapsed();
-    wait_until(Duration::from_secs(600), "every provider Ready", || async {
-        let list = providers.list(&ListParams::default()).await.ok()?;
-        let ready = list
-            .items
-            .iter()
-            .filter(|p| {
-                p.status.as_ref().is_some_and(|s| {
-                    s.conditions
-                        .iter()
-                        .any(|c| c.type_ == "Ready" && c.status == "True")
-                })
-            })
-            .count();
-        (ready == count).then_some(())
-    })
-    .await;
+    wait_all_ready(&providers, count, Duration::from_secs(600)).await;
     let converged = started.elapsed();
     assert!(operator.is_running());
     let status =

@@ -22,7 +22,7 @@ use crate::support::{self, TestNamespace, wait_until};
 const WAIT: Duration = Duration::from_secs(240);
 
 /// Names of `K` in the namespace, by owner name (the agent they belong to).
-async fn owned_by<K>(ns: &TestNamespace) -> BTreeMap<String, Vec<String>>
+pub async fn owned_by<K>(ns: &TestNamespace) -> BTreeMap<String, Vec<String>>
 where
     K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>
         + Clone

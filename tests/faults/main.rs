@@ -15,6 +15,7 @@ mod kills;
 mod leader;
 mod providers;
 mod throttling;
+mod watch_expiry;
 
 /// Whether the full, slow form was asked for.
 pub fn full() -> bool {

@@ -5,6 +5,7 @@
 
 pub mod accounts;
 pub mod admission;
+pub mod api_relay;
 pub mod dashboard;
 pub mod fake_provider;
 pub mod objects;
@@ -233,10 +234,15 @@ pub async fn kubeconfig_for_service_account(
             ..kube::config::AuthInfo::default()
         });
     }
+    write_kubeconfig(&kubeconfig, &format!("{namespace}-{account}"))
+}
+
+/// Writes `kubeconfig` as `<name>.yaml` beside the test logs; returns its path.
+pub fn write_kubeconfig(kubeconfig: &Kubeconfig, name: &str) -> PathBuf {
     let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("kubeconfigs");
     std::fs::create_dir_all(&dir).expect("create kubeconfig folder");
-    let path = dir.join(format!("{namespace}-{account}.yaml"));
-    let yaml = serde_yaml::to_string(&kubeconfig).expect("kubeconfig renders");
+    let path = dir.join(format!("{name}.yaml"));
+    let yaml = serde_yaml::to_string(kubeconfig).expect("kubeconfig renders");
     std::fs::write(&path, yaml).expect("write kubeconfig");
     path
 }

@@ -123,6 +123,31 @@ pub async fn wait_for_samples(ns: &TestNamespace) {
     .await;
 }
 
+/// Whether `object` reports condition Ready=True; works for every kind of this project.
+fn is_ready<K: serde::Serialize>(object: &K) -> bool {
+    serde_json::to_value(object).is_ok_and(|value| {
+        value
+            .pointer("/status/conditions")
+            .and_then(Value::as_array)
+            .is_some_and(|c| {
+                c.iter()
+                    .any(|c| c["type"] == "Ready" && c["status"] == "True")
+            })
+    })
+}
+
+/// Waits until `count` objects of `api` report Ready=True.
+pub async fn wait_all_ready<K>(api: &Api<K>, count: usize, timeout: std::time::Duration)
+where
+    K: Resource + Clone + serde::de::DeserializeOwned + serde::Serialize + std::fmt::Debug,
+{
+    super::wait_until(timeout, &format!("{count} objects Ready"), || async {
+        let list = api.list(&kube::api::ListParams::default()).await.ok()?;
+        (list.items.iter().filter(|o| is_ready(*o)).count() == count).then_some(())
+    })
+    .await;
+}
+
 /// Waits until `name` reports condition Ready=True; works for every kind of this project.
 pub async fn wait_ready<K>(api: &Api<K>, name: &str, timeout: std::time::Duration)
 where
@@ -131,14 +156,7 @@ where
     let ready = tokio::time::timeout(timeout, async {
         loop {
             if let Ok(object) = api.get(name).await
-                && let Ok(value) = serde_json::to_value(&object)
-                && value
-                    .pointer("/status/conditions")
-                    .and_then(Value::as_array)
-                    .is_some_and(|c| {
-                        c.iter()
-                            .any(|c| c["type"] == "Ready" && c["status"] == "True")
-                    })
+                && is_ready(&object)
             {
                 return;
             }

@@ -1,6 +1,7 @@
 //! The operator as a real process, as it runs in production: its own binary, a kubeconfig,
 //! watching the test's namespace. Killed when the handle drops; its log is kept for inspection.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -148,6 +149,32 @@ impl OperatorProcess {
             .await
             .map(|(_, body)| body)
             .unwrap_or_default()
+    }
+
+    /// The operator's API requests of `verb` so far, by resource, every answer code summed, from
+    /// its own `agent_operator_kubernetes_requests_total`.
+    pub async fn requests_by_resource(&self, verb: &str) -> BTreeMap<String, f64> {
+        let verb = format!("verb=\"{verb}\"");
+        let mut counts = BTreeMap::new();
+        for line in self.metrics().await.lines() {
+            let Some(sample) = line.strip_prefix("agent_operator_kubernetes_requests_total{")
+            else {
+                continue;
+            };
+            let Some((labels, value)) = sample.rsplit_once("} ") else {
+                continue;
+            };
+            let resource = labels
+                .split(',')
+                .find_map(|label| label.strip_prefix("resource=\""))
+                .map(|quoted| quoted.trim_end_matches('"').to_string());
+            if let (true, Some(resource), Ok(value)) =
+                (labels.contains(&verb), resource, value.parse::<f64>())
+            {
+                *counts.entry(resource).or_insert(0.0) += value;
+            }
+        }
+        counts
     }
 
     /// The value of one sample of `/metrics`, e.g. `agent_operator_status_writes_total{controller="llmprovider"}`.
