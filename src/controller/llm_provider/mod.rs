@@ -6,12 +6,12 @@ pub mod status;
 
 use std::sync::Arc;
 
-use futures::{StreamExt, TryStreamExt};
+use futures::StreamExt;
 use k8s_openapi::api::core::v1::Secret;
 use kube::ResourceExt;
 use kube::runtime::controller::{Action, Controller};
-use kube::runtime::reflector::{self, ObjectRef, Store};
-use kube::runtime::watcher::{self, Event};
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::watcher;
 use kube::runtime::{WatchStreamExt, predicates};
 use tokio_util::sync::CancellationToken;
 
@@ -19,7 +19,7 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 
 use super::written_status::WrittenStatus;
-use super::{Context, Scope, census_of};
+use super::{Context, Scope, census_of, reflected, reflected_with};
 use crate::api::llm_provider::LLMProvider;
 use crate::api::llm_provider::LLMProviderStatus;
 use crate::providers::health::Health;
@@ -49,46 +49,27 @@ pub async fn run(
     let providers_api = scope.api::<LLMProvider>(&context.client);
     let secrets_api = scope.api::<Secret>(&context.client);
 
-    let (provider_store, provider_writer) = reflector::store::<LLMProvider>();
-    let (secret_store, secret_writer) = reflector::store::<Secret>();
-
-    let _census = census_of(&context, CONTROLLER, &scope, &provider_store, |provider| {
-        let conditions = provider.status.as_ref().map(|s| s.conditions.as_slice());
-        ObjectFacts::new("LLMProvider", conditions.unwrap_or_default(), None)
-    });
+    let (secret_store, secrets) = reflected(&context, secrets_api, watcher::Config::default());
     let controller = Arc::new(ProviderController {
         context: context.clone(),
-        secrets: secret_store.clone(),
+        secrets: secret_store,
         health: Mutex::new(HashMap::new()),
         written: WrittenStatus::default(),
     });
     let forget = controller.clone();
-    let providers_synced = context.readiness.sync_marker();
-    let secrets_synced = context.readiness.sync_marker();
+    let (provider_store, providers) = reflected_with(
+        &context,
+        providers_api,
+        watcher::Config::default(),
+        move |provider| forget_provider(&forget, provider),
+    );
+    let _census = census_of(&context, CONTROLLER, &scope, &provider_store, |provider| {
+        let conditions = provider.status.as_ref().map(|s| s.conditions.as_slice());
+        ObjectFacts::new("LLMProvider", conditions.unwrap_or_default(), None)
+    });
     // Status writes do not change the generation, so filtering on it keeps our own status
     // patches from triggering another probe.
-    let mut vanished = super::relist::Vanished::new(provider_store.clone());
-    let providers = watcher(providers_api)
-        .reflect(provider_writer)
-        .inspect_ok(move |event| {
-            providers_synced.observe(event);
-            if let Event::Delete(provider) = event {
-                forget_provider(&forget, provider);
-            }
-            for provider in vanished.observe(event) {
-                forget_provider(&forget, &provider);
-            }
-        })
-        .applied_objects()
-        .predicate_filter(predicates::generation, Default::default());
-    let secrets = watcher(secrets_api)
-        .reflect(secret_writer)
-        .inspect_ok(move |event| secrets_synced.observe(event))
-        .applied_objects();
-    let (providers, secrets) = (
-        super::without_errors(providers),
-        super::without_errors(secrets),
-    );
+    let providers = providers.predicate_filter(predicates::generation, Default::default());
 
     let lookup = provider_store.clone();
     Controller::for_stream(providers, provider_store)
@@ -103,22 +84,6 @@ pub async fn run(
             std::future::ready(())
         })
         .await;
-}
-
-fn watcher<K>(api: kube::Api<K>) -> impl futures::Stream<Item = Result<Event<K>, watcher::Error>>
-where
-    K: kube::Resource
-        + super::trim::Trim
-        + Clone
-        + serde::de::DeserializeOwned
-        + std::fmt::Debug
-        + Send
-        + 'static,
-    K::DynamicType: Default,
-{
-    watcher::watcher(api, watcher::Config::default())
-        .backoff(super::watch_backoff())
-        .modify(super::trim::Trim::trim)
 }
 
 /// LLMProviders whose credentials live in this Secret.
