@@ -197,7 +197,9 @@ pub struct AgentSecurity {
     /// Mount the container's root filesystem read-only. A writable `/tmp` is always mounted.
     #[serde(default = "default_true")]
     pub read_only_root_filesystem: bool,
-    /// User ID the agent runs as; defaults to the image's user, which must not be root.
+    /// User ID the agent runs as (never root). Defaults to 65532, so that images whose user is
+    /// root or a name, which the kubelet cannot verify as non-root, start as well; set it to the
+    /// image's own UID when the image needs it (files only that user may read or write).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1))]
     pub run_as_user: Option<i64>,

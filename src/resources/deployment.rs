@@ -123,6 +123,10 @@ pub fn deployment(agent: &AgentDeployment, name: &str, inputs: &DeploymentInputs
                     volumes: Some(volumes),
                     service_account_name: Some(inputs.service_account.clone()),
                     automount_service_account_token: Some(false),
+                    // The contract gives the agent its listed environment and nothing else: no
+                    // `*_SERVICE_HOST`/`*_PORT` for every Service of the namespace, where an
+                    // agent named `agent` would set `AGENT_PORT` in every pod.
+                    enable_service_links: Some(false),
                     security_context: Some(restricted_pod_security(spec.security.run_as_user)),
                     node_selector: non_empty_map(&workload.node_selector),
                     tolerations: non_empty(&workload.tolerations),
@@ -211,6 +215,11 @@ mod tests {
             Some(true)
         );
         assert_eq!(pod.automount_service_account_token, Some(false));
+        assert_eq!(
+            pod.enable_service_links,
+            Some(false),
+            "no Service variables"
+        );
         let container = &pod.containers[0];
         let security = container
             .security_context

@@ -166,6 +166,10 @@ pub fn job(task: &AgentTask, inputs: &AttemptInputs) -> Job {
                     volumes: Some(volumes),
                     service_account_name: worker.service_account.clone(),
                     automount_service_account_token: Some(false),
+                    // The contract gives the agent its listed environment and nothing else: no
+                    // `*_SERVICE_HOST`/`*_PORT` for every Service of the namespace, where an
+                    // agent named `agent` would set `AGENT_PORT` in every pod.
+                    enable_service_links: Some(false),
                     security_context: Some(restricted_pod_security(worker.security.run_as_user)),
                     node_selector: non_empty_map(&workload.node_selector),
                     tolerations: non_empty(&workload.tolerations),
@@ -288,6 +292,11 @@ mod tests {
         let pod = spec.template.spec.expect("pod");
         assert_eq!(pod.restart_policy.as_deref(), Some("Never"));
         assert_eq!(pod.automount_service_account_token, Some(false));
+        assert_eq!(
+            pod.enable_service_links,
+            Some(false),
+            "no Service variables"
+        );
         let labels = spec
             .template
             .metadata

@@ -116,13 +116,23 @@ pub fn credentials_volume(credentials: &[(String, SecretKeyRef)]) -> Option<(Vol
 /// The supplementary group of every agent process, owning the mounted files.
 pub const AGENT_FS_GROUP: i64 = 65532;
 
+/// The user agent processes run as when the spec names none.
+pub const DEFAULT_AGENT_USER: i64 = 65532;
+
 /// The pod-level half of Pod Security `restricted`. The `fsGroup` makes the kubelet give the
 /// mounted credentials (mode 0440) to a group the agent's processes belong to: without it they
 /// are root's, and a non-root agent could not read its own API key.
+///
+/// The user is always numeric: with `runAsNonRoot` and no `runAsUser`, the kubelet refuses
+/// every image whose user is root or a name (`USER nonroot`) with CreateContainerConfigError,
+/// which is most public base images. An explicit user makes them all start; an image that needs
+/// its own UID sets `spec.security.runAsUser` to it.
 pub fn restricted_pod_security(run_as_user: Option<i64>) -> PodSecurityContext {
     PodSecurityContext {
         run_as_non_root: Some(true),
-        run_as_user,
+        run_as_user: Some(run_as_user.unwrap_or(DEFAULT_AGENT_USER)),
+        // The primary group of a UID the image does not know would be root's (0).
+        run_as_group: Some(AGENT_FS_GROUP),
         fs_group: Some(AGENT_FS_GROUP),
         fs_group_change_policy: Some("OnRootMismatch".into()),
         seccomp_profile: Some(runtime_default_seccomp()),
@@ -221,6 +231,15 @@ mod tests {
             "the group is the agent's"
         );
         assert_eq!(pod.run_as_non_root, Some(true));
+    }
+
+    #[test]
+    fn the_agent_always_runs_as_a_numeric_user_so_root_and_named_images_start() {
+        let default = restricted_pod_security(None);
+        assert_eq!(default.run_as_user, Some(DEFAULT_AGENT_USER));
+        assert_eq!(default.run_as_group, Some(AGENT_FS_GROUP));
+        let chosen = restricted_pod_security(Some(1000));
+        assert_eq!(chosen.run_as_user, Some(1000), "the spec's user wins");
     }
 
     #[test]

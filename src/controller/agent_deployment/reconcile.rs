@@ -134,6 +134,14 @@ pub async fn reconcile(
         ),
         router_image: controller.context.router_image.clone(),
     };
+    // A Deployment created before its providers' first probe would hash credentials not yet
+    // judged, and roll every pod again once they are: one apply of an agent with its provider
+    // would start its pods twice.
+    let unjudged_credentials = if current_deployment.is_none() {
+        unjudged_credentials(&controller, &agent, &namespace)
+    } else {
+        Vec::new()
+    };
     let provider_endpoints: Vec<String> = chain.iter().filter_map(|p| p.endpoint.clone()).collect();
     let config = provider_config(&chain, &agent.spec.tools, router_of(&agent.spec.workload));
 
@@ -173,13 +181,15 @@ pub async fn reconcile(
         )
         .await
         .map_err(apply_err("ConfigMap", &names.config_map))?;
-        apply_if_changed(
-            client,
-            &caches.deployments,
-            deployment(&agent, &names.deployment, &inputs),
-        )
-        .await
-        .map_err(apply_err("Deployment", &names.deployment))?;
+        if unjudged_credentials.is_empty() {
+            apply_if_changed(
+                client,
+                &caches.deployments,
+                deployment(&agent, &names.deployment, &inputs),
+            )
+            .await
+            .map_err(apply_err("Deployment", &names.deployment))?;
+        }
         apply_or_delete(
             client,
             &caches.services,
@@ -246,6 +256,7 @@ pub async fn reconcile(
         chain: &chain,
         broken: &broken,
         deployment: current_deployment.as_deref(),
+        unjudged_credentials: &unjudged_credentials,
         suspended: agent.spec.suspend,
         selector: selector_string(&name),
     };
@@ -391,6 +402,37 @@ fn broken_secret_references(
                 Some(_) => None,
             }
         })
+        .collect()
+}
+
+/// The providers of the chain that have a credential no probe has judged yet: no
+/// `CredentialsValid` condition at all. A provider that was probed and not reached reports the
+/// condition Unknown, and does not hold the agent back.
+fn unjudged_credentials(
+    controller: &AgentController,
+    agent: &AgentDeployment,
+    namespace: &str,
+) -> Vec<String> {
+    agent
+        .spec
+        .workload
+        .providers
+        .iter()
+        .filter(|link| {
+            controller
+                .caches
+                .providers
+                .get(&ObjectRef::<LLMProvider>::new(&link.name).within(namespace))
+                .is_some_and(|provider| {
+                    provider.spec.credentials.is_some()
+                        && !provider.status.as_ref().is_some_and(|s| {
+                            s.conditions
+                                .iter()
+                                .any(|c| c.type_ == provider_condition::CREDENTIALS_VALID)
+                        })
+                })
+        })
+        .map(|link| link.name.clone())
         .collect()
 }
 

@@ -77,10 +77,14 @@ pub fn pod_problems(pods: &[&k8s_openapi::api::core::v1::Pod]) -> Vec<PodProblem
     let mut problems = Vec::new();
     for pod in pods {
         let name = pod.metadata.name.clone().unwrap_or_default();
-        let statuses = pod
-            .status
-            .iter()
-            .flat_map(|s| s.container_statuses.iter().flatten());
+        // The router sidecar is an init container: when it cannot start, the agent waits in
+        // PodInitializing, and only the sidecar's own status says why.
+        let statuses = pod.status.iter().flat_map(|s| {
+            s.init_container_statuses
+                .iter()
+                .flatten()
+                .chain(s.container_statuses.iter().flatten())
+        });
         for container in statuses {
             let Some(waiting) = container.state.as_ref().and_then(|s| s.waiting.as_ref()) else {
                 continue;
@@ -111,6 +115,8 @@ pub struct StatusInputs<'a> {
     pub chain: &'a [ResolvedProvider],
     pub broken: &'a [BrokenReference],
     pub deployment: Option<&'a Deployment>,
+    /// Providers whose credential no probe has judged yet, holding the Deployment's creation.
+    pub unjudged_credentials: &'a [String],
     pub suspended: bool,
     pub selector: String,
 }
@@ -160,17 +166,23 @@ fn pod_problem_condition(problem: &PodProblem, more: usize) -> DesiredCondition 
     } else {
         String::new()
     };
-    let reason = match problem.reason.as_str() {
-        "CrashLoopBackOff" => "CrashLoopBackOff",
-        "ImagePullBackOff" | "ErrImagePull" | "InvalidImageName" => "ImagePullError",
-        _ => "ContainerConfigError",
+    let (reason, fix) = match problem.reason.as_str() {
+        "CrashLoopBackOff" => ("CrashLoopBackOff", ""),
+        "ImagePullBackOff" | "ErrImagePull" | "InvalidImageName" => ("ImagePullError", ""),
+        // The kubelet's "container has runAsNonRoot and image will run as root" and "image has
+        // non-numeric user (…), cannot verify user is non-root".
+        _ if problem.message.contains("non-root") || problem.message.contains("runAsNonRoot") => (
+            "RunAsNonRootUnverifiable",
+            "; set spec.security.runAsUser to a non-zero UID the image can run as",
+        ),
+        _ => ("ContainerConfigError", ""),
     };
     DesiredCondition::new(
         condition::DEGRADED,
         ConditionStatus::True,
         reason,
         format!(
-            "container {} of pod {} is in {}{detail}{others}",
+            "container {} of pod {} is in {}{detail}{others}{fix}",
             problem.container, problem.pod, problem.reason
         ),
     )
@@ -240,12 +252,25 @@ pub fn desired_status(
 
     let (progressing, degraded, available) = match &rollout {
         None => (
-            DesiredCondition::new(
-                condition::PROGRESSING,
-                ConditionStatus::True,
-                "Creating",
-                "creating the agent's Deployment",
-            ),
+            if inputs.unjudged_credentials.is_empty() {
+                DesiredCondition::new(
+                    condition::PROGRESSING,
+                    ConditionStatus::True,
+                    "Creating",
+                    "creating the agent's Deployment",
+                )
+            } else {
+                DesiredCondition::new(
+                    condition::PROGRESSING,
+                    ConditionStatus::True,
+                    "WaitingForCredentialCheck",
+                    format!(
+                        "the Deployment is created once the first probe of LLMProvider {} has \
+                         judged its credential, so that its pods start with it",
+                        inputs.unjudged_credentials.join(", ")
+                    ),
+                )
+            },
             DesiredCondition::new(
                 condition::DEGRADED,
                 ConditionStatus::False,
@@ -439,6 +464,7 @@ mod tests {
             chain,
             broken,
             deployment,
+            unjudged_credentials: &[],
             suspended: false,
             selector: "s=a".into(),
         };
@@ -540,6 +566,26 @@ mod tests {
     }
 
     #[test]
+    fn an_agent_waits_for_its_providers_first_credential_check_before_creating_pods() {
+        let chain = [provider("a", false, true)];
+        let inputs = StatusInputs {
+            pod_problems: &[],
+            generation: Some(1),
+            chain: &chain,
+            broken: &[],
+            deployment: None,
+            unjudged_credentials: &["a".to_string()],
+            suspended: false,
+            selector: "s=a".into(),
+        };
+        let s = desired_status(None, &inputs, Timestamp::from_second(1).expect("ts"));
+        assert_eq!(
+            reason(&s, "Progressing"),
+            ("True".into(), "WaitingForCredentialCheck".into())
+        );
+    }
+
+    #[test]
     fn rollout_in_progress_is_not_ready() {
         let d = deployment(3, 1, 2);
         let s = status(&[], &[], Some(&d));
@@ -553,18 +599,10 @@ mod tests {
         );
     }
 
-    #[test]
-    fn crash_looping_pods_degrade_the_agent_and_name_the_pod() {
-        let pod: k8s_openapi::api::core::v1::Pod = serde_json::from_value(serde_json::json!({
-            "metadata": {"name": "support-abc"},
-            "status": {"containerStatuses": [{
-                "name": "agent", "image": "a", "imageID": "", "ready": false, "restartCount": 4,
-                "state": {"waiting": {"reason": "CrashLoopBackOff", "message": "back-off 40s"}}
-            }]}
-        }))
-        .expect("pod");
+    /// The status of a one-replica agent whose only pod is `pod`.
+    fn status_with_pod(pod: serde_json::Value) -> AgentDeploymentStatus {
+        let pod: k8s_openapi::api::core::v1::Pod = serde_json::from_value(pod).expect("pod");
         let problems = pod_problems(&[&pod]);
-        assert_eq!(problems.len(), 1);
         let d = deployment(1, 0, 1);
         let chain = [provider("a", true, true)];
         let inputs = StatusInputs {
@@ -573,28 +611,78 @@ mod tests {
             chain: &chain,
             broken: &[],
             deployment: Some(&d),
+            unjudged_credentials: &[],
             suspended: false,
             selector: "s".into(),
         };
-        let s = desired_status(None, &inputs, Timestamp::from_second(1).expect("ts"));
-        assert_eq!(
-            reason(&s, "Degraded"),
-            ("True".into(), "CrashLoopBackOff".into())
-        );
+        desired_status(None, &inputs, Timestamp::from_second(1).expect("ts"))
+    }
+
+    fn degraded_of(pod: serde_json::Value) -> (String, String) {
+        let s = status_with_pod(pod);
+        let degraded = s
+            .conditions
+            .iter()
+            .find(|c| c.type_ == "Degraded")
+            .expect("Degraded");
+        (degraded.reason.clone(), degraded.message.clone())
+    }
+
+    #[test]
+    fn crash_looping_pods_degrade_the_agent_and_name_the_pod() {
+        let pod = serde_json::json!({
+            "metadata": {"name": "support-abc"},
+            "status": {"containerStatuses": [{
+                "name": "agent", "image": "a", "imageID": "", "ready": false, "restartCount": 4,
+                "state": {"waiting": {"reason": "CrashLoopBackOff", "message": "back-off 40s"}}
+            }]}
+        });
+        let s = status_with_pod(pod.clone());
         assert_eq!(
             reason(&s, "Ready"),
             ("False".into(), "CrashLoopBackOff".into())
         );
-        let message = &s
-            .conditions
-            .iter()
-            .find(|c| c.type_ == "Degraded")
-            .expect("Degraded")
-            .message;
+        let (reason, message) = degraded_of(pod);
+        assert_eq!(reason, "CrashLoopBackOff");
         assert!(
             message.contains("support-abc") && message.contains("back-off 40s"),
             "{message}"
         );
+    }
+
+    #[test]
+    fn a_router_sidecar_that_cannot_start_degrades_the_agent() {
+        let (reason, message) = degraded_of(serde_json::json!({
+            "metadata": {"name": "support-abc"},
+            "status": {
+                "initContainerStatuses": [{
+                    "name": "llm-router", "image": "op", "imageID": "", "ready": false,
+                    "restartCount": 0, "state": {"waiting": {"reason": "ErrImagePull"}}
+                }],
+                "containerStatuses": [{
+                    "name": "agent", "image": "a", "imageID": "", "ready": false,
+                    "restartCount": 0, "state": {"waiting": {"reason": "PodInitializing"}}
+                }]
+            }
+        }));
+        assert_eq!(reason, "ImagePullError");
+        assert!(message.contains("llm-router"), "{message}");
+    }
+
+    #[test]
+    fn an_image_the_kubelet_cannot_verify_as_non_root_names_the_field_to_set() {
+        let (reason, message) = degraded_of(serde_json::json!({
+            "metadata": {"name": "support-abc"},
+            "status": {"containerStatuses": [{
+                "name": "agent", "image": "a", "imageID": "", "ready": false, "restartCount": 0,
+                "state": {"waiting": {
+                    "reason": "CreateContainerConfigError",
+                    "message": "container has runAsNonRoot and image will run as root (pod: \"support-abc\")"
+                }}
+            }]}
+        }));
+        assert_eq!(reason, "RunAsNonRootUnverifiable");
+        assert!(message.contains("spec.security.runAsUser"), "{message}");
     }
 
     #[test]
@@ -642,6 +730,7 @@ mod tests {
             chain: &chain,
             broken: &[],
             deployment: Some(&d),
+            unjudged_credentials: &[],
             suspended: false,
             selector: "s".into(),
         };
