@@ -10,6 +10,7 @@ pub mod dashboard;
 pub mod fake_provider;
 pub mod objects;
 pub mod operator;
+pub mod real_node;
 
 use std::future::Future;
 use std::path::PathBuf;

@@ -1,0 +1,133 @@
+//! AgentTask workers on the real node: the reference agent reads its input, asks the LLM
+//! through the router sidecar and writes its result; the Job completes while the sidecar runs.
+
+use std::time::Duration;
+
+use agent_operator::api::AgentTask;
+use agent_operator::api::agent_task::AgentTaskStatus;
+use k8s_openapi::api::batch::v1::Job;
+use serde_json::json;
+
+use super::RealNodeTest;
+use crate::support::objects::{agent_task, provider};
+use crate::support::wait_until;
+
+async fn finished(test: &RealNodeTest, name: &str) -> AgentTaskStatus {
+    let tasks = test.ns.api::<AgentTask>();
+    wait_until(Duration::from_secs(180), "the task to finish", || async {
+        let status = tasks.get(name).await.ok()?.status?;
+        status
+            .conditions
+            .iter()
+            .any(|c| (c.type_ == "Complete" || c.type_ == "Failed") && c.status == "True")
+            .then_some(status)
+    })
+    .await
+}
+
+fn condition_message(status: &AgentTaskStatus, type_: &str) -> String {
+    status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == type_)
+        .map(|c| format!("{}: {}", c.reason, c.message))
+        .unwrap_or_default()
+}
+
+#[tokio::test]
+async fn a_worker_writes_its_result_and_its_job_completes_beside_the_router() {
+    let test = RealNodeTest::start("real-task-result").await;
+    provider(&test.ns, "openai", &test.fake).await;
+    test.agent("support", json!({})).await;
+    agent_task(
+        &test.ns,
+        "triage",
+        json!({"agentRef": {"name": "support"}, "input": "Ticket 4711: the export button returns a 500."}),
+    )
+    .await;
+    let status = finished(&test, "triage").await;
+    assert!(
+        status
+            .conditions
+            .iter()
+            .any(|c| c.type_ == "Complete" && c.status == "True"),
+        "{}",
+        condition_message(&status, "Failed")
+    );
+    let result = status.result.expect("a result");
+    assert!(
+        result.summary.starts_with("Hello from the fake provider"),
+        "{}",
+        result.summary
+    );
+    assert!(
+        result.summary.contains("(model: gpt-4o)"),
+        "{}",
+        result.summary
+    );
+    let question = test
+        .fake
+        .chats()
+        .into_iter()
+        .find_map(|c| {
+            c.body["messages"][1]["content"]
+                .as_str()
+                .map(str::to_string)
+        })
+        .expect("the provider got the worker's question");
+    assert!(question.starts_with("Ticket 4711"), "{question}");
+
+    // The Job completed although its router sidecar never exits by itself.
+    let job = test
+        .ns
+        .api::<Job>()
+        .get(status.job_name.as_deref().expect("job name"))
+        .await
+        .expect("the Job");
+    assert_eq!(job.status.and_then(|s| s.succeeded), Some(1));
+}
+
+#[tokio::test]
+async fn a_failing_worker_is_retried_with_its_exit_code_and_message_recorded() {
+    let test = RealNodeTest::start("real-task-failure").await;
+    provider(&test.ns, "openai", &test.fake).await;
+    test.agent("support", json!({})).await;
+    agent_task(
+        &test.ns,
+        "doomed",
+        json!({
+            "agentRef": {"name": "support"}, "input": "Ticket 4712",
+            "parameters": {"exitCode": "3", "message": "the ticket system refused the comment\nmore detail"},
+            "backoffLimit": 1, "retryBackoff": {"initialDelay": "1s", "maxDelay": "2s"}
+        }),
+    )
+    .await;
+    let status = finished(&test, "doomed").await;
+    let failed = status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Failed")
+        .expect("Failed");
+    assert_eq!(failed.status, "True");
+    assert_eq!(failed.reason, "BackoffLimitExceeded", "{}", failed.message);
+    assert!(
+        failed.message.contains("exited with code 3"),
+        "{}",
+        failed.message
+    );
+    assert!(
+        failed
+            .message
+            .contains("the ticket system refused the comment"),
+        "{}",
+        failed.message
+    );
+    assert!(
+        !failed.message.contains("more detail"),
+        "only the first line"
+    );
+    assert_eq!(status.attempts, 2, "one retry");
+    assert_eq!(status.failed_attempts, 2);
+    // Each attempt really ran: it asked the provider before failing.
+    assert_eq!(test.fake.chats().len(), 2);
+}
