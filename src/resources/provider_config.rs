@@ -11,6 +11,8 @@ use crate::api::AgentDeployment;
 use crate::api::common::{Duration, RouterSpec, SecretKeyRef, Tool};
 use crate::api::llm_provider::{DEFAULT_ANTHROPIC_VERSION, LLMProviderSpec, ProviderType};
 
+/// Annotation on an agent's running pods: the hash of the provider config they should see.
+pub const PROVIDER_CONFIG_ANNOTATION: &str = "agentoperator.dev/provider-config";
 /// Where the config file is mounted.
 pub const CONFIG_DIR: &str = "/etc/agentoperator";
 /// The config file's name in the ConfigMap and in `CONFIG_DIR`.

@@ -57,6 +57,28 @@ pub struct Snapshot {
     pub fingerprint: [u8; 32],
 }
 
+/// The providers whose circuit and `Retry-After` hold a change from `old` to `new` makes
+/// meaningless: a new endpoint, type or key (a rotated key fixes the 401s that opened the
+/// circuit), or a provider the operator's probe found Ready again. Keeping their circuit open
+/// would refuse a provider that now works for up to `circuitOpenDuration` more.
+pub fn invalidated_circuits(old: &Snapshot, new: &Snapshot) -> Vec<String> {
+    new.upstreams
+        .iter()
+        .filter(|upstream| {
+            old.upstreams
+                .iter()
+                .find(|previous| previous.name == upstream.name)
+                .is_some_and(|previous| {
+                    previous.endpoint != upstream.endpoint
+                        || previous.provider_type != upstream.provider_type
+                        || previous.credential != upstream.credential
+                        || (!previous.ready && upstream.ready)
+                })
+        })
+        .map(|upstream| upstream.name.clone())
+        .collect()
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read the provider config {path}: {source}")]
@@ -128,18 +150,55 @@ pub fn load(path: &Path) -> Result<Snapshot, ConfigError> {
 mod tests {
     use super::*;
 
+    fn upstream(name: &str, endpoint: &str, key: &str, ready: bool) -> Upstream {
+        Upstream {
+            name: name.into(),
+            provider_type: ProviderType::OpenAI,
+            endpoint: endpoint.into(),
+            model: None,
+            ready,
+            credential: Some(Credential::new(key)),
+            api: ProviderApi::default(),
+        }
+    }
+
+    fn snapshot(upstreams: Vec<Upstream>) -> Snapshot {
+        Snapshot {
+            upstreams,
+            settings: RouterSettings::default(),
+            unusable: Vec::new(),
+            fingerprint: [0; 32],
+        }
+    }
+
     #[test]
     fn a_credential_never_prints() {
-        let upstream = Upstream {
-            name: "a".into(),
-            provider_type: ProviderType::OpenAI,
-            endpoint: "https://x".into(),
-            model: None,
-            ready: true,
-            credential: Some(Credential::new("sk-secret-value")),
-            api: ProviderApi::default(),
-        };
+        let upstream = upstream("a", "https://x", "sk-secret-value", true);
         assert!(!format!("{upstream:?}").contains("sk-secret-value"));
+    }
+
+    #[test]
+    fn a_new_key_endpoint_or_recovered_health_invalidates_only_that_providers_circuit() {
+        let old = snapshot(vec![
+            upstream("rotated", "https://a", "sk-1", true),
+            upstream("moved", "https://b", "sk-1", true),
+            upstream("recovered", "https://c", "sk-1", false),
+            upstream("unchanged", "https://d", "sk-1", true),
+            upstream("failing", "https://e", "sk-1", true),
+        ]);
+        let new = snapshot(vec![
+            upstream("rotated", "https://a", "sk-2", true),
+            upstream("moved", "https://b2", "sk-1", true),
+            upstream("recovered", "https://c", "sk-1", true),
+            upstream("unchanged", "https://d", "sk-1", true),
+            upstream("failing", "https://e", "sk-1", false),
+            upstream("added", "https://f", "sk-1", true),
+        ]);
+        assert_eq!(
+            invalidated_circuits(&old, &new),
+            ["rotated", "moved", "recovered"]
+        );
+        assert!(invalidated_circuits(&new, &new).is_empty());
     }
 
     #[test]

@@ -62,12 +62,25 @@ impl Router {
             .unwrap_or_else(|poisoned| poisoned.into_inner().clone())
     }
 
-    /// Swaps in a new snapshot. Requests in flight keep the one they started with.
+    /// Swaps in a new snapshot, forgetting the circuits it invalidates. Requests in flight keep
+    /// the snapshot they started with.
     pub fn replace(&self, snapshot: Snapshot) {
         let mut current = self
             .snapshot
             .write()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let invalidated = super::config::invalidated_circuits(&current, &snapshot);
+        if !invalidated.is_empty() {
+            let providers = self
+                .providers
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            // The limits stay: they count this pod's requests, which no config change undoes.
+            for state in invalidated.iter().filter_map(|name| providers.get(name)) {
+                self.with_circuit(state, |circuit| *circuit = Circuit::default());
+            }
+            tracing::info!(providers = %invalidated.join(","), "reset the circuits a config change invalidated");
+        }
         *current = Arc::new(snapshot);
     }
 

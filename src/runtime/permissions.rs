@@ -63,10 +63,12 @@ pub const CONTROLLER_PERMISSIONS: &[Permission] = &[
         resources: &["services", "serviceaccounts"],
         verbs: OWN,
     },
+    // `patch` stamps an agent's running pods when their provider config changed, which makes
+    // the kubelet refresh the mounted file at once instead of at its next periodic sync.
     Permission {
         group: "",
         resources: &["pods"],
-        verbs: WATCH,
+        verbs: &["list", "watch", "patch"],
     },
     Permission {
         group: "apps",

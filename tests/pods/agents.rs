@@ -380,3 +380,53 @@ async fn a_secret_rotation_rolls_the_pods_without_a_failed_request() {
         .count();
     assert!(rotated > 0, "the new pods use the rotated key");
 }
+
+#[tokio::test]
+async fn a_providers_new_endpoint_reaches_every_running_router_without_a_rollout() {
+    let test = RealNodeTest::start("real-endpoint-change").await;
+    let moved_to = RealNodeTest::fake_provider().await;
+    moved_to.set(|b| b.reply = "Hello from the new endpoint".into());
+    provider(&test.ns, "openai", &test.fake).await;
+    test.agent("support", json!({"replicas": 2})).await;
+    let pods = test.ready_pods("support", 2).await;
+    for pod in &pods {
+        let answer = ask(pod, "where are you?").await.expect("an answer");
+        assert_eq!(answer["answer"], "Hello from the fake provider");
+    }
+
+    let changed = std::time::Instant::now();
+    let providers = test.ns.api::<agent_operator::api::LLMProvider>();
+    providers
+        .patch(
+            "openai",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(json!({"spec": {"endpoint": moved_to.openai_endpoint()}})),
+        )
+        .await
+        .expect("move the provider");
+    // The kubelet refreshes a mounted ConfigMap on its own only at its periodic pod sync (a
+    // minute or more); the operator's stamp on the pods makes it refresh them at once.
+    for pod in &pods {
+        wait_until(
+            Duration::from_secs(45),
+            "the router to use the new endpoint",
+            || async {
+                let answer = ask(pod, "where are you now?").await.ok()?;
+                (answer["answer"] == "Hello from the new endpoint").then_some(())
+            },
+        )
+        .await;
+    }
+    println!(
+        "measured: an LLMProvider's new endpoint reached both routers in {:.1} s",
+        changed.elapsed().as_secs_f64()
+    );
+    let now: Vec<String> = test
+        .running_pods("support", 2)
+        .await
+        .iter()
+        .map(pod_name)
+        .collect();
+    let before: Vec<String> = pods.iter().map(pod_name).collect();
+    assert_eq!(now, before, "no pod was replaced");
+}

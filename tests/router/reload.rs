@@ -7,7 +7,7 @@ use std::time::Duration;
 use agent_operator::api::llm_provider::ProviderType;
 
 use crate::fake_provider::{Behaviour, FakeProvider};
-use crate::harness::{Link, RouterProcess, chat_request, quick_settings};
+use crate::harness::{Link, RouterProcess, chat_request, closed_endpoint, quick_settings};
 
 #[tokio::test]
 async fn a_rotated_key_and_a_reordered_chain_apply_with_no_failed_request() {
@@ -74,6 +74,77 @@ async fn a_rotated_key_and_a_reordered_chain_apply_with_no_failed_request() {
             .metrics()
             .await
             .contains("agent_operator_router_config_reloads_total{result=\"changed\"} 2")
+    );
+}
+
+/// Settings whose circuit opens after two failures and stays open for a minute: far longer
+/// than any of these tests waits.
+fn sticky_circuit() -> agent_operator::api::common::RouterSpec {
+    agent_operator::api::common::RouterSpec {
+        circuit_failure_threshold: 2,
+        circuit_open_duration: Duration::from_secs(60).into(),
+        ..quick_settings()
+    }
+}
+
+/// Waits until a request through the router succeeds, at most 2 s (twenty reload intervals).
+async fn answered_within_two_seconds(router: &RouterProcess) -> bool {
+    for _ in 0..40 {
+        if router.chat(&chat_request(false)).await.0 == 200 {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    false
+}
+
+#[tokio::test]
+async fn a_rotated_key_closes_the_circuit_its_refused_predecessor_opened() {
+    let fake = FakeProvider::start(Behaviour {
+        api_key: Some("sk-a-rotated-0123456789".into()),
+        ..Behaviour::default()
+    })
+    .await;
+    let link = Link::new("a", ProviderType::OpenAI, fake.openai_endpoint());
+    let router = RouterProcess::start(std::slice::from_ref(&link), &sticky_circuit()).await;
+    for _ in 0..2 {
+        assert_ne!(
+            router.chat(&chat_request(false)).await.0,
+            200,
+            "the old key is refused"
+        );
+    }
+    let refused = fake.requests();
+    assert_ne!(router.chat(&chat_request(false)).await.0, 200);
+    assert_eq!(
+        fake.requests(),
+        refused,
+        "the circuit is open: the provider is not asked"
+    );
+
+    let mut rotated = link;
+    rotated.key = Some("sk-a-rotated-0123456789".into());
+    router.write_config(&[rotated], &sticky_circuit());
+    assert!(
+        answered_within_two_seconds(&router).await,
+        "the new key is used at once, not after the circuit's minute"
+    );
+}
+
+#[tokio::test]
+async fn a_new_endpoint_closes_the_circuit_the_old_one_opened() {
+    let fake = FakeProvider::start(Behaviour::default()).await;
+    let link = Link::new("a", ProviderType::OpenAI, closed_endpoint());
+    let router = RouterProcess::start(std::slice::from_ref(&link), &sticky_circuit()).await;
+    for _ in 0..3 {
+        assert_ne!(router.chat(&chat_request(false)).await.0, 200);
+    }
+    let mut moved = link;
+    moved.endpoint = fake.openai_endpoint();
+    router.write_config(&[moved], &sticky_circuit());
+    assert!(
+        answered_within_two_seconds(&router).await,
+        "the new endpoint is tried at once"
     );
 }
 

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::Action;
@@ -23,7 +23,7 @@ use crate::controller::chain::resolve_chain;
 use crate::resources::deployment::{DeploymentInputs, SECRETS_HASH_ANNOTATION, deployment};
 use crate::resources::labels::selector_string;
 use crate::resources::names::{DNS_SUBDOMAIN_MAX, child_name, service_name};
-use crate::resources::provider_config::{config_map, provider_config};
+use crate::resources::provider_config::{PROVIDER_CONFIG_ANNOTATION, config_map, provider_config};
 use crate::resources::router_sidecar::router_of;
 use crate::resources::{hpa, network_policy, pdb, service, service_account, short_hash};
 
@@ -174,13 +174,19 @@ pub async fn reconcile(
                 source,
             })?;
         }
-        apply_if_changed(
-            client,
-            &caches.config_maps,
-            config_map(&agent, &names.config_map, &config),
-        )
-        .await
-        .map_err(apply_err("ConfigMap", &names.config_map))?;
+        let config_map = config_map(&agent, &names.config_map, &config);
+        let config_hash = config_hash(&config_map);
+        if apply_if_changed(client, &caches.config_maps, config_map)
+            .await
+            .map_err(apply_err("ConfigMap", &names.config_map))?
+        {
+            refresh_mounted_config(
+                client,
+                &running_pods(&controller, &namespace, &name),
+                &config_hash,
+            )
+            .await;
+        }
         if unjudged_credentials.is_empty() {
             apply_if_changed(
                 client,
@@ -237,18 +243,8 @@ pub async fn reconcile(
     }
 
     // Report.
-    let agent_label = crate::resources::labels::selector_labels(&name);
-    let pods = caches.pods.state();
-    let agent_pods: Vec<&k8s_openapi::api::core::v1::Pod> = pods
-        .iter()
-        .map(|p| p.as_ref())
-        .filter(|p| p.metadata.namespace.as_deref() == Some(namespace.as_str()))
-        .filter(|p| {
-            agent_label
-                .iter()
-                .all(|(k, v)| p.metadata.labels.as_ref().and_then(|l| l.get(k)) == Some(v))
-        })
-        .collect();
+    let pods = running_pods(&controller, &namespace, &name);
+    let agent_pods: Vec<&Pod> = pods.iter().map(|p| p.as_ref()).collect();
     let problems = pod_problems(&agent_pods);
     let inputs = StatusInputs {
         pod_problems: &problems,
@@ -303,6 +299,63 @@ pub async fn reconcile(
     // Owned objects, providers and Secrets all trigger reconciles through watches; the periodic
     // requeue only repairs drift nobody announced.
     Ok(Action::requeue(std::time::Duration::from_secs(600)))
+}
+
+/// The agent's pods in the cache.
+fn running_pods(controller: &AgentController, namespace: &str, agent: &str) -> Vec<Arc<Pod>> {
+    let agent_label = crate::resources::labels::selector_labels(agent);
+    controller
+        .caches
+        .pods
+        .state()
+        .into_iter()
+        .filter(|p| p.metadata.namespace.as_deref() == Some(namespace))
+        .filter(|p| {
+            agent_label
+                .iter()
+                .all(|(k, v)| p.metadata.labels.as_ref().and_then(|l| l.get(k)) == Some(v))
+        })
+        .collect()
+}
+
+/// The hash of a provider ConfigMap's content, stamped on the pods that mount it.
+fn config_hash(config_map: &ConfigMap) -> String {
+    short_hash(
+        serde_json::to_vec(&config_map.data)
+            .unwrap_or_default()
+            .as_slice(),
+    )
+}
+
+/// Stamps `pods` with the new config's hash. The kubelet refreshes a pod's ConfigMap volumes
+/// when it syncs the pod, which an update of the pod triggers; otherwise that happens only at
+/// its periodic sync, about a minute or more later, and a provider's new endpoint or health
+/// would reach the routers that late. One patch per running pod per config change; the
+/// template is not touched, so nothing rolls. A failed stamp only delays the refresh to the
+/// kubelet's own schedule.
+async fn refresh_mounted_config(client: &kube::Client, pods: &[Arc<Pod>], config_hash: &str) {
+    let patch = serde_json::json!({
+        "metadata": {"annotations": {PROVIDER_CONFIG_ANNOTATION: config_hash}}
+    });
+    for pod in pods
+        .iter()
+        .filter(|p| p.metadata.deletion_timestamp.is_none())
+    {
+        let (Some(namespace), Some(name)) = (&pod.metadata.namespace, &pod.metadata.name) else {
+            continue;
+        };
+        let api: Api<Pod> = Api::namespaced(client.clone(), namespace);
+        match api
+            .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+        {
+            Ok(_) => {}
+            Err(kube::Error::Api(status)) if status.code == 404 => {}
+            Err(error) => {
+                tracing::warn!(pod = %name, %error, "cannot stamp the pod with its new provider config; the kubelet refreshes it at its next sync");
+            }
+        }
+    }
 }
 
 /// The condition cause of a failed apply or delete; `None` for errors that are not about a
