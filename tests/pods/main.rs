@@ -8,6 +8,8 @@
 mod support;
 
 mod agents;
+mod image;
+mod operator;
 mod tasks;
 
 use std::time::Duration;

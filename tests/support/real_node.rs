@@ -35,6 +35,11 @@ pub fn host_address() -> String {
     address
 }
 
+/// Where `e2e/images/build` keeps the image archives.
+pub fn image_cache_dir() -> PathBuf {
+    PathBuf::from(node_variable("IMAGE_CACHE_DIR"))
+}
+
 /// The state folder of the node: its kubelet, containerd, pod logs.
 pub fn node_dir() -> PathBuf {
     PathBuf::from(node_variable("NODE_DIR"))
