@@ -11,7 +11,7 @@ use serde_json::json;
 
 use super::{RealNodeTest, ask, pod_ip, pod_name, pod_ready};
 use crate::support::objects::provider;
-use crate::support::real_node::{self, AGENT_IMAGE};
+use crate::support::real_node;
 use crate::support::{TestNamespace, run_tool, wait_until};
 
 const CHART: &str = "charts/agent-operator";
@@ -75,14 +75,8 @@ async fn the_chart_runs_the_operator_in_its_pods_with_in_cluster_config_and_a_le
     // router from a fake provider on the host.
     let fake = RealNodeTest::fake_provider().await;
     provider(&ns, "openai", &fake).await;
-    let mut spec = json!({
-        "image": AGENT_IMAGE, "imagePullPolicy": "Never",
-        "ports": [{"name": "http", "containerPort": 8080}],
-        "readinessProbe": {"httpGet": {"path": "/readyz", "port": "http"}, "periodSeconds": 1},
-        "providers": [{"name": "openai"}]
-    });
-    crate::support::merge_patch(&mut spec, &placement);
-    crate::support::objects::agent(&ns, "support", spec).await;
+    crate::support::objects::agent(&ns, "support", real_node::reference_agent_spec(json!({})))
+        .await;
     let pods = ns.api::<Pod>();
     let agent_pod = wait_until(
         Duration::from_secs(180),
