@@ -40,6 +40,12 @@ pub const MAX_INLINE_INPUT_BYTES: u32 = 64 * 1024;
         priority = 1
     ),
     printcolumn(
+        name = "Result",
+        type_ = "string",
+        json_path = ".status.result.summary",
+        priority = 1
+    ),
+    printcolumn(
         name = "Age",
         type_ = "date",
         json_path = ".metadata.creationTimestamp"

@@ -765,3 +765,38 @@ async fn a_child_the_api_server_refuses_is_a_condition_until_it_is_allowed() {
             .is_some()
     );
 }
+
+#[tokio::test]
+async fn an_agent_applied_with_its_provider_rolls_out_once() {
+    let (_client, ns) = support::namespace_with_crds("agent-one-rollout").await;
+    let _operator = OperatorProcess::start(&ns.name).await;
+    let fake = FakeProvider::start(Behaviour::default()).await;
+    // Both at once, as `kubectl apply -f dir/` does: the agent's first reconcile may come
+    // before the provider's first probe.
+    let (_, _) = tokio::join!(
+        provider(&ns, "openai", &fake),
+        agent(
+            &ns,
+            "support",
+            json!({"image": "registry.example/agent:1", "replicas": 1, "providers": [{"name": "openai"}]}),
+        )
+    );
+    let agents = ns.api::<AgentDeployment>();
+    wait_for_ready(&agents, "support", "True", "Available").await;
+    let deployment = ns
+        .api::<Deployment>()
+        .get("support")
+        .await
+        .expect("the Deployment");
+    assert_eq!(
+        deployment.metadata.generation,
+        Some(1),
+        "the pod template was written once, with the validated credential"
+    );
+    let replica_sets = ns
+        .api::<k8s_openapi::api::apps::v1::ReplicaSet>()
+        .list(&ListParams::default())
+        .await
+        .expect("ReplicaSets");
+    assert_eq!(replica_sets.items.len(), 1, "one rollout");
+}

@@ -137,8 +137,14 @@ pub async fn reconcile(
     // A Deployment created before its providers' first probe would hash credentials not yet
     // judged, and roll every pod again once they are: one apply of an agent with its provider
     // would start its pods twice.
+    let age = agent
+        .meta()
+        .creation_timestamp
+        .as_ref()
+        .and_then(|created| Timestamp::now().duration_since(created.0).try_into().ok())
+        .unwrap_or(CREDENTIAL_GRACE);
     let unjudged_credentials = if current_deployment.is_none() {
-        unjudged_credentials(&controller, &agent, &namespace)
+        unjudged_credentials(&controller, &agent, &namespace, age)
     } else {
         Vec::new()
     };
@@ -296,6 +302,11 @@ pub async fn reconcile(
             .inc();
     }
     applied?;
+    if !unjudged_credentials.is_empty() && age < CREDENTIAL_GRACE {
+        // A provider's verdict triggers a reconcile through its watch; the end of the grace
+        // does not.
+        return Ok(Action::requeue(CREDENTIAL_GRACE - age));
+    }
     // Owned objects, providers and Secrets all trigger reconciles through watches; the periodic
     // requeue only repairs drift nobody announced.
     Ok(Action::requeue(std::time::Duration::from_secs(600)))
@@ -458,13 +469,21 @@ fn broken_secret_references(
         .collect()
 }
 
-/// The providers of the chain that have a credential no probe has judged yet: no
-/// `CredentialsValid` condition at all. A provider that was probed and not reached reports the
-/// condition Unknown, and does not hold the agent back.
+/// How long a new agent waits for its providers' credentials to be accepted before it starts
+/// its pods without them. Applied together (`kubectl apply -f dir/`), a provider's first probe
+/// may run before its Secret reached the cache and report it missing for a moment.
+const CREDENTIAL_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// The providers of the chain whose credential holds the creation of the agent's Deployment:
+/// no probe has judged it yet (no `CredentialsValid` condition), or, while the agent is younger
+/// than [`CREDENTIAL_GRACE`], it is not accepted yet or the provider is not in the cache yet.
+/// A provider that was probed and not reached reports the condition Unknown and holds the agent
+/// only during the grace.
 fn unjudged_credentials(
     controller: &AgentController,
     agent: &AgentDeployment,
     namespace: &str,
+    age: std::time::Duration,
 ) -> Vec<String> {
     agent
         .spec
@@ -476,13 +495,17 @@ fn unjudged_credentials(
                 .caches
                 .providers
                 .get(&ObjectRef::<LLMProvider>::new(&link.name).within(namespace))
-                .is_some_and(|provider| {
+                .map_or(age < CREDENTIAL_GRACE, |provider| {
+                    let judged = provider.status.as_ref().and_then(|s| {
+                        s.conditions
+                            .iter()
+                            .find(|c| c.type_ == provider_condition::CREDENTIALS_VALID)
+                    });
                     provider.spec.credentials.is_some()
-                        && !provider.status.as_ref().is_some_and(|s| {
-                            s.conditions
-                                .iter()
-                                .any(|c| c.type_ == provider_condition::CREDENTIALS_VALID)
-                        })
+                        && match judged {
+                            None => true,
+                            Some(condition) => condition.status != "True" && age < CREDENTIAL_GRACE,
+                        }
                 })
         })
         .map(|link| link.name.clone())

@@ -265,8 +265,9 @@ pub fn desired_status(
                     ConditionStatus::True,
                     "WaitingForCredentialCheck",
                     format!(
-                        "the Deployment is created once the first probe of LLMProvider {} has \
-                         judged its credential, so that its pods start with it",
+                        "the Deployment is created once LLMProvider {} has accepted its \
+                         credential (or judged it, 10 s after the agent's creation), so that its \
+                         pods start with it",
                         inputs.unjudged_credentials.join(", ")
                     ),
                 )
