@@ -45,11 +45,7 @@ fn object_for(cases: &AdmissionCases, case: &AdmissionCase) -> Value {
 fn cel_rules_reject_each_invalid_object_with_its_message() {
     let cases = admission_cases();
     let mut failures = Vec::new();
-    for case in cases
-        .invalid
-        .iter()
-        .filter(|c| c.layer.as_deref() != Some("schema"))
-    {
+    for case in cases.invalid.iter().filter(|c| c.is_client_side()) {
         let schema = schema_of(&case.kind);
         let object = object_for(&cases, case);
         let result = match &case.update {
@@ -84,8 +80,18 @@ fn cel_rules_accept_the_valid_objects() {
     let cases = admission_cases();
     for case in &cases.valid {
         let object = object_for(&cases, case);
-        let result = cel_validate(&schema_of(&case.kind), &object, None);
-        assert!(result.is_ok(), "{}: {result:?}", case.name);
+        // A rule this evaluator cannot run (`type()`, the API server's quantity library) is no
+        // refusal: the cluster test sends the same object to a real API server.
+        let refusals: Vec<_> = match cel_validate(&schema_of(&case.kind), &object, None) {
+            Ok(()) => Vec::new(),
+            Err(errors) => errors
+                .as_slice()
+                .iter()
+                .filter(|e| !format!("{:?}", e.kind).contains("UnsupportedReference"))
+                .cloned()
+                .collect(),
+        };
+        assert!(refusals.is_empty(), "{}: {refusals:?}", case.name);
     }
 }
 

@@ -62,6 +62,7 @@ use super::common::{AgentWorkload, Tool};
 #[x_kube(validation = kube::core::Rule::new("!has(self.tools) || self.tools.all(t, self.tools.exists_one(u, u.name == t.name))").message("spec.tools has two tools with the same name: tool names must be unique").field_path(".tools"))]
 #[x_kube(validation = kube::core::Rule::new("!has(self.ports) || (has(self.router) && !self.router.enabled) || self.ports.all(p, p.containerPort != 8790)").message("port 8790 is the LLM router's inside the pod: choose another spec.ports[].containerPort, or turn the router off with spec.router.enabled: false").field_path(".ports"))]
 #[x_kube(validation = kube::core::Rule::new("!has(self.ports) || self.ports.all(p, self.ports.exists_one(q, q.name == p.name))").message("spec.ports has two ports with the same name: port names must be unique").field_path(".ports"))]
+#[x_kube(validation = kube::core::Rule::new("!has(self.ports) || self.ports.all(p, self.ports.exists_one(q, q.containerPort == p.containerPort && (has(q.protocol) ? q.protocol : 'TCP') == (has(p.protocol) ? p.protocol : 'TCP')))").message("spec.ports lists the same containerPort and protocol twice: each port number must be unique").field_path(".ports"))]
 pub struct AgentDeploymentSpec {
     /// Image, command, env, resources, failover chain and the other fields shared with an
     /// AgentTask's template.
@@ -80,14 +81,25 @@ pub struct AgentDeploymentSpec {
 
     /// Liveness probe of the agent container.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = kube::core::Rule::new(super::rules::one_probe_handler()).message("a probe needs exactly one handler: exec, httpGet, tcpSocket or grpc"))]
+    #[x_kube(validation = kube::core::Rule::new(super::rules::probe_port("self.httpGet")).message("httpGet.port must be a port number (1-65535) or a port name"))]
+    #[x_kube(validation = kube::core::Rule::new(super::rules::probe_port("self.tcpSocket")).message("tcpSocket.port must be a port number (1-65535) or a port name"))]
+    #[x_kube(validation = kube::core::Rule::new("!has(self.successThreshold) || self.successThreshold <= 1").message("successThreshold must be 1 for liveness and startup probes"))]
     pub liveness_probe: Option<Probe>,
 
     /// Readiness probe of the agent container.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = kube::core::Rule::new(super::rules::one_probe_handler()).message("a probe needs exactly one handler: exec, httpGet, tcpSocket or grpc"))]
+    #[x_kube(validation = kube::core::Rule::new(super::rules::probe_port("self.httpGet")).message("httpGet.port must be a port number (1-65535) or a port name"))]
+    #[x_kube(validation = kube::core::Rule::new(super::rules::probe_port("self.tcpSocket")).message("tcpSocket.port must be a port number (1-65535) or a port name"))]
     pub readiness_probe: Option<Probe>,
 
     /// Startup probe of the agent container.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = kube::core::Rule::new(super::rules::one_probe_handler()).message("a probe needs exactly one handler: exec, httpGet, tcpSocket or grpc"))]
+    #[x_kube(validation = kube::core::Rule::new(super::rules::probe_port("self.httpGet")).message("httpGet.port must be a port number (1-65535) or a port name"))]
+    #[x_kube(validation = kube::core::Rule::new(super::rules::probe_port("self.tcpSocket")).message("tcpSocket.port must be a port number (1-65535) or a port name"))]
+    #[x_kube(validation = kube::core::Rule::new("!has(self.successThreshold) || self.successThreshold <= 1").message("successThreshold must be 1 for liveness and startup probes"))]
     pub startup_probe: Option<Probe>,
 
     /// Scheduling affinity of the agent's pods.
@@ -151,7 +163,7 @@ pub enum ImagePullPolicy {
 pub struct AgentPort {
     /// Name of the port, used by the Service (an IANA service name: at most 15 characters).
     #[schemars(length(min = 1, max = 15))]
-    #[x_kube(validation = kube::core::Rule::new("self.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?$')").message("must be lower-case letters, digits and '-', starting and ending with a letter or digit"))]
+    #[x_kube(validation = kube::core::Rule::new("self.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?$') && self.matches('[a-z]') && !self.contains('--')").message("must be an IANA service name: lower-case letters, digits and '-', with at least one letter, starting and ending with a letter or digit, no '--'"))]
     pub name: String,
     /// Port number in the container.
     #[schemars(range(min = 1, max = 65535))]
@@ -175,16 +187,19 @@ pub enum PortProtocol {
 }
 
 /// Labels and annotations added to the agent's pods.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct PodMetadata {
-    /// Extra pod labels. Labels the operator sets for its selector take precedence.
+    /// Extra pod labels. Labels the operator sets for its selector take precedence. Keys are
+    /// label keys (`team`, `example.com/tier`), values at most 63 letters, digits, `-`, `_`, `.`.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     #[schemars(extend("maxProperties" = 32))]
+    #[x_kube(validation = kube::core::Rule::new(format!("self.all(k, size(k) <= 317 && k.matches({}) && size(self[k]) <= 63 && self[k].matches({}))", super::rules::QUALIFIED_NAME, super::rules::LABEL_VALUE)).message("label keys must be qualified names (e.g. example.com/tier) and values at most 63 letters, digits, '-', '_' or '.', starting and ending with a letter or digit"))]
     pub labels: BTreeMap<String, String>,
-    /// Extra pod annotations.
+    /// Extra pod annotations. Keys are qualified names, like label keys.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     #[schemars(extend("maxProperties" = 32))]
+    #[x_kube(validation = kube::core::Rule::new(format!("self.all(k, size(k) <= 317 && k.matches({}) && size(self[k]) <= 65536)", super::rules::QUALIFIED_NAME)).message("annotation keys must be qualified names (e.g. example.com/note) and values at most 64 KiB"))]
     pub annotations: BTreeMap<String, String>,
 }
 
@@ -201,7 +216,7 @@ pub struct AgentSecurity {
     /// root or a name, which the kubelet cannot verify as non-root, start as well; set it to the
     /// image's own UID when the image needs it (files only that user may read or write).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 1))]
+    #[schemars(range(min = 1, max = 2_147_483_647))]
     pub run_as_user: Option<i64>,
 }
 
@@ -246,6 +261,7 @@ pub struct Autoscaling {
     /// Further autoscaling/v2 metrics (pods, object, external), as in a HorizontalPodAutoscaler.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 8))]
+    #[x_kube(validation = kube::core::Rule::new("self.all(m, (m.type == 'Resource' && has(m.resource)) || (m.type == 'Pods' && has(m.pods)) || (m.type == 'Object' && has(m.object)) || (m.type == 'External' && has(m.external)) || (m.type == 'ContainerResource' && has(m.containerResource)))").message("each metric needs the source its type names: type Resource with resource, Pods with pods, Object with object, External with external, ContainerResource with containerResource"))]
     pub metrics: Vec<MetricSpec>,
     /// Scale-up and scale-down behavior, as in a HorizontalPodAutoscaler.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -286,6 +302,9 @@ pub struct EgressCidr {
     pub ports: Vec<i32>,
 }
 
+/// A PodDisruptionBudget value: a count or a percentage of at most 100.
+const INT_OR_PERCENT: &str = "type(self) == int ? self >= 0 : (string(self).matches('^[0-9]{1,3}%$') && int(string(self).replace('%', '')) <= 100)";
+
 /// The agent's PodDisruptionBudget: exactly one of `minAvailable` or `maxUnavailable`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, KubeSchema)]
 #[serde(rename_all = "camelCase")]
@@ -293,9 +312,11 @@ pub struct EgressCidr {
 pub struct DisruptionBudget {
     /// Pods that must stay available, as a number or a percentage (`50%`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = kube::core::Rule::new(INT_OR_PERCENT).message("must be a non-negative number or a percentage such as 50%"))]
     pub min_available: Option<IntOrString>,
     /// Pods that may be unavailable, as a number or a percentage.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = kube::core::Rule::new(INT_OR_PERCENT).message("must be a non-negative number or a percentage such as 50%"))]
     pub max_unavailable: Option<IntOrString>,
 }
 

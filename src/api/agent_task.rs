@@ -75,6 +75,7 @@ pub struct AgentTaskSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 65536))]
     #[x_kube(validation = kube::core::Rule::new("self == oldSelf").message("spec.input is immutable: create a new AgentTask for a different input"))]
+    #[x_kube(validation = kube::core::Rule::new("size(bytes(self)) <= 65536").message("spec.input must be at most 65536 bytes in UTF-8; put a larger input in a ConfigMap or Secret and use spec.inputFrom"))]
     pub input: Option<String>,
 
     /// Take the input from a ConfigMap or Secret key instead. Immutable.
@@ -92,6 +93,7 @@ pub struct AgentTaskSpec {
     /// Deadline of one attempt. An attempt still running then is stopped and counts as failed
     /// with reason Timeout.
     #[serde(default = "default_timeout")]
+    #[x_kube(validation = kube::core::Rule::new(super::common::positive_duration("self")).message("must be longer than 0s"))]
     pub timeout: Duration,
 
     /// Further attempts after a failed one. Failures caused by an unavailable provider do not
@@ -148,11 +150,12 @@ pub enum TtlDeletes {
 }
 
 /// A reference to an AgentDeployment in the same namespace.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct AgentRef {
     /// Name of the AgentDeployment.
     #[schemars(length(min = 1, max = 253))]
+    #[x_kube(validation = kube::core::Rule::new(format!("self.matches({})", super::rules::DNS_SUBDOMAIN)).message("must be an AgentDeployment name: lower-case letters, digits, '-' and '.'"))]
     pub name: String,
 }
 

@@ -103,8 +103,15 @@ impl<'de> Deserialize<'de> for Duration {
     }
 }
 
-/// The regular expression of a non-negative Go duration, as a CEL string literal.
-const DURATION_PATTERN: &str = r"'^([0-9]+(\\.[0-9]+)?(ns|us|ms|s|m|h))+$'";
+/// The regular expression of a non-negative Go duration, as a CEL string literal. At most five
+/// digits per number keep every value within CEL's duration range (about 292 years), so a rule
+/// comparing durations never fails with a conversion error on a huge value.
+const DURATION_PATTERN: &str = r"'^([0-9]{1,5}(\\.[0-9]+)?(ns|us|ms|s|m|h))+$'";
+
+/// A rule that the duration `field` is longer than zero, for fields where zero cannot work.
+pub fn positive_duration(field: &str) -> String {
+    rule_on_durations(&[field], &format!("duration({field}) > duration('0s')"))
+}
 
 /// Guards a CEL rule that calls `duration()` on some fields so that it holds when any of them is
 /// not a valid duration: the field's own rule reports that clearly, and the guarded rule would
@@ -132,7 +139,7 @@ impl JsonSchema for Duration {
             "maxLength": 32,
             "x-kubernetes-validations": [{
                 "rule": format!("self.matches({DURATION_PATTERN})"),
-                "message": "must be a duration such as 500ms, 30s, 5m or 1h30m (units ms, s, m, h)",
+                "message": "must be a duration such as 500ms, 30s, 5m or 1h30m (units ms, s, m, h; at most 5 digits per number)",
             }],
         })
     }
@@ -144,9 +151,11 @@ impl JsonSchema for Duration {
 pub struct SecretKeyRef {
     /// Name of the Secret, in the same namespace.
     #[schemars(length(min = 1, max = 253))]
+    #[x_kube(validation = kube::core::Rule::new(format!("self.matches({})", super::rules::DNS_SUBDOMAIN)).message("must be a Secret name: lower-case letters, digits, '-' and '.', starting and ending with a letter or digit"))]
     pub name: String,
     /// Key within the Secret's data.
     #[schemars(length(min = 1, max = 253))]
+    #[x_kube(validation = kube::core::Rule::new(format!("self.matches({})", super::rules::DATA_KEY)).message("must be a Secret key: letters, digits, '-', '_' and '.'"))]
     pub key: String,
 }
 
@@ -156,9 +165,11 @@ pub struct SecretKeyRef {
 pub struct ConfigMapKeyRef {
     /// Name of the ConfigMap, in the same namespace.
     #[schemars(length(min = 1, max = 253))]
+    #[x_kube(validation = kube::core::Rule::new(format!("self.matches({})", super::rules::DNS_SUBDOMAIN)).message("must be a ConfigMap name: lower-case letters, digits, '-' and '.', starting and ending with a letter or digit"))]
     pub name: String,
     /// Key within the ConfigMap's data.
     #[schemars(length(min = 1, max = 253))]
+    #[x_kube(validation = kube::core::Rule::new(format!("self.matches({})", super::rules::DATA_KEY)).message("must be a ConfigMap key: letters, digits, '-', '_' and '.'"))]
     pub key: String,
 }
 
@@ -169,6 +180,7 @@ pub struct ConfigMapKeyRef {
 pub struct ProviderRef {
     /// Name of an LLMProvider in the same namespace.
     #[schemars(length(min = 1, max = 253))]
+    #[x_kube(validation = kube::core::Rule::new(format!("self.matches({})", super::rules::DNS_SUBDOMAIN)).message("must be an LLMProvider name: lower-case letters, digits, '-' and '.', starting and ending with a letter or digit"))]
     pub name: String,
     /// Model to use with this provider. Defaults to the provider's `defaultModel`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -198,9 +210,12 @@ pub struct Tool {
     #[schemars(length(min = 1, max = 63))]
     #[x_kube(validation = kube::core::Rule::new("self.matches('^[a-z0-9]([-a-z0-9_]*[a-z0-9])?$')").message("must be lower-case letters, digits, '-' or '_', starting and ending with a letter or digit"))]
     pub name: String,
-    /// URL of the tool's endpoint.
+    /// URL of the tool's endpoint. It must carry no credentials: give the agent those through
+    /// `secrets`.
     #[schemars(length(min = 1, max = 2048))]
-    #[x_kube(validation = kube::core::Rule::new("isURL(self) && url(self).getScheme() in ['http', 'https']").message("must be an absolute http:// or https:// URL"))]
+    #[x_kube(validation = kube::core::Rule::new("isURL(self) && url(self).getScheme() in ['http', 'https'] && url(self).getHostname() != ''").message("must be an absolute http:// or https:// URL with a host"))]
+    #[x_kube(validation = kube::core::Rule::new(super::rules::no_userinfo()).message("must not contain credentials (user:password@): the URL is written into the agent's config; pass tool credentials with spec.secrets"))]
+    #[x_kube(validation = kube::core::Rule::new(super::rules::url_port_in_range()).message("the port must be between 1 and 65535"))]
     pub url: String,
     /// What the tool does, passed to the agent in its config.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -213,9 +228,11 @@ pub struct Tool {
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = kube::core::Rule::new("!has(self.providers) || self.providers.all(p, self.providers.exists_one(q, q.name == p.name))").message("the failover chain (providers) names the same LLMProvider twice: list each provider once, in failover order").field_path(".providers"))]
+#[x_kube(validation = kube::core::Rule::new("!has(self.secrets) || self.secrets.all(s, self.secrets.exists_one(t, t.name == s.name))").message("secrets names the same environment variable twice: each secrets[].name must be unique").field_path(".secrets"))]
 pub struct AgentWorkload {
     /// Container image of the agent, e.g. `ghcr.io/acme/support-agent:1.4.2`.
     #[schemars(length(min = 1, max = 512))]
+    #[x_kube(validation = kube::core::Rule::new("!self.matches('\\\\s')").message("must be an image reference without spaces, e.g. ghcr.io/acme/agent:1.4.2"))]
     pub image: String,
 
     /// Entrypoint override for the agent container.
@@ -231,15 +248,22 @@ pub struct AgentWorkload {
     /// Environment variables of the agent container. Use `secrets` for credentials.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 128))]
+    #[x_kube(validation = kube::core::Rule::new(format!("self.all(e, e.name.matches({}))", super::rules::ENV_NAME)).message("each env[].name must be printable characters without '=' (the kubelet refuses others)"))]
+    #[x_kube(validation = kube::core::Rule::new("self.all(e, !(has(e.value) && e.value != '' && has(e.valueFrom)))").message("an env entry sets value or valueFrom, not both"))]
+    #[x_kube(validation = kube::core::Rule::new("self.all(e, !has(e.valueFrom) || (has(e.valueFrom.configMapKeyRef) ? 1 : 0) + (has(e.valueFrom.secretKeyRef) ? 1 : 0) + (has(e.valueFrom.fieldRef) ? 1 : 0) + (has(e.valueFrom.resourceFieldRef) ? 1 : 0) + (has(e.valueFrom.fileKeyRef) ? 1 : 0) == 1)").message("an env entry's valueFrom needs exactly one source: configMapKeyRef, secretKeyRef, fieldRef, resourceFieldRef or fileKeyRef"))]
     pub env: Vec<EnvVar>,
 
     /// ConfigMaps and Secrets whose keys become environment variables of the agent container.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 32))]
+    #[x_kube(validation = kube::core::Rule::new("self.all(s, has(s.configMapRef) != has(s.secretRef))").message("each envFrom entry needs exactly one of configMapRef or secretRef"))]
+    #[x_kube(validation = kube::core::Rule::new(format!("self.all(s, (!has(s.configMapRef) || s.configMapRef.name.matches({dns})) && (!has(s.secretRef) || s.secretRef.name.matches({dns})))", dns = super::rules::DNS_SUBDOMAIN)).message("envFrom names a ConfigMap or Secret by an invalid name: lower-case letters, digits, '-' and '.'"))]
     pub env_from: Vec<EnvFromSource>,
 
     /// CPU and memory requests and limits of the agent container.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = kube::core::Rule::new(super::rules::resource_quantities()).message("resources must be quantities such as 100m, 0.5, 512Mi or 2Gi (not 512MB, not negative)"))]
+    #[x_kube(validation = kube::core::Rule::new(super::rules::requests_within_limits()).message("a resource request must not exceed its limit"))]
     pub resources: Option<ResourceRequirements>,
 
     /// The ordered failover chain: LLMProviders in this namespace, first choice first. The agent
@@ -258,21 +282,30 @@ pub struct AgentWorkload {
     /// one when unset; a task's worker uses the agent's, or the namespace's `default`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 253))]
+    #[x_kube(validation = kube::core::Rule::new(format!("self.matches({})", super::rules::DNS_SUBDOMAIN)).message("must be a ServiceAccount name: lower-case letters, digits, '-' and '.'"))]
     pub service_account_name: Option<String>,
 
     /// Node labels the pods must match.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     #[schemars(extend("maxProperties" = 32))]
+    #[x_kube(validation = kube::core::Rule::new(format!("self.all(k, size(k) <= 317 && k.matches({}) && size(self[k]) <= 63 && self[k].matches({}))", super::rules::QUALIFIED_NAME, super::rules::LABEL_VALUE)).message("nodeSelector keys must be label keys (e.g. topology.kubernetes.io/zone) and values label values (at most 63 letters, digits, '-', '_' or '.')"))]
     pub node_selector: BTreeMap<String, String>,
 
     /// Tolerations of the pods.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 32))]
+    #[x_kube(validation = kube::core::Rule::new("self.all(t, !has(t.operator) || t.operator in ['Exists', 'Equal'])").message("a toleration's operator is Exists or Equal"))]
+    #[x_kube(validation = kube::core::Rule::new("self.all(t, !has(t.effect) || t.effect in ['', 'NoSchedule', 'PreferNoSchedule', 'NoExecute'])").message("a toleration's effect is NoSchedule, PreferNoSchedule or NoExecute"))]
+    #[x_kube(validation = kube::core::Rule::new("self.all(t, !has(t.operator) || t.operator != 'Exists' || !has(t.value) || t.value == '')").message("a toleration with operator Exists takes no value"))]
+    #[x_kube(validation = kube::core::Rule::new("self.all(t, has(t.key) && t.key != '' || (has(t.operator) && t.operator == 'Exists'))").message("a toleration without a key must use operator Exists"))]
+    #[x_kube(validation = kube::core::Rule::new(format!("self.all(t, (!has(t.key) || t.key == '' || (size(t.key) <= 317 && t.key.matches({}))) && (!has(t.value) || (size(t.value) <= 63 && t.value.matches({}))))", super::rules::QUALIFIED_NAME, super::rules::LABEL_VALUE)).message("a toleration's key must be a label key and its value a label value"))]
+    #[x_kube(validation = kube::core::Rule::new("self.all(t, !has(t.tolerationSeconds) || (has(t.effect) && t.effect == 'NoExecute'))").message("tolerationSeconds applies only to effect NoExecute"))]
     pub tolerations: Vec<Toleration>,
 
     /// Secrets holding credentials for pulling the image.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 16))]
+    #[x_kube(validation = kube::core::Rule::new(format!("self.all(s, s.name.matches({}))", super::rules::DNS_SUBDOMAIN)).message("each imagePullSecrets[].name must be a Secret name: lower-case letters, digits, '-' and '.'"))]
     pub image_pull_secrets: Vec<LocalObjectReference>,
 
     /// The LLM router sidecar: one local OpenAI-compatible endpoint in every pod with providers,
@@ -293,10 +326,12 @@ pub struct RouterSpec {
     pub enabled: bool,
     /// Overall deadline of one request from the agent, across every provider tried.
     #[serde(default = "default_router_request_timeout")]
+    #[x_kube(validation = kube::core::Rule::new(positive_duration("self")).message("must be longer than 0s"))]
     pub request_timeout: Duration,
     /// A provider that sends no byte within this time is abandoned for the next one. For a
     /// non-streamed completion the first byte comes with the whole answer.
     #[serde(default = "default_router_first_byte_timeout")]
+    #[x_kube(validation = kube::core::Rule::new(positive_duration("self")).message("must be longer than 0s"))]
     pub first_byte_timeout: Duration,
     /// Providers tried for one request at most, the first included.
     #[serde(default = "default_router_max_attempts")]
@@ -311,6 +346,8 @@ pub struct RouterSpec {
     pub circuit_open_duration: Duration,
     /// CPU and memory of the router container; defaults to a small request and a 64Mi limit.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = kube::core::Rule::new(super::rules::resource_quantities()).message("resources must be quantities such as 100m, 0.5, 512Mi or 2Gi (not 512MB, not negative)"))]
+    #[x_kube(validation = kube::core::Rule::new(super::rules::requests_within_limits()).message("a resource request must not exceed its limit"))]
     pub resources: Option<ResourceRequirements>,
 }
 

@@ -90,6 +90,8 @@ pub struct LLMProviderSpec {
     /// `https://my-resource.openai.azure.com` or `http://ollama.llm.svc:11434`.
     #[schemars(length(min = 1, max = 2048))]
     #[x_kube(validation = kube::core::Rule::new("isURL(self) && url(self).getScheme() in ['http', 'https'] && url(self).getHostname() != ''").message("must be an absolute http:// or https:// URL with a host, e.g. https://api.openai.com/v1"))]
+    #[x_kube(validation = kube::core::Rule::new(super::rules::no_userinfo()).message("must not contain credentials (user:password@): anyone who may read LLMProviders would see them, and agents' configs would carry them; put the API key in the Secret named by spec.credentials"))]
+    #[x_kube(validation = kube::core::Rule::new(super::rules::url_port_in_range()).message("the port must be between 1 and 65535"))]
     pub endpoint: String,
 
     /// Allow an `http://` endpoint. Only for servers inside the cluster or on a trusted network:
@@ -149,20 +151,26 @@ pub struct AzureSettings {
     /// by deployment name; when unset, the model name is used as the deployment name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 64))]
+    #[x_kube(validation = kube::core::Rule::new(format!("self.matches({AZURE_DEPLOYMENT})")).message("must be an Azure deployment name (letters, digits, '-', '_' or '.'), not a URL"))]
     pub deployment: Option<String>,
     /// Deployment name per model, for resources whose deployments are not named after models.
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     #[schemars(extend("maxProperties" = 64))]
+    #[x_kube(validation = kube::core::Rule::new(format!("self.all(model, size(model) > 0 && size(model) <= 256 && size(self[model]) <= 64 && self[model].matches({AZURE_DEPLOYMENT}))")).message("each deployments entry maps a model to an Azure deployment name (letters, digits, '-', '_' or '.', at most 64), not a URL"))]
     pub deployments: std::collections::BTreeMap<String, String>,
 }
 
+/// An Azure OpenAI deployment name, as a CEL string literal.
+const AZURE_DEPLOYMENT: &str = r"'^[A-Za-z0-9][-A-Za-z0-9_.]*$'";
+
 /// Anthropic settings.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct AnthropicSettings {
     /// The `anthropic-version` header sent with every request; defaults to `2023-06-01`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 32))]
+    #[x_kube(validation = kube::core::Rule::new("self.matches('^[0-9]{4}-[0-9]{2}-[0-9]{2}$')").message("must be an Anthropic API version, a date such as 2023-06-01"))]
     pub version: Option<String>,
 }
 
@@ -170,16 +178,18 @@ pub struct AnthropicSettings {
 pub const DEFAULT_ANTHROPIC_VERSION: &str = "2023-06-01";
 
 /// OpenAI settings.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct OpenAISettings {
     /// Sent as the `OpenAI-Organization` header.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 128))]
+    #[x_kube(validation = kube::core::Rule::new(format!("self.matches({})", super::rules::HEADER_VALUE)).message("is sent as an HTTP header: no line breaks or control characters"))]
     pub organization: Option<String>,
     /// Sent as the `OpenAI-Project` header.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 128))]
+    #[x_kube(validation = kube::core::Rule::new(format!("self.matches({})", super::rules::HEADER_VALUE)).message("is sent as an HTTP header: no line breaks or control characters"))]
     pub project: Option<String>,
 }
 
@@ -195,6 +205,7 @@ pub struct HealthCheck {
     pub interval: Duration,
     /// Deadline of one probe request.
     #[serde(default = "default_probe_timeout")]
+    #[x_kube(validation = kube::core::Rule::new(super::common::positive_duration("self")).message("must be longer than 0s"))]
     pub timeout: Duration,
     /// Consecutive failed probes after which the provider is no longer Ready.
     #[serde(default = "default_failure_threshold")]

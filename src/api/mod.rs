@@ -12,6 +12,7 @@ pub mod conditions;
 #[allow(clippy::duplicated_attributes)]
 pub mod llm_provider;
 pub mod reference;
+pub mod rules;
 
 pub use agent_deployment::{AgentDeployment, AgentDeploymentSpec, AgentDeploymentStatus};
 pub use agent_task::{AgentTask, AgentTaskSpec, AgentTaskStatus};
@@ -30,7 +31,80 @@ pub fn crds() -> Vec<CustomResourceDefinition> {
     [LLMProvider::crd(), AgentDeployment::crd(), AgentTask::crd()]
         .into_iter()
         .map(with_reflowed_descriptions)
+        .map(with_bounded_embedded_fields)
         .collect()
+}
+
+/// Bounds the strings, lists and maps of embedded Kubernetes types (`k8s-openapi` schemas carry
+/// none) that our CEL rules read, by the suffix of their path: the API server estimates a rule's
+/// cost from these bounds and refuses the CRD when an estimate exceeds its budget. Each bound is
+/// at or above what Kubernetes itself allows there. `[]` is a list item, `{}` a map value.
+const EMBEDDED_BOUNDS: &[(&str, &str, u64)] = &[
+    ("env[].name", "maxLength", 256),
+    ("envFrom[].prefix", "maxLength", 253),
+    ("envFrom[].configMapRef.name", "maxLength", 253),
+    ("envFrom[].secretRef.name", "maxLength", 253),
+    ("imagePullSecrets[].name", "maxLength", 253),
+    ("tolerations[].key", "maxLength", 317),
+    ("tolerations[].operator", "maxLength", 16),
+    ("tolerations[].value", "maxLength", 63),
+    ("tolerations[].effect", "maxLength", 32),
+    ("nodeSelector{}", "maxLength", 63),
+    ("podMetadata.labels{}", "maxLength", 63),
+    ("podMetadata.annotations{}", "maxLength", 65536),
+    ("azure.deployments{}", "maxLength", 64),
+    ("resources.requests", "maxProperties", 16),
+    ("resources.limits", "maxProperties", 16),
+    ("resources.requests{}", "maxLength", 64),
+    ("resources.limits{}", "maxLength", 64),
+];
+
+fn with_bounded_embedded_fields(crd: CustomResourceDefinition) -> CustomResourceDefinition {
+    fn bound(path: &str, schema: &mut serde_json::Value) {
+        for (suffix, keyword, limit) in EMBEDDED_BOUNDS {
+            if path.ends_with(&format!(".{suffix}"))
+                && let Some(object) = schema.as_object_mut()
+            {
+                object.entry(*keyword).or_insert((*limit).into());
+                // An int-or-string (a Quantity) takes string bounds only beside an explicit
+                // choice of the two types.
+                if object.contains_key("x-kubernetes-int-or-string")
+                    && !object.contains_key("anyOf")
+                {
+                    object.insert(
+                        "anyOf".into(),
+                        serde_json::json!([{"type": "integer"}, {"type": "string"}]),
+                    );
+                }
+            }
+        }
+        if let Some(properties) = schema.get_mut("properties").and_then(|p| p.as_object_mut()) {
+            for (name, child) in properties.iter_mut() {
+                bound(&format!("{path}.{name}"), child);
+            }
+        }
+        if let Some(items) = schema.get_mut("items") {
+            bound(&format!("{path}[]"), items);
+        }
+        if let Some(values) = schema
+            .get_mut("additionalProperties")
+            .filter(|v| v.is_object())
+        {
+            bound(&format!("{path}{{}}"), values);
+        }
+    }
+    let original = crd.clone();
+    let Ok(mut value) = serde_json::to_value(&crd) else {
+        return original;
+    };
+    for version in value["spec"]["versions"]
+        .as_array_mut()
+        .into_iter()
+        .flatten()
+    {
+        bound("", &mut version["schema"]["openAPIV3Schema"]);
+    }
+    serde_json::from_value(value).unwrap_or(original)
 }
 
 /// Doc comments arrive with the source's line wraps; `kubectl explain` wraps text itself, so

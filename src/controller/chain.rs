@@ -7,6 +7,7 @@ use kube::runtime::reflector::{ObjectRef, Store};
 use crate::api::common::{ProviderRef, SecretKeyRef};
 use crate::api::conditions::is_condition_true;
 use crate::api::llm_provider::{LLMProvider, condition};
+use crate::providers::scrub::without_userinfo;
 use crate::resources::provider_config::{ProviderApi, ResolvedProvider};
 
 /// Each link of `links` resolved from `providers`. `credential_usable` decides whether a
@@ -58,7 +59,7 @@ fn resolve_link(
     ResolvedProvider {
         name: link.name.clone(),
         provider_type: Some(provider.spec.provider_type),
-        endpoint: Some(provider.spec.endpoint.clone()),
+        endpoint: Some(without_userinfo(&provider.spec.endpoint)),
         model: link
             .model
             .clone()

@@ -348,7 +348,7 @@ pub fn provider(provider: &LLMProvider, agents: &[Arc<AgentDeployment>]) -> Prov
     used_by.sort();
     ProviderView {
         provider_type: provider.spec.provider_type.as_str().to_string(),
-        endpoint: provider.spec.endpoint.clone(),
+        endpoint: crate::providers::scrub::without_userinfo(&provider.spec.endpoint),
         health,
         reason,
         message,

@@ -15,7 +15,8 @@ pub struct ListingRequest {
 
 /// Builds the listing request for a provider.
 pub fn listing_request(spec: &LLMProviderSpec) -> ListingRequest {
-    let base = spec.endpoint.trim_end_matches('/');
+    let endpoint = super::scrub::without_userinfo(&spec.endpoint);
+    let base = endpoint.trim_end_matches('/');
     match spec.provider_type {
         ProviderType::OpenAI | ProviderType::OpenAICompatible => {
             let mut headers = Vec::new();

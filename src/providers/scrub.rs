@@ -49,9 +49,41 @@ fn looks_like_key(word: &str) -> bool {
     prefixed || long_token
 }
 
+/// `url` without the `user:password@` part of its authority. The schema refuses such URLs; an
+/// object stored before that rule must still never have its credentials copied into a
+/// ConfigMap, a status, an event, a log line or an error message (HTTP clients quote the URL).
+pub fn without_userinfo(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(authority_end);
+    match authority.rsplit_once('@') {
+        Some((_, host)) => format!("{scheme}://{host}{tail}"),
+        None => url.to_string(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn user_info_is_cut_from_urls_and_nothing_else() {
+        assert_eq!(
+            without_userinfo("https://user:sk-abc@api.example.com:8443/v1?x=a@b"),
+            "https://api.example.com:8443/v1?x=a@b"
+        );
+        assert_eq!(
+            without_userinfo("http://sk-only@ollama:11434"),
+            "http://ollama:11434"
+        );
+        assert_eq!(
+            without_userinfo("https://api.openai.com/v1/users/@me"),
+            "https://api.openai.com/v1/users/@me"
+        );
+        assert_eq!(without_userinfo("not a url"), "not a url");
+    }
 
     #[test]
     fn credential_and_key_like_words_are_removed() {

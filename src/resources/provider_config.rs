@@ -194,7 +194,7 @@ pub fn provider_config(
             .iter()
             .map(|t| ToolEntry {
                 name: t.name.clone(),
-                url: t.url.clone(),
+                url: crate::providers::scrub::without_userinfo(&t.url),
                 description: t.description.clone(),
             })
             .collect(),
@@ -262,6 +262,20 @@ mod tests {
             !json.contains("a-key"),
             "not even the Secret's name is needed by the agent"
         );
+    }
+
+    #[test]
+    fn credentials_in_a_tool_url_never_reach_the_agents_config() {
+        // The schema refuses such URLs; an object stored before that rule must still not leak.
+        let tool = crate::api::common::Tool {
+            name: "tickets".into(),
+            url: "https://bot:hunter2@tickets.example/api".into(),
+            description: None,
+        };
+        let config = provider_config(&[provider("a", true)], &[tool], None);
+        let json = serde_json::to_string(&config).expect("serialize");
+        assert!(!json.contains("hunter2"), "{json}");
+        assert!(json.contains("https://tickets.example/api"), "{json}");
     }
 
     #[test]
