@@ -32,21 +32,29 @@ fn crds_folder_matches_the_code() {
     let mut expected: Vec<String> = Vec::new();
     for crd in &crds {
         let file = api::crd_file_name(crd);
-        check_generated(
-            &format!("crds/{file}"),
-            &api::crd_yaml(crd).expect("CRD renders"),
-        );
+        let yaml = api::crd_yaml(crd).expect("CRD renders");
+        check_generated(&format!("crds/{file}"), &yaml);
+        // kustomize reads no file outside its base: config/crd carries its own copy.
+        check_generated(&format!("config/crd/{file}"), &yaml);
         expected.push(file);
     }
+    // Nothing else, so that `kubectl apply -f crds/` applies every file there: it refuses a
+    // folder with a file that is no Kubernetes object (a kustomization.yaml is not).
     let mut present: Vec<String> = std::fs::read_dir(repo_path("crds"))
         .expect("crds/ exists")
         .filter_map(|entry| entry.ok()?.file_name().into_string().ok())
-        // The folder is also a kustomize base (config/crd refers to it).
-        .filter(|name| name != "kustomization.yaml")
         .collect();
     present.sort();
     expected.sort();
     assert_eq!(present, expected, "crds/ holds exactly the generated CRDs");
+    let base = std::fs::read_to_string(repo_path("config/crd/kustomization.yaml"))
+        .expect("config/crd/kustomization.yaml");
+    for file in &expected {
+        assert!(
+            base.contains(&format!("- {file}")),
+            "config/crd lists {file}"
+        );
+    }
 }
 
 #[test]
@@ -110,4 +118,34 @@ fn the_chart_ships_the_same_crds_byte_for_byte() {
             &api::crd_yaml(&crd).expect("CRD renders"),
         );
     }
+}
+
+/// The argocd-cm patch holds `config/argocd/health.lua` once per kind, as Argo CD keys health
+/// checks by group and kind.
+#[test]
+fn the_argocd_health_checks_hold_the_lua_script() {
+    let lua = std::fs::read_to_string(repo_path("config/argocd/health.lua")).expect("health.lua");
+    let body: String = lua
+        .lines()
+        .map(|line| {
+            if line.is_empty() {
+                "\n".to_string()
+            } else {
+                format!("    {line}\n")
+            }
+        })
+        .collect();
+    let mut patch = String::from(
+        "# Argo CD health checks for agent-operator's kinds: merge into the argocd-cm ConfigMap of your\n\
+         # Argo CD installation (or the `configs.cm` values of its Helm chart), e.g.\n\
+         #   kubectl -n argocd patch configmap argocd-cm --patch-file config/argocd/argocd-cm.yaml\n\
+         # Generated from config/argocd/health.lua by `UPDATE_GENERATED=1 cargo test --test generated`.\n\
+         data:\n",
+    );
+    for kind in ["LLMProvider", "AgentDeployment", "AgentTask"] {
+        patch.push_str(&format!(
+            "  resource.customizations.health.agentoperator.dev_{kind}: |\n{body}"
+        ));
+    }
+    check_generated("config/argocd/argocd-cm.yaml", &patch);
 }

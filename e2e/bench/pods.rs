@@ -40,6 +40,9 @@ struct Args {
     /// Where to write the Markdown results.
     #[arg(long)]
     out: PathBuf,
+    /// Passed by `cargo bench` to every benchmark binary.
+    #[arg(long, hide = true)]
+    bench: bool,
 }
 
 fn seconds(d: Duration) -> String {

@@ -303,6 +303,8 @@ pub struct TaskResult {
 pub mod condition {
     pub const COMPLETE: &str = "Complete";
     pub const FAILED: &str = "Failed";
+    /// True once the task succeeded; False while it runs or waits, and after it failed.
+    pub const READY: &str = "Ready";
 }
 
 /// The reasons of the `Complete` and `Failed` conditions: a closed, documented set.
@@ -330,6 +332,21 @@ pub mod reason {
     pub const WORKER_ERROR: &str = "WorkerError";
     /// `spec.cancel` stopped the task.
     pub const CANCELLED: &str = "Cancelled";
+
+    /// Every reason above.
+    pub const ALL: [&str; 11] = [
+        PENDING,
+        INVALID_REFERENCE,
+        CONCURRENCY_LIMIT,
+        PROVIDER_UNAVAILABLE,
+        BACKING_OFF,
+        RUNNING,
+        SUCCEEDED,
+        TIMEOUT,
+        BACKOFF_LIMIT_EXCEEDED,
+        WORKER_ERROR,
+        CANCELLED,
+    ];
 }
 
 /// Exit codes with a meaning to the operator (see `docs/agent-contract.md`); any other non-zero

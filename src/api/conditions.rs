@@ -83,6 +83,50 @@ pub fn merge_conditions(
         .collect()
 }
 
+/// `Reconciling`: work toward the spec is in progress. Present only while true.
+pub const RECONCILING: &str = "Reconciling";
+/// `Stalled`: no progress is possible until a person changes something. Present only while true.
+pub const STALLED: &str = "Stalled";
+
+/// Where an object stands, as kstatus (Flux's health checks) and Argo CD read it: `Reconciling`
+/// and `Stalled` are "abnormal-true" conditions, present only while they hold, beside `Ready`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Progress {
+    /// Nothing in progress; `Ready` alone tells the state.
+    Settled,
+    /// Working toward the spec (probing, creating, rolling out, running): kstatus InProgress.
+    Working {
+        reason: &'static str,
+        message: String,
+    },
+    /// Only a person can fix it: kstatus Failed, so a GitOps sync fails fast with the reason.
+    Stalled {
+        reason: &'static str,
+        message: String,
+    },
+}
+
+impl Progress {
+    /// The conditions that say it: none, `Reconciling=True` or `Stalled=True`.
+    pub fn conditions(&self) -> Vec<DesiredCondition> {
+        match self {
+            Progress::Settled => Vec::new(),
+            Progress::Working { reason, message } => vec![DesiredCondition::new(
+                RECONCILING,
+                ConditionStatus::True,
+                reason,
+                message.clone(),
+            )],
+            Progress::Stalled { reason, message } => vec![DesiredCondition::new(
+                STALLED,
+                ConditionStatus::True,
+                reason,
+                message.clone(),
+            )],
+        }
+    }
+}
+
 /// Finds a condition by type.
 pub fn find_condition<'a>(conditions: &'a [Condition], type_: &str) -> Option<&'a Condition> {
     conditions.iter().find(|c| c.type_ == type_)

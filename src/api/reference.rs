@@ -16,11 +16,42 @@ pub fn markdown(crds: &[CustomResourceDefinition]) -> String {
     );
     out.push_str("Every field below is also available through `kubectl explain`, e.g. ");
     out.push_str("`kubectl explain agentdeployment.spec.autoscaling`.\n\n");
+    out.push_str(HEALTH_MODEL);
     for crd in crds {
         render_crd(&mut out, crd);
     }
     out
 }
+
+/// How each kind's status reads as health, for people and for the tools that judge it.
+const HEALTH_MODEL: &str = "## Health\n\n\
+Every kind reports the conditions that kstatus (Flux's health checks, `kubectl wait`) and the \
+shipped Argo CD health check (`config/argocd/argocd-cm.yaml`) read, with `observedGeneration` on \
+the status and on each condition, current after every reconcile, finished tasks included. A \
+first status is written as soon as an object is seen, so no tool mistakes \"no status yet\" for \
+healthy.\n\n\
+- `Ready`: the summary. True when the object does what it was asked: a provider answers with \
+its models and accepts its key, an agent's pods run the current version with a Ready \
+provider, a task succeeded.\n\
+- `Reconciling=True` (present only while true): work in progress that needs no person: the \
+first probes of a provider, an agent's Deployment being created or rolled out (or awaiting \
+its providers' first verdict), a task pending, queued, backing off or running.\n\
+- `Stalled=True` (present only while true): nothing changes until a person acts; the reason \
+and message name what to fix. A provider whose Secret or key is missing, whose key is refused \
+or that lacks a configured model; an agent with a missing provider, Secret or key (after 10 s \
+for objects applied together), a child the API server refuses, a rollout past its deadline, \
+or pods that crash, cannot pull their image or cannot be configured; a task that failed or was \
+cancelled, or whose agent does not exist (after 10 s).\n\
+- `Ready=False` alone: not working and not stuck: a provider that is unreachable, times out or \
+answers 5xx or 429, an agent none of whose providers is Ready. It may recover by itself.\n\n\
+| state | kstatus | Argo CD |\n\
+|---|---|---|\n\
+| `Ready=True` | Current | Healthy (Suspended for an agent with `spec.suspend`) |\n\
+| `Reconciling=True`, or `observedGeneration` behind | InProgress | Progressing |\n\
+| `Stalled=True` | Failed | Degraded |\n\
+| `Ready=False` alone | InProgress | Degraded |\n\n\
+AgentTasks also keep `Complete` and `Failed` for `kubectl wait --for=condition=Complete`. \
+`tests/cluster/health.rs` checks every row with kstatus's and Argo CD's own code.\n\n";
 
 fn render_crd(out: &mut String, crd: &CustomResourceDefinition) {
     let names = &crd.spec.names;

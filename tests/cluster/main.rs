@@ -7,6 +7,7 @@ mod support;
 mod agent_deployment;
 mod agent_task;
 mod api;
+mod health;
 mod leader_election;
 mod llm_provider;
 mod local_cluster;

@@ -401,3 +401,61 @@ async fn kubectl_apply_k_of_the_rbac_and_manager_bases_runs_the_operator() {
     drop(operator);
     run_tool("kubectl", &["delete", "-k", &overlay_path, "--wait=false"]);
 }
+
+/// `helm template` with `args`: its output, or its error when it refuses.
+fn helm_template(args: &[&str]) -> Result<String, String> {
+    let output = std::process::Command::new(support::tool("helm"))
+        .args(["template", "ao", CHART])
+        .args(args)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .expect("helm runs");
+    if output.status.success() {
+        Ok(String::from_utf8_lossy(&output.stdout).to_string())
+    } else {
+        Err(String::from_utf8_lossy(&output.stderr).to_string())
+    }
+}
+
+#[test]
+fn the_chart_refuses_two_reconcilers_and_works_as_a_subchart() {
+    let refused = helm_template(&["--set", "leaderElection.enabled=false"])
+        .expect_err("two replicas without leader election are refused");
+    assert!(
+        refused.contains("needs leaderElection.enabled=true"),
+        "{refused}"
+    );
+    helm_template(&[
+        "--set",
+        "leaderElection.enabled=false",
+        "--set",
+        "replicaCount=1",
+    ])
+    .expect("one replica needs no election");
+    // A parent chart passes `global` to every subchart.
+    helm_template(&["--set", "global.imageRegistry=registry.example"])
+        .expect("the values schema accepts global");
+    let monitored = helm_template(&["--set", "metrics.serviceMonitor.enabled=true"])
+        .expect("renders with a ServiceMonitor");
+    assert!(
+        monitored.contains("honorLabels: true"),
+        "the metrics' own namespace labels survive the scrape"
+    );
+}
+
+#[tokio::test]
+async fn kubectl_apply_f_crds_applies_every_file_there() {
+    let _client = support::client().await;
+    let out = run_tool(
+        "kubectl",
+        &[
+            "apply",
+            "--server-side",
+            "--force-conflicts",
+            "--dry-run=server",
+            "-f",
+            "crds/",
+        ],
+    );
+    assert_eq!(out.lines().count(), 3, "{out}");
+}

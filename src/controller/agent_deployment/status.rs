@@ -4,7 +4,7 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::jiff::Timestamp;
 
 use crate::api::agent_deployment::{AgentDeploymentStatus, ProviderState, condition};
-use crate::api::conditions::{ConditionStatus, DesiredCondition, merge_conditions};
+use crate::api::conditions::{ConditionStatus, DesiredCondition, Progress, merge_conditions};
 use crate::resources::provider_config::ResolvedProvider;
 
 /// A reference the agent needs that does not resolve.
@@ -186,6 +186,43 @@ fn pod_problem_condition(problem: &PodProblem, more: usize) -> DesiredCondition 
             problem.container, problem.pod, problem.reason
         ),
     )
+}
+
+/// Stalled when a person must act: a missing provider (once the grace for one applied together
+/// with the agent is over), Secret or key, a child the API server refuses, a rollout past its
+/// deadline, pods that crash or cannot pull or configure their image. Working while the
+/// Deployment is created or rolled out. Providers that are down may recover by themselves:
+/// `Ready=False` alone says so.
+fn agent_progress(
+    inputs: &StatusInputs<'_>,
+    ready: &DesiredCondition,
+    progressing: &DesiredCondition,
+    degraded: &DesiredCondition,
+    missing: &[&str],
+) -> Progress {
+    let stalled = |reason: &'static str, message: &str| Progress::Stalled {
+        reason,
+        message: message.to_string(),
+    };
+    if ready.status == ConditionStatus::True {
+        return Progress::Settled;
+    }
+    if let Some(broken) = inputs.broken.first() {
+        return stalled(broken.reason(), &broken.message());
+    }
+    if !missing.is_empty() && inputs.unjudged_credentials.is_empty() {
+        return stalled(ready.reason, &ready.message);
+    }
+    if degraded.status == ConditionStatus::True && degraded.reason != "NoProviderReady" {
+        return stalled(degraded.reason, &degraded.message);
+    }
+    if progressing.status == ConditionStatus::True || !missing.is_empty() {
+        return Progress::Working {
+            reason: progressing.reason,
+            message: progressing.message.clone(),
+        };
+    }
+    Progress::Settled
 }
 
 pub fn desired_status(
@@ -386,15 +423,13 @@ pub fn desired_status(
         )
     };
 
+    let progress = agent_progress(inputs, &ready, &progressing, &degraded, &missing);
     let existing = previous
         .map(|s| s.conditions.as_slice())
         .unwrap_or_default();
-    let conditions = merge_conditions(
-        existing,
-        &[ready, progressing, degraded, providers_ready],
-        inputs.generation,
-        now,
-    );
+    let mut desired_conditions = vec![ready, progressing, degraded, providers_ready];
+    desired_conditions.extend(progress.conditions());
+    let conditions = merge_conditions(existing, &desired_conditions, inputs.generation, now);
     let (replicas, ready_replicas, updated_replicas, desired) = rollout
         .as_ref()
         .map(|r| (r.replicas, r.ready, r.updated, r.desired))
@@ -583,6 +618,95 @@ mod tests {
         assert_eq!(
             reason(&s, "Progressing"),
             ("True".into(), "WaitingForCredentialCheck".into())
+        );
+    }
+
+    fn abnormal(status: &AgentDeploymentStatus) -> Vec<(String, String)> {
+        status
+            .conditions
+            .iter()
+            .filter(|c| c.type_ == "Stalled" || c.type_ == "Reconciling")
+            .map(|c| (c.type_.clone(), c.reason.clone()))
+            .collect()
+    }
+
+    #[test]
+    fn an_agent_reads_as_working_stalled_or_settled_as_kstatus_expects() {
+        let pair = |t: &str, r: &str| vec![(t.to_string(), r.to_string())];
+        let available = status(
+            &[provider("a", true, true)],
+            &[],
+            Some(&deployment(1, 1, 1)),
+        );
+        assert!(abnormal(&available).is_empty(), "{available:?}");
+        let rolling = status(
+            &[provider("a", true, true)],
+            &[],
+            Some(&deployment(3, 1, 2)),
+        );
+        assert_eq!(abnormal(&rolling), pair("Reconciling", "RolloutInProgress"));
+        let creating = status(&[provider("a", true, true)], &[], None);
+        assert_eq!(abnormal(&creating), pair("Reconciling", "Creating"));
+        let broken = [BrokenReference::SecretNotFound {
+            secret: "tools".into(),
+        }];
+        let missing_secret = status(
+            &[provider("a", true, true)],
+            &broken,
+            Some(&deployment(1, 1, 1)),
+        );
+        assert_eq!(abnormal(&missing_secret), pair("Stalled", "SecretNotFound"));
+        let missing_provider = status(
+            &[provider("a", false, false)],
+            &[],
+            Some(&deployment(1, 1, 1)),
+        );
+        assert_eq!(
+            abnormal(&missing_provider),
+            pair("Stalled", "ProviderNotFound")
+        );
+        let down = status(
+            &[provider("a", false, true)],
+            &[],
+            Some(&deployment(1, 1, 1)),
+        );
+        assert!(
+            !abnormal(&down).iter().any(|(t, _)| t == "Stalled"),
+            "a provider that is down may recover by itself: {down:?}"
+        );
+        let crash_looping = status_with_pod(serde_json::json!({
+            "metadata": {"name": "p"},
+            "status": {"containerStatuses": [{
+                "name": "agent", "image": "a", "imageID": "", "ready": false, "restartCount": 4,
+                "state": {"waiting": {"reason": "CrashLoopBackOff"}}
+            }]}
+        }));
+        assert_eq!(
+            abnormal(&crash_looping),
+            pair("Stalled", "CrashLoopBackOff")
+        );
+    }
+
+    #[test]
+    fn a_provider_applied_with_the_agent_is_awaited_before_the_agent_stalls() {
+        let chain = [provider("a", false, false)];
+        let inputs = StatusInputs {
+            pod_problems: &[],
+            generation: Some(1),
+            chain: &chain,
+            broken: &[],
+            deployment: None,
+            unjudged_credentials: &["a".to_string()],
+            suspended: false,
+            selector: "s=a".into(),
+        };
+        let s = desired_status(None, &inputs, Timestamp::from_second(1).expect("ts"));
+        assert_eq!(
+            abnormal(&s),
+            vec![(
+                "Reconciling".to_string(),
+                "WaitingForCredentialCheck".to_string()
+            )]
         );
     }
 

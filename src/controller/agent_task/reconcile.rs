@@ -145,6 +145,7 @@ pub async fn reconcile(
             broken_reference,
             chain: chain_state(&chain),
             slot,
+            created: task.meta().creation_timestamp.as_ref().map(|t| t.0),
         };
         let decision = decide(previous.as_ref(), &inputs, Timestamp::now());
         if matches!(decision.step, Step::StartAttempt { .. }) {

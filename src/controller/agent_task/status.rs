@@ -15,7 +15,8 @@ use crate::api::agent_task::{
     AgentTaskSpec, AgentTaskStatus, TaskPhase, TaskResult, condition, reason,
 };
 use crate::api::conditions::{
-    ConditionStatus, DesiredCondition, find_condition, is_condition_true, merge_conditions,
+    ConditionStatus, DesiredCondition, Progress, find_condition, is_condition_true,
+    merge_conditions,
 };
 use crate::resources::job::job_name;
 
@@ -53,7 +54,14 @@ pub struct Inputs<'a> {
     pub broken_reference: Option<String>,
     pub chain: ChainState,
     pub slot: Slot,
+    /// When the task was created: a reference applied together with it gets a moment to
+    /// appear before the task reads as stalled.
+    pub created: Option<Timestamp>,
 }
+
+/// How long a task waits for a missing reference, applied together with it, before it reads
+/// as stalled (kstatus Failed).
+pub const REFERENCE_GRACE: Duration = Duration::from_secs(10);
 
 /// The one thing the reconcile does besides writing status.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -94,7 +102,7 @@ pub fn is_finished(status: Option<&AgentTaskStatus>) -> bool {
 
 pub fn decide(previous: Option<&AgentTaskStatus>, inputs: &Inputs, now: Timestamp) -> Decision {
     if let Some(finished) = previous.filter(|s| is_finished(Some(s))) {
-        return after_finish(finished, inputs.spec, now);
+        return after_finish(finished, inputs, now);
     }
     let base = carried_over(previous, inputs);
     let latest = inputs.attempts.last();
@@ -355,15 +363,39 @@ fn in_progress(
     why: &'static str,
     message: String,
 ) -> Decision {
-    let conditions = [
+    let waited_long_enough = inputs.created.is_none_or(|created| {
+        now.duration_since(created)
+            >= SignedDuration::try_from(REFERENCE_GRACE).unwrap_or(SignedDuration::ZERO)
+    });
+    // Everything but a reference that never appeared resolves by itself: a free slot, a
+    // provider turning Ready, the end of a backoff, the running attempt.
+    let progress = if why == reason::INVALID_REFERENCE && waited_long_enough {
+        Progress::Stalled {
+            reason: why,
+            message: message.clone(),
+        }
+    } else {
+        Progress::Working {
+            reason: why,
+            message: message.clone(),
+        }
+    };
+    let mut conditions = vec![
         DesiredCondition::new(
             condition::COMPLETE,
             ConditionStatus::False,
             why,
             message.clone(),
         ),
-        DesiredCondition::new(condition::FAILED, ConditionStatus::False, why, message),
+        DesiredCondition::new(
+            condition::FAILED,
+            ConditionStatus::False,
+            why,
+            message.clone(),
+        ),
+        DesiredCondition::new(condition::READY, ConditionStatus::False, why, message),
     ];
+    conditions.extend(progress.conditions());
     Decision {
         status: with_conditions(previous, status, inputs, now, &conditions),
         step: Step::Nothing,
@@ -380,14 +412,7 @@ fn finished_status(
     (true_type, why, message): (&'static str, &'static str, String),
     step: Step,
 ) -> Decision {
-    let conditions = [condition::COMPLETE, condition::FAILED].map(|type_| {
-        let state = if type_ == true_type {
-            ConditionStatus::True
-        } else {
-            ConditionStatus::False
-        };
-        DesiredCondition::new(type_, state, why, message.clone())
-    });
+    let conditions = terminal_conditions(true_type, why, &message);
     let completion = finished.map(|t| t.0).unwrap_or(now);
     let status = AgentTaskStatus {
         completion_time: Some(Time(completion)),
@@ -433,14 +458,81 @@ fn finish_cancelled(
     )
 }
 
-/// A finished task only waits for its TTL.
-fn after_finish(finished: &AgentTaskStatus, spec: &AgentTaskSpec, now: Timestamp) -> Decision {
+/// The conditions of a finished task: `Complete` or `Failed` True, `Ready` True only on
+/// success, and `Stalled` on failure, which is how kstatus tells a failed run from a healthy one.
+fn terminal_conditions(
+    true_type: &'static str,
+    why: &'static str,
+    message: &str,
+) -> Vec<DesiredCondition> {
+    let state = |type_: &str| {
+        if type_ == true_type {
+            ConditionStatus::True
+        } else {
+            ConditionStatus::False
+        }
+    };
+    let mut conditions: Vec<DesiredCondition> = [condition::COMPLETE, condition::FAILED]
+        .map(|type_| DesiredCondition::new(type_, state(type_), why, message))
+        .into();
+    conditions.push(DesiredCondition::new(
+        condition::READY,
+        state(condition::COMPLETE),
+        why,
+        message,
+    ));
+    if true_type == condition::FAILED {
+        conditions.extend(
+            Progress::Stalled {
+                reason: why,
+                message: message.to_string(),
+            }
+            .conditions(),
+        );
+    }
+    conditions
+}
+
+/// The reason of a finished task's deciding condition, as one of the documented constants.
+fn terminal_reason(finished: &AgentTaskStatus) -> (&'static str, &'static str, String) {
+    let (true_type, found) = match find_condition(&finished.conditions, condition::COMPLETE)
+        .filter(|c| c.status == "True")
+    {
+        Some(c) => (condition::COMPLETE, c),
+        None => match find_condition(&finished.conditions, condition::FAILED) {
+            Some(c) => (condition::FAILED, c),
+            None => return (condition::FAILED, reason::WORKER_ERROR, String::new()),
+        },
+    };
+    let why = reason::ALL
+        .iter()
+        .copied()
+        .find(|r| *r == found.reason)
+        .unwrap_or(reason::WORKER_ERROR);
+    (true_type, why, found.message.clone())
+}
+
+/// A finished task only waits for its TTL. Its status still follows the spec's generation (an
+/// edit such as a new `ttlSecondsAfterFinished` must not leave it reading as in progress), and
+/// a task finished by an earlier version gains the conditions it lacks.
+fn after_finish(finished: &AgentTaskStatus, inputs: &Inputs, now: Timestamp) -> Decision {
+    let (true_type, why, message) = terminal_reason(finished);
+    let status = AgentTaskStatus {
+        conditions: merge_conditions(
+            &finished.conditions,
+            &terminal_conditions(true_type, why, &message),
+            inputs.generation,
+            now,
+        ),
+        observed_generation: inputs.generation,
+        ..finished.clone()
+    };
     let mut decision = Decision {
-        status: finished.clone(),
+        status,
         step: Step::Nothing,
         requeue_after: None,
     };
-    let (Some(ttl), Some(completed)) = (ttl(spec), finished.completion_time.as_ref()) else {
+    let (Some(ttl), Some(completed)) = (ttl(inputs.spec), finished.completion_time.as_ref()) else {
         return decision;
     };
     let due = completed
@@ -589,12 +681,136 @@ mod tests {
             broken_reference: None,
             chain,
             slot,
+            created: None,
         };
         decide(previous, &inputs, at(now))
     }
 
     fn ready() -> ChainState {
         ChainState::Ready("openai".into())
+    }
+
+    /// The kstatus-relevant conditions that are True, with their reasons.
+    fn health(status: &AgentTaskStatus) -> Vec<(String, String)> {
+        status
+            .conditions
+            .iter()
+            .filter(|c| ["Ready", "Reconciling", "Stalled"].contains(&c.type_.as_str()))
+            .filter(|c| c.status == "True")
+            .map(|c| (c.type_.clone(), c.reason.clone()))
+            .collect()
+    }
+
+    fn pair(type_: &str, why: &str) -> Vec<(String, String)> {
+        vec![(type_.to_string(), why.to_string())]
+    }
+
+    #[test]
+    fn a_task_reads_as_working_healthy_or_stalled_as_kstatus_expects() {
+        let spec = spec(serde_json::json!({"backoffLimit": 0}));
+        let running = decide_with(
+            &spec,
+            None,
+            &[attempt(1, Outcome::Running)],
+            ready(),
+            Slot::Free,
+            1,
+        );
+        assert_eq!(
+            health(&running.status),
+            pair("Reconciling", reason::RUNNING)
+        );
+        let queued = decide_with(
+            &spec,
+            None,
+            &[],
+            ready(),
+            Slot::Full {
+                agent: "a".into(),
+                limit: 1,
+            },
+            1,
+        );
+        assert_eq!(
+            health(&queued.status),
+            pair("Reconciling", reason::CONCURRENCY_LIMIT)
+        );
+        let done = Outcome::Succeeded {
+            result: Some("ok".into()),
+            finished: Some(Time(at(5))),
+        };
+        let succeeded = decide_with(&spec, None, &[attempt(1, done)], ready(), Slot::Free, 6);
+        assert_eq!(health(&succeeded.status), pair("Ready", reason::SUCCEEDED));
+        let failed_run = decide_with(
+            &spec,
+            None,
+            &[attempt(1, failed(error(), 5))],
+            ready(),
+            Slot::Free,
+            6,
+        );
+        assert_eq!(
+            health(&failed_run.status),
+            pair("Stalled", reason::BACKOFF_LIMIT_EXCEEDED)
+        );
+    }
+
+    #[test]
+    fn a_missing_reference_is_awaited_briefly_then_reads_as_stalled() {
+        let spec = spec(serde_json::json!({}));
+        let inputs = |created: i64| Inputs {
+            name: "t",
+            spec: &spec,
+            generation: Some(1),
+            attempts: &[],
+            broken_reference: Some("AgentDeployment support does not exist".into()),
+            chain: ready(),
+            slot: Slot::Free,
+            created: Some(at(created)),
+        };
+        let fresh = decide(None, &inputs(0), at(2));
+        assert_eq!(
+            health(&fresh.status),
+            pair("Reconciling", reason::INVALID_REFERENCE)
+        );
+        let later = decide(None, &inputs(0), at(30));
+        assert_eq!(
+            health(&later.status),
+            pair("Stalled", reason::INVALID_REFERENCE)
+        );
+    }
+
+    #[test]
+    fn an_edited_finished_task_reports_the_new_generation() {
+        let spec = spec(serde_json::json!({}));
+        let done = Outcome::Succeeded {
+            result: Some("ok".into()),
+            finished: Some(Time(at(5))),
+        };
+        let attempts = [attempt(1, done)];
+        let finished = decide_with(&spec, None, &attempts, ready(), Slot::Free, 6).status;
+        let inputs = Inputs {
+            name: "t",
+            spec: &spec,
+            generation: Some(2),
+            attempts: &attempts,
+            broken_reference: None,
+            chain: ready(),
+            slot: Slot::Free,
+            created: None,
+        };
+        let edited = decide(Some(&finished), &inputs, at(60)).status;
+        assert_eq!(edited.observed_generation, Some(2));
+        assert!(
+            edited
+                .conditions
+                .iter()
+                .all(|c| c.observed_generation == Some(2)),
+            "{edited:?}"
+        );
+        assert_eq!(health(&edited), pair("Ready", reason::SUCCEEDED));
+        let again = decide(Some(&edited), &inputs, at(120)).status;
+        assert_eq!(again, edited, "nothing more to write");
     }
 
     #[test]
@@ -807,6 +1023,7 @@ mod tests {
             broken_reference: Some("AgentDeployment support does not exist".into()),
             chain: ready(),
             slot: Slot::Free,
+            created: None,
         };
         let decision = decide(None, &inputs, at(0));
         assert_eq!(

@@ -14,7 +14,7 @@ use sha2::{Digest, Sha256};
 use tracing::{debug, info, instrument};
 
 use super::ProviderController;
-use super::status::{ProbeReport, desired_status};
+use super::status::{ProbeReport, desired_status, event_for};
 use crate::api::conditions::is_condition_true;
 use crate::api::llm_provider::{LLMProvider, LLMProviderStatus, condition};
 use crate::providers::health::{Health, Thresholds, next_probe_delay, observe};
@@ -69,6 +69,25 @@ pub async fn reconcile(
         .and_then(|c| c.as_deref())
         .map(credential_hash);
 
+    // A first status at once: an object with no status reads as healthy (kstatus Current) to
+    // every GitOps tool, and the probe may take up to its timeout.
+    let uid = provider.uid().unwrap_or_default();
+    if provider.status.is_none() && controller.written.previous(&uid, None).is_none() {
+        let unprobed = Health::default();
+        let first = desired_status(
+            None,
+            provider.meta().generation,
+            &ProbeReport {
+                health: &unprobed,
+                latency: std::time::Duration::ZERO,
+                has_credentials: spec.credentials.is_some(),
+                credential_hash: None,
+            },
+            Timestamp::now(),
+        );
+        write_status(&controller, &namespace, &name, uid.clone(), first).await?;
+    }
+
     // Probe.
     let started = Instant::now();
     let outcome = match &credential {
@@ -95,7 +114,6 @@ pub async fn reconcile(
             .unwrap_or(1)
             .max(1),
     };
-    let uid = provider.uid().unwrap_or_default();
     // Compare against the status we last wrote: the cache may not have caught up with it yet.
     let previous = controller.written.previous(&uid, provider.status.as_ref());
     let previous_health = remembered_health(&controller, &uid, previous.as_ref());
@@ -126,21 +144,12 @@ pub async fn reconcile(
         if ready_changed(previous.as_ref(), &status) {
             info!(ready = health.ready, reason = ?health.last_failure.as_ref().map(|f| f.class.reason()), "provider readiness changed");
         }
-        let api: Api<LLMProvider> = Api::namespaced(context.client.clone(), &namespace);
-        let patch = serde_json::json!({ "status": status });
-        api.patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
-            .await
-            .map_err(|source| ReconcileError::UpdateStatus {
-                namespace: namespace.clone(),
-                name: name.clone(),
-                source,
-            })?;
-        context
-            .metrics
-            .status_writes
-            .with_label_values(&[CONTROLLER])
-            .inc();
-        controller.written.remember(uid, status);
+        if let Some(event) = event_for(previous.as_ref(), &status) {
+            context
+                .publish(provider.as_ref(), event.warning, &event.reason, event.note)
+                .await;
+        }
+        write_status(&controller, &namespace, &name, uid, status).await?;
     } else {
         debug!("status unchanged");
     }
@@ -151,6 +160,33 @@ pub async fn reconcile(
         rand::random::<f64>(),
     );
     Ok(Action::requeue(delay))
+}
+
+/// Patches the status and remembers it as the last written.
+async fn write_status(
+    controller: &ProviderController,
+    namespace: &str,
+    name: &str,
+    uid: String,
+    status: LLMProviderStatus,
+) -> Result<(), ReconcileError> {
+    let api: Api<LLMProvider> = Api::namespaced(controller.context.client.clone(), namespace);
+    let patch = serde_json::json!({ "status": status });
+    api.patch_status(name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .map_err(|source| ReconcileError::UpdateStatus {
+            namespace: namespace.to_string(),
+            name: name.to_string(),
+            source,
+        })?;
+    controller
+        .context
+        .metrics
+        .status_writes
+        .with_label_values(&[CONTROLLER])
+        .inc();
+    controller.written.remember(uid, status);
+    Ok(())
 }
 
 /// The API key, `Ok(None)` for providers without credentials, or the failure that explains why

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use k8s_openapi::jiff::Timestamp;
 
-use crate::api::conditions::{ConditionStatus, DesiredCondition, merge_conditions};
+use crate::api::conditions::{ConditionStatus, DesiredCondition, Progress, merge_conditions};
 use crate::api::llm_provider::{LLMProviderStatus, condition};
 use crate::providers::FailureClass;
 use crate::providers::health::Health;
@@ -122,7 +122,37 @@ fn desired_conditions(report: &ProbeReport<'_>) -> Vec<DesiredCondition> {
             ),
         }
     };
-    vec![ready, credentials]
+    let mut conditions = vec![ready, credentials];
+    conditions.extend(progress(health).conditions());
+    conditions
+}
+
+/// Probing until the first verdict; stalled when only a person can help: the credential's Secret
+/// or key is missing, the key is refused, or a configured model is not offered. Other failures
+/// (unreachable, timeouts, 5xx, rate limits) may pass by themselves: `Ready=False` alone says
+/// so, which kstatus reads as still in progress.
+fn progress(health: &Health) -> Progress {
+    match (health.ready, &health.last_failure) {
+        (Some(true), _) => Progress::Settled,
+        (_, Some(failure))
+            if matches!(
+                failure.class,
+                FailureClass::CredentialsNotFound
+                    | FailureClass::Unauthorized
+                    | FailureClass::ModelNotFound
+            ) =>
+        {
+            Progress::Stalled {
+                reason: failure.class.reason(),
+                message: failure.message.clone(),
+            }
+        }
+        (None, _) => Progress::Working {
+            reason: "Probing",
+            message: "waiting for the probes that decide whether the provider is Ready".into(),
+        },
+        (Some(false), _) => Progress::Settled,
+    }
 }
 
 /// Latency for display: milliseconds below a second (`120ms`), else seconds (`1.4s`).
@@ -132,6 +162,45 @@ pub fn format_latency(latency: Duration) -> String {
         format!("{millis}ms")
     } else {
         format!("{:.1}s", latency.as_secs_f64())
+    }
+}
+
+/// An Event a person should see: the provider became Ready, or stopped being Ready (with the
+/// failure's reason). One per transition, never per probe.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProviderEvent {
+    pub warning: bool,
+    pub reason: String,
+    pub note: String,
+}
+
+pub fn event_for(
+    previous: Option<&LLMProviderStatus>,
+    next: &LLMProviderStatus,
+) -> Option<ProviderEvent> {
+    let ready = |s: &LLMProviderStatus| {
+        s.conditions
+            .iter()
+            .find(|c| c.type_ == condition::READY)
+            .map(|c| (c.status.clone(), c.reason.clone(), c.message.clone()))
+    };
+    let before = previous.and_then(ready).map(|(status, ..)| status);
+    let (status, reason, message) = ready(next)?;
+    if before.as_deref() == Some(status.as_str()) {
+        return None;
+    }
+    match status.as_str() {
+        "True" => Some(ProviderEvent {
+            warning: false,
+            reason: "ProviderReady".into(),
+            note: message,
+        }),
+        "False" => Some(ProviderEvent {
+            warning: true,
+            reason,
+            note: message,
+        }),
+        _ => None,
     }
 }
 
@@ -211,6 +280,97 @@ mod tests {
         assert_eq!(status.conditions[1].status, "False");
         assert_eq!(status.conditions[1].reason, "Unauthorized");
         assert_eq!(status.consecutive_failures, 1);
+    }
+
+    fn condition_types(status: &LLMProviderStatus) -> Vec<(String, String, String)> {
+        status
+            .conditions
+            .iter()
+            .map(|c| (c.type_.clone(), c.status.clone(), c.reason.clone()))
+            .collect()
+    }
+
+    #[test]
+    fn a_provider_reads_as_working_stalled_or_settled_as_kstatus_expects() {
+        let failing = |class: FailureClass, ready: Option<bool>| Health {
+            ready,
+            consecutive_failures: 1,
+            last_failure: Some(ProbeFailure {
+                class,
+                message: "why".into(),
+            }),
+            ..Health::default()
+        };
+        let has = |status: &LLMProviderStatus, type_: &str, reason: &str| {
+            condition_types(status)
+                .iter()
+                .any(|(t, s, r)| t == type_ && s == "True" && r == reason)
+        };
+        let unprobed = desired_status(None, Some(1), &report(&Health::default(), 0), ts(1));
+        assert!(has(&unprobed, "Reconciling", "Probing"), "{unprobed:?}");
+        let missing = failing(FailureClass::CredentialsNotFound, Some(false));
+        let stalled = desired_status(None, Some(1), &report(&missing, 0), ts(1));
+        assert!(
+            has(&stalled, "Stalled", "CredentialsNotFound"),
+            "{stalled:?}"
+        );
+        for class in [FailureClass::Unauthorized, FailureClass::ModelNotFound] {
+            let status = desired_status(
+                None,
+                Some(1),
+                &report(&failing(class, Some(false)), 0),
+                ts(1),
+            );
+            assert!(has(&status, "Stalled", class.reason()), "{status:?}");
+        }
+        let down = failing(FailureClass::Unreachable, Some(false));
+        let transient = desired_status(None, Some(1), &report(&down, 0), ts(1));
+        assert!(
+            !condition_types(&transient)
+                .iter()
+                .any(|(t, _, _)| t == "Stalled" || t == "Reconciling"),
+            "an unreachable provider may recover by itself: Ready=False alone"
+        );
+        let first_failure = failing(FailureClass::Timeout, None);
+        let probing = desired_status(None, Some(1), &report(&first_failure, 0), ts(1));
+        assert!(
+            has(&probing, "Reconciling", "Probing"),
+            "below the failure threshold"
+        );
+        let ready = desired_status(None, Some(1), &report(&healthy(), 0), ts(1));
+        assert_eq!(
+            condition_types(&ready).len(),
+            2,
+            "Ready and CredentialsValid only"
+        );
+    }
+
+    #[test]
+    fn events_mark_readiness_transitions_only() {
+        let ready = desired_status(None, Some(1), &report(&healthy(), 1), ts(1));
+        let event = event_for(None, &ready).expect("became Ready");
+        assert_eq!(
+            (event.warning, event.reason.as_str()),
+            (false, "ProviderReady")
+        );
+        assert_eq!(event_for(Some(&ready), &ready), None, "no event per probe");
+        let down = Health {
+            ready: Some(false),
+            consecutive_failures: 3,
+            last_failure: Some(ProbeFailure {
+                class: FailureClass::Unreachable,
+                message: "connection refused".into(),
+            }),
+            ..Health::default()
+        };
+        let failed = desired_status(Some(&ready), Some(1), &report(&down, 1), ts(2));
+        let event = event_for(Some(&ready), &failed).expect("stopped being Ready");
+        assert_eq!(
+            (event.warning, event.reason.as_str()),
+            (true, "Unreachable")
+        );
+        let probing = desired_status(None, Some(1), &report(&Health::default(), 0), ts(0));
+        assert_eq!(event_for(None, &probing), None, "probing is no news");
     }
 
     #[test]
