@@ -82,6 +82,17 @@ pub struct Circuit {
     open_until: Option<Instant>,
     trial_since: Option<Instant>,
     held_until: Option<Instant>,
+    /// The failure that opened the circuit, to tell the agent why it is skipped.
+    opened_by: Option<Failure>,
+}
+
+/// Why a skipped provider is skipped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SkipReason {
+    /// Its `Retry-After`, or a circuit its 429s opened: it is rate-limited.
+    RateLimited,
+    /// Its circuit, opened by this kind of failure.
+    CircuitOpen(Failure),
 }
 
 /// Whether a request may use the provider now.
@@ -124,12 +135,25 @@ impl Circuit {
         };
     }
 
-    pub fn failed(&mut self, now: Instant, settings: &CircuitSettings) {
+    pub fn failed(&mut self, now: Instant, settings: &CircuitSettings, failure: Failure) {
         self.consecutive_failures = self.consecutive_failures.saturating_add(1);
         self.trial_since = None;
         if self.consecutive_failures >= settings.failure_threshold {
             self.open_until = Some(now + settings.open_duration);
+            self.opened_by = Some(failure);
         }
+    }
+
+    /// Why `admit` skips the provider at `now`, when it does.
+    pub fn skip_reason(&self, now: Instant) -> Option<SkipReason> {
+        if self.held_until.is_some_and(|until| now < until) {
+            return Some(SkipReason::RateLimited);
+        }
+        self.open_until
+            .map(|_| match self.opened_by.unwrap_or(Failure::ServerError) {
+                Failure::RateLimited => SkipReason::RateLimited,
+                other => SkipReason::CircuitOpen(other),
+            })
     }
 
     /// Keeps the provider out until `until`, as its `Retry-After` asked.
@@ -172,9 +196,9 @@ mod tests {
     fn the_circuit_opens_at_the_threshold_and_admits_one_trial_after() {
         let (s, t0) = (settings(), Instant::now());
         let mut circuit = Circuit::default();
-        circuit.failed(t0, &s);
+        circuit.failed(t0, &s, Failure::ServerError);
         assert_eq!(circuit.admit(t0, &s), Admission::Closed, "one failure");
-        circuit.failed(t0, &s);
+        circuit.failed(t0, &s, Failure::ServerError);
         assert_eq!(
             circuit.admit(t0, &s),
             Admission::SkipUntil(t0 + s.open_duration)
@@ -190,14 +214,34 @@ mod tests {
     }
 
     #[test]
+    fn a_skipped_provider_says_what_opened_its_circuit() {
+        let (s, t0) = (settings(), Instant::now());
+        let mut failing = Circuit::default();
+        failing.failed(t0, &s, Failure::Unauthorized);
+        failing.failed(t0, &s, Failure::Unauthorized);
+        assert_eq!(
+            failing.skip_reason(t0),
+            Some(SkipReason::CircuitOpen(Failure::Unauthorized))
+        );
+        let mut limited = Circuit::default();
+        limited.failed(t0, &s, Failure::RateLimited);
+        limited.failed(t0, &s, Failure::RateLimited);
+        assert_eq!(limited.skip_reason(t0), Some(SkipReason::RateLimited));
+        let mut held = Circuit::default();
+        held.hold(t0 + Duration::from_secs(5));
+        assert_eq!(held.skip_reason(t0), Some(SkipReason::RateLimited));
+        assert_eq!(Circuit::default().skip_reason(t0), None);
+    }
+
+    #[test]
     fn a_failed_trial_opens_the_circuit_again() {
         let (s, t0) = (settings(), Instant::now());
         let mut circuit = Circuit::default();
-        circuit.failed(t0, &s);
-        circuit.failed(t0, &s);
+        circuit.failed(t0, &s, Failure::ServerError);
+        circuit.failed(t0, &s, Failure::ServerError);
         let later = t0 + s.open_duration;
         assert_eq!(circuit.admit(later, &s), Admission::Trial);
-        circuit.failed(later, &s);
+        circuit.failed(later, &s, Failure::ServerError);
         assert!(circuit.is_open(later));
     }
 
@@ -205,8 +249,8 @@ mod tests {
     fn an_abandoned_trial_lets_another_request_try() {
         let (s, t0) = (settings(), Instant::now());
         let mut circuit = Circuit::default();
-        circuit.failed(t0, &s);
-        circuit.failed(t0, &s);
+        circuit.failed(t0, &s, Failure::ServerError);
+        circuit.failed(t0, &s, Failure::ServerError);
         let later = t0 + s.open_duration;
         assert_eq!(circuit.admit(later, &s), Admission::Trial);
         assert_eq!(circuit.admit(later + s.trial_timeout, &s), Admission::Trial);

@@ -16,7 +16,7 @@ use tokio::sync::mpsc;
 
 use super::anthropic::{self, StreamTranslator};
 use super::config::{Snapshot, Upstream};
-use super::failover::{Admission, Circuit, CircuitSettings, Failure, Verdict, verdict};
+use super::failover::{Admission, Circuit, CircuitSettings, Failure, SkipReason, Verdict, verdict};
 use super::limits::{LimitSettings, Limits};
 use super::metrics::RouterMetrics;
 use super::sse;
@@ -243,6 +243,8 @@ pub async fn chat(router: Arc<Router>, request: Map<String, Value>) -> Response 
     let mut sent = 0;
     let mut soonest_retry: Option<Instant> = None;
     let mut only_busy = true;
+    // What opened the circuits of the providers skipped for them.
+    let mut circuits_open: Vec<&'static str> = Vec::new();
     for upstream in &snapshot.upstreams {
         let now = Instant::now();
         if sent >= settings.max_attempts || now >= deadline {
@@ -252,7 +254,16 @@ pub async fn chat(router: Arc<Router>, request: Map<String, Value>) -> Response 
         if let Admission::SkipUntil(until) = router.with_circuit(&state, |c| c.admit(now, &circuit))
         {
             soonest_retry = Some(soonest_retry.map_or(until, |s| s.min(until)));
-            report.attempts.push((upstream.name.clone(), "skipped"));
+            match router.with_circuit(&state, |c| c.skip_reason(now)) {
+                Some(SkipReason::CircuitOpen(failure)) => {
+                    only_busy = false;
+                    circuits_open.push(failure.label());
+                    report
+                        .attempts
+                        .push((upstream.name.clone(), "circuit_open"));
+                }
+                _ => report.attempts.push((upstream.name.clone(), "skipped")),
+            }
             continue;
         }
         let wait = router
@@ -310,7 +321,7 @@ pub async fn chat(router: Arc<Router>, request: Map<String, Value>) -> Response 
                     soonest_retry = Some(soonest_retry.map_or(until, |s| s.min(until)));
                 }
                 let open = router.with_circuit(&state, |c| {
-                    c.failed(now, &circuit);
+                    c.failed(now, &circuit, failure);
                     c.is_open(now)
                 });
                 router
@@ -322,7 +333,15 @@ pub async fn chat(router: Arc<Router>, request: Map<String, Value>) -> Response 
             }
         }
     }
-    exhausted(&router, report, deadline, soonest_retry, only_busy)
+    let circuits_only = sent == 0 && !circuits_open.is_empty();
+    exhausted(
+        &router,
+        report,
+        deadline,
+        soonest_retry,
+        only_busy,
+        circuits_only.then_some(circuits_open),
+    )
 }
 
 /// The answer when no provider answered.
@@ -332,9 +351,24 @@ fn exhausted(
     deadline: Instant,
     soonest_retry: Option<Instant>,
     only_busy: bool,
+    circuits_open: Option<Vec<&'static str>>,
 ) -> Response {
     let tried = report.attempts_text();
-    let (status, class, message) = if Instant::now() >= deadline {
+    let (status, class, message) = if let Some(causes) = circuits_open {
+        // Not a rate limit: the providers failed (5xx, refused keys, timeouts) until their
+        // circuits opened, and none is tried again before its next trial.
+        let mut causes = causes;
+        causes.sort_unstable();
+        causes.dedup();
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "circuit_open",
+            format!(
+                "every provider's circuit is open after repeated failures ({}; tried {tried}); the next one is tried after Retry-After",
+                causes.join(", ")
+            ),
+        )
+    } else if Instant::now() >= deadline {
         (
             StatusCode::GATEWAY_TIMEOUT,
             "deadline",

@@ -133,6 +133,45 @@ async fn retry_after_keeps_the_provider_out_for_that_long() {
 }
 
 #[tokio::test]
+async fn open_circuits_are_reported_as_unavailable_with_their_cause_not_as_rate_limits() {
+    let (_first_fake, first) = failing(|b| b.status = Some(500)).await;
+    let (_second_fake, mut second) = failing(|b| b.status = Some(401)).await;
+    second.name = "secondary".into();
+    let settings = RouterSpec {
+        circuit_failure_threshold: 1,
+        circuit_open_duration: Duration::from_secs(60).into(),
+        ..quick_settings()
+    };
+    let router = RouterProcess::start(&[first, second], &settings).await;
+    let (status, _) = router.chat(&chat_request(false)).await;
+    assert_eq!(
+        status, 502,
+        "both failed: every provider of the chain failed"
+    );
+    let response = router.post(&chat_request(false)).await;
+    assert_eq!(
+        response.status().as_u16(),
+        503,
+        "no provider is tried, none is rate-limited"
+    );
+    assert!(response.headers().get("retry-after").is_some());
+    let body: Value = response.json().await.expect("an OpenAI-format error");
+    let message = body["error"]["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("circuit is open")
+            && message.contains("server_error")
+            && message.contains("unauthorized"),
+        "{message}"
+    );
+    assert!(
+        router
+            .metrics()
+            .await
+            .contains("agent_operator_router_errors_total{class=\"circuit_open\"} 1")
+    );
+}
+
+#[tokio::test]
 async fn the_circuit_opens_after_consecutive_failures_and_closes_after_a_good_trial() {
     let (primary_fake, primary) = failing(|b| b.status = Some(500)).await;
     let (_fallback_fake, fallback) = fallback().await;
