@@ -176,27 +176,16 @@ async fn rotations(ns: &TestNamespace, rotations: usize, load: u32) -> Vec<(u64,
         // until the pod is gone: poll them while the rollout runs.
         let mut finals: BTreeMap<String, Value> = BTreeMap::new();
         let after = loop {
-            for pod in pods_api
-                .list(&ListParams::default().labels("agentoperator.dev/agent=rotated"))
-                .await
-                .map(|l| l.items)
-                .unwrap_or_default()
-            {
-                let message = pod
-                    .status
-                    .as_ref()
-                    .and_then(|s| s.container_statuses.as_ref())
-                    .and_then(|s| s.iter().find(|c| c.name == "agent").cloned())
-                    .and_then(|c| c.state?.terminated?.message);
-                if let Some(counts) = message.and_then(|m| serde_json::from_str(&m).ok()) {
-                    finals.insert(pod_name(&pod), counts);
-                }
-            }
             let pods = pods_api
                 .list(&ListParams::default().labels("agentoperator.dev/agent=rotated"))
                 .await
                 .map(|l| l.items)
                 .unwrap_or_default();
+            for pod in &pods {
+                if let Some(counts) = real_node::final_counts(pod) {
+                    finals.insert(pod_name(pod), counts);
+                }
+            }
             let fresh: Vec<Pod> = pods
                 .into_iter()
                 .filter(|p| !old.contains(&pod_name(p)) && pod_ready(p))

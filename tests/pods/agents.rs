@@ -305,15 +305,7 @@ async fn a_secret_rotation_rolls_the_pods_without_a_failed_request() {
                     _ => continue,
                 };
                 for pod in pods {
-                    let message = pod
-                        .status
-                        .as_ref()
-                        .and_then(|s| s.container_statuses.as_ref())
-                        .and_then(|s| s.iter().find(|c| c.name == "agent").cloned())
-                        .and_then(|c| c.state?.terminated?.message);
-                    if let Some(message) = message
-                        && let Ok(counts) = serde_json::from_str::<Value>(&message)
-                    {
+                    if let Some(counts) = real_node::final_counts(&pod) {
                         outcomes
                             .lock()
                             .expect("not poisoned")

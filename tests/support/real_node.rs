@@ -132,6 +132,25 @@ pub async fn running_pods(pods: &Api<Pod>, name: &str, replicas: usize) -> Vec<P
     .await
 }
 
+/// The request counts (`ok`, `failed`, `errors`) the reference agent in `pod` wrote as its
+/// termination message when it stopped; `None` while it runs.
+pub fn final_counts(pod: &Pod) -> Option<Value> {
+    let message = pod
+        .status
+        .as_ref()?
+        .container_statuses
+        .as_ref()?
+        .iter()
+        .find(|c| c.name == "agent")?
+        .state
+        .as_ref()?
+        .terminated
+        .as_ref()?
+        .message
+        .clone()?;
+    serde_json::from_str(&message).ok()
+}
+
 pub fn pod_ready(pod: &Pod) -> bool {
     pod.status
         .as_ref()

@@ -601,26 +601,6 @@ mod tests {
         );
     }
 
-    #[test]
-    fn an_agent_waits_for_its_providers_first_credential_check_before_creating_pods() {
-        let chain = [provider("a", false, true)];
-        let inputs = StatusInputs {
-            pod_problems: &[],
-            generation: Some(1),
-            chain: &chain,
-            broken: &[],
-            deployment: None,
-            unjudged_credentials: &["a".to_string()],
-            suspended: false,
-            selector: "s=a".into(),
-        };
-        let s = desired_status(None, &inputs, Timestamp::from_second(1).expect("ts"));
-        assert_eq!(
-            reason(&s, "Progressing"),
-            ("True".into(), "WaitingForCredentialCheck".into())
-        );
-    }
-
     fn abnormal(status: &AgentDeploymentStatus) -> Vec<(String, String)> {
         status
             .conditions
@@ -688,26 +668,31 @@ mod tests {
     }
 
     #[test]
-    fn a_provider_applied_with_the_agent_is_awaited_before_the_agent_stalls() {
-        let chain = [provider("a", false, false)];
-        let inputs = StatusInputs {
-            pod_problems: &[],
-            generation: Some(1),
-            chain: &chain,
-            broken: &[],
-            deployment: None,
-            unjudged_credentials: &["a".to_string()],
-            suspended: false,
-            selector: "s=a".into(),
-        };
-        let s = desired_status(None, &inputs, Timestamp::from_second(1).expect("ts"));
-        assert_eq!(
-            abnormal(&s),
-            vec![(
+    fn an_agent_waits_for_its_providers_first_verdict_before_creating_pods_or_stalling() {
+        // A provider not probed yet, and one not in the cache yet (applied together).
+        for exists in [true, false] {
+            let chain = [provider("a", false, exists)];
+            let inputs = StatusInputs {
+                pod_problems: &[],
+                generation: Some(1),
+                chain: &chain,
+                broken: &[],
+                deployment: None,
+                unjudged_credentials: &["a".to_string()],
+                suspended: false,
+                selector: "s=a".into(),
+            };
+            let s = desired_status(None, &inputs, Timestamp::from_second(1).expect("ts"));
+            assert_eq!(
+                reason(&s, "Progressing"),
+                ("True".into(), "WaitingForCredentialCheck".into())
+            );
+            let waiting = (
                 "Reconciling".to_string(),
-                "WaitingForCredentialCheck".to_string()
-            )]
-        );
+                "WaitingForCredentialCheck".to_string(),
+            );
+            assert_eq!(abnormal(&s), vec![waiting], "provider exists: {exists}");
+        }
     }
 
     #[test]
