@@ -17,7 +17,7 @@ struct Cli {
 enum Command {
     /// Run the controllers.
     Run(agent_operator::runtime::options::RunOptions),
-    /// Run the LLM router, the sidecar of agent pods: one OpenAI-compatible endpoint on loopback
+    /// Run the LLM router, the sidecar of agent pods: the OpenAI and Anthropic APIs on loopback
     /// with failover along the pod's provider chain.
     Router(agent_operator::router::RouterOptions),
     /// Serve a read-only web page of the agents, providers and task queue, live, on loopback,

@@ -308,9 +308,10 @@ pub struct AgentWorkload {
     #[x_kube(validation = kube::core::Rule::new(format!("self.all(s, s.name.matches({}))", super::rules::DNS_SUBDOMAIN)).message("each imagePullSecrets[].name must be a Secret name: lower-case letters, digits, '-' and '.'"))]
     pub image_pull_secrets: Vec<LocalObjectReference>,
 
-    /// The LLM router sidecar: one local OpenAI-compatible endpoint in every pod with providers,
-    /// failing over along `providers` request by request. The agent container gets
-    /// `OPENAI_BASE_URL` and never the provider credentials, which only the router reads.
+    /// The LLM router sidecar: one local endpoint in every pod with providers, serving the
+    /// OpenAI and Anthropic APIs and failing over along `providers` request by request. The
+    /// agent container gets `OPENAI_BASE_URL` and `ANTHROPIC_BASE_URL` and never the provider
+    /// credentials, which only the router reads.
     #[serde(default)]
     pub router: RouterSpec,
 }
@@ -329,10 +330,16 @@ pub struct RouterSpec {
     #[x_kube(validation = kube::core::Rule::new(positive_duration("self")).message("must be longer than 0s"))]
     pub request_timeout: Duration,
     /// A provider that sends no byte within this time is abandoned for the next one. For a
-    /// non-streamed completion the first byte comes with the whole answer.
+    /// non-streamed completion the first byte comes with the whole answer, so a hung provider
+    /// holds such a request this long before the next provider is tried.
     #[serde(default = "default_router_first_byte_timeout")]
     #[x_kube(validation = kube::core::Rule::new(positive_duration("self")).message("must be longer than 0s"))]
     pub first_byte_timeout: Duration,
+    /// Longest silence between two events of a streamed answer. Before its first content the
+    /// provider is abandoned for the next one; after it, the stream ends with an error event.
+    #[serde(default = "default_router_stream_idle_timeout")]
+    #[x_kube(validation = kube::core::Rule::new(positive_duration("self")).message("must be longer than 0s"))]
+    pub stream_idle_timeout: Duration,
     /// Providers tried for one request at most, the first included.
     #[serde(default = "default_router_max_attempts")]
     #[schemars(range(min = 1, max = 16))]
@@ -357,6 +364,7 @@ impl Default for RouterSpec {
             enabled: true,
             request_timeout: default_router_request_timeout(),
             first_byte_timeout: default_router_first_byte_timeout(),
+            stream_idle_timeout: default_router_stream_idle_timeout(),
             max_attempts: default_router_max_attempts(),
             circuit_failure_threshold: default_router_circuit_threshold(),
             circuit_open_duration: default_router_circuit_open(),
@@ -373,6 +381,9 @@ fn default_router_request_timeout() -> Duration {
 }
 fn default_router_first_byte_timeout() -> Duration {
     Duration::from_secs(120)
+}
+fn default_router_stream_idle_timeout() -> Duration {
+    Duration::from_secs(60)
 }
 fn default_router_max_attempts() -> i32 {
     3

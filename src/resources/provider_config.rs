@@ -106,9 +106,16 @@ pub struct ProviderConfig {
 pub struct RouterSettings {
     pub request_timeout: Duration,
     pub first_byte_timeout: Duration,
+    /// Absent from files an older operator wrote: then the default.
+    #[serde(default = "default_stream_idle_timeout")]
+    pub stream_idle_timeout: Duration,
     pub max_attempts: u32,
     pub circuit_failure_threshold: u32,
     pub circuit_open_duration: Duration,
+}
+
+fn default_stream_idle_timeout() -> Duration {
+    RouterSpec::default().stream_idle_timeout
 }
 
 impl Default for RouterSettings {
@@ -123,6 +130,7 @@ impl RouterSettings {
         Self {
             request_timeout: spec.request_timeout,
             first_byte_timeout: spec.first_byte_timeout,
+            stream_idle_timeout: spec.stream_idle_timeout,
             max_attempts: positive(spec.max_attempts),
             circuit_failure_threshold: positive(spec.circuit_failure_threshold),
             circuit_open_duration: spec.circuit_open_duration,

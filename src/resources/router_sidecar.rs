@@ -72,14 +72,19 @@ pub fn provider_wiring(
     wiring
 }
 
-/// The OpenAI SDKs' environment, pointing at the router. `OPENAI_API_BASE` is the name older
-/// SDKs and LangChain read.
+/// The OpenAI and Anthropic SDKs' environment, pointing at the router. `OPENAI_API_BASE` is the
+/// name older SDKs and LangChain read; Anthropic's SDKs (and the Claude Agent SDK) add
+/// `/v1/messages` to `ANTHROPIC_BASE_URL` themselves. The keys are placeholders the SDKs insist
+/// on and the router ignores.
 pub fn router_env() -> Vec<EnvVar> {
-    let base = format!("http://127.0.0.1:{ROUTER_PORT}/v1");
+    let root = format!("http://127.0.0.1:{ROUTER_PORT}");
+    let base = format!("{root}/v1");
     vec![
         plain_env("OPENAI_BASE_URL", base.clone()),
         plain_env("OPENAI_API_BASE", base),
         plain_env("OPENAI_API_KEY", PLACEHOLDER_API_KEY),
+        plain_env("ANTHROPIC_BASE_URL", root),
+        plain_env("ANTHROPIC_API_KEY", PLACEHOLDER_API_KEY),
     ]
 }
 
@@ -189,6 +194,8 @@ mod tests {
             .collect();
         assert!(env.contains(&("OPENAI_BASE_URL".into(), "http://127.0.0.1:8790/v1".into())));
         assert!(env.contains(&("OPENAI_API_KEY".into(), PLACEHOLDER_API_KEY.into())));
+        assert!(env.contains(&("ANTHROPIC_BASE_URL".into(), "http://127.0.0.1:8790".into())));
+        assert!(env.contains(&("ANTHROPIC_API_KEY".into(), PLACEHOLDER_API_KEY.into())));
     }
 
     #[test]

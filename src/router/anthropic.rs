@@ -1,13 +1,24 @@
-//! Translation between OpenAI's chat completions and Anthropic's Messages API, both ways:
-//! requests (system prompt, tools, tool results, images), answers, streamed events and errors.
-//! Pure functions over JSON values, so each rule is unit-tested.
+//! An OpenAI chat request served by an Anthropic provider: the request in Anthropic's Messages
+//! API (system prompt, tools, tool results, images), and its answer, streamed events and
+//! errors back in OpenAI's format. Pure functions over JSON values, so each rule is unit-tested.
+//!
+//! Where the two APIs differ, the choice is made here, never left to the provider to refuse:
+//! `temperature` above Anthropic's maximum of 1 is clamped to 1, empty text parts and messages
+//! (which Anthropic refuses and OpenAI accepts) are left out, `parallel_tool_calls: false`
+//! becomes `disable_parallel_tool_use`, and `n` above 1, which Anthropic cannot answer, makes
+//! the request untranslatable, so the router tries the next provider.
 
 use std::collections::HashMap;
 
 use serde_json::{Map, Value, json};
 
+use super::usage::Usage;
+
 /// `max_tokens` is required by Anthropic; OpenAI's callers often leave it out.
 pub const DEFAULT_MAX_TOKENS: u64 = 4096;
+
+/// Anthropic's largest `temperature`; OpenAI's goes to 2.
+const MAX_TEMPERATURE: f64 = 1.0;
 
 /// A request Anthropic cannot express.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -20,6 +31,15 @@ pub fn request(openai: &Map<String, Value>, model: &str) -> Result<Value, Transl
         .get("messages")
         .and_then(Value::as_array)
         .ok_or_else(|| TranslateError("messages must be an array".into()))?;
+    if openai
+        .get("n")
+        .and_then(Value::as_u64)
+        .is_some_and(|n| n > 1)
+    {
+        return Err(TranslateError(
+            "'n' above 1 (several choices) is not supported by Anthropic".into(),
+        ));
+    }
     let mut system = Vec::new();
     let mut turns: Vec<(String, Vec<Value>)> = Vec::new();
     for message in messages {
@@ -38,6 +58,10 @@ pub fn request(openai: &Map<String, Value>, model: &str) -> Result<Value, Transl
                 )));
             }
         };
+        let blocks: Vec<Value> = blocks.into_iter().filter(|b| !is_empty_text(b)).collect();
+        if blocks.is_empty() {
+            continue;
+        }
         // Anthropic wants user and assistant turns to alternate: consecutive messages of one
         // role (several tool results, say) become one turn.
         match turns.last_mut() {
@@ -46,6 +70,11 @@ pub fn request(openai: &Map<String, Value>, model: &str) -> Result<Value, Transl
         }
     }
 
+    if turns.is_empty() {
+        return Err(TranslateError(
+            "the request has no message with content".into(),
+        ));
+    }
     let mut body = Map::new();
     body.insert("model".into(), json!(model));
     body.insert(
@@ -69,10 +98,16 @@ pub fn request(openai: &Map<String, Value>, model: &str) -> Result<Value, Transl
         .and_then(Value::as_u64)
         .unwrap_or(DEFAULT_MAX_TOKENS);
     body.insert("max_tokens".into(), json!(max_tokens));
-    for key in ["temperature", "top_p", "stream"] {
+    for key in ["top_p", "stream"] {
         if let Some(value) = openai.get(key).filter(|v| !v.is_null()) {
             body.insert(key.into(), value.clone());
         }
+    }
+    if let Some(temperature) = openai.get("temperature").and_then(Value::as_f64) {
+        body.insert(
+            "temperature".into(),
+            json!(temperature.clamp(0.0, MAX_TEMPERATURE)),
+        );
     }
     match openai.get("stop") {
         Some(Value::String(stop)) => {
@@ -92,10 +127,26 @@ pub fn request(openai: &Map<String, Value>, model: &str) -> Result<Value, Transl
             Value::Array(tools.iter().map(tool).collect()),
         );
     }
-    if let Some(choice) = openai.get("tool_choice").and_then(tool_choice) {
+    let has_tools = body.contains_key("tools");
+    let mut choice = openai.get("tool_choice").and_then(tool_choice);
+    if has_tools && openai.get("parallel_tool_calls") == Some(&Value::Bool(false)) {
+        let choice = choice.get_or_insert_with(|| json!({"type": "auto"}));
+        if choice["type"] != "none" {
+            choice["disable_parallel_tool_use"] = json!(true);
+        }
+    }
+    if let Some(choice) = choice {
         body.insert("tool_choice".into(), choice);
     }
     Ok(Value::Object(body))
+}
+
+fn is_empty_text(block: &Value) -> bool {
+    block.get("type").and_then(Value::as_str) == Some("text")
+        && block
+            .get("text")
+            .and_then(Value::as_str)
+            .is_none_or(str::is_empty)
 }
 
 fn text_of(content: Option<&Value>) -> String {
@@ -231,19 +282,16 @@ fn json_mode_instruction(format: Option<&Value>) -> Option<String> {
     }
 }
 
-fn finish_reason(stop_reason: Option<&str>) -> Value {
+/// OpenAI's `finish_reason` for Anthropic's `stop_reason`. OpenAI's SDKs know only `stop`,
+/// `length`, `tool_calls`, `content_filter` and `function_call`, so every other reason, a new
+/// one and a missing one included, is `stop`: the turn ended and nothing was cut.
+pub fn finish_reason(stop_reason: Option<&str>) -> &'static str {
     match stop_reason {
-        Some("end_turn") | Some("stop_sequence") => json!("stop"),
-        Some("max_tokens") => json!("length"),
-        Some("tool_use") => json!("tool_calls"),
-        Some("refusal") => json!("content_filter"),
-        Some(other) => json!(other),
-        None => Value::Null,
+        Some("max_tokens") | Some("model_context_window_exceeded") => "length",
+        Some("tool_use") => "tool_calls",
+        Some("refusal") => "content_filter",
+        _ => "stop",
     }
-}
-
-fn usage(input: u64, output: u64) -> Value {
-    json!({"prompt_tokens": input, "completion_tokens": output, "total_tokens": input + output})
 }
 
 /// The OpenAI chat completion for an Anthropic Messages answer.
@@ -276,12 +324,7 @@ pub fn response(anthropic: &Value, created: u64) -> Value {
     if !tool_calls.is_empty() {
         message["tool_calls"] = Value::Array(tool_calls);
     }
-    let tokens = |key: &str| {
-        anthropic
-            .pointer(&format!("/usage/{key}"))
-            .and_then(Value::as_u64)
-            .unwrap_or(0)
-    };
+    let usage = Usage::from_anthropic(anthropic.get("usage").unwrap_or(&Value::Null));
     json!({
         "id": anthropic.get("id").cloned().unwrap_or(json!("")),
         "object": "chat.completion",
@@ -292,7 +335,7 @@ pub fn response(anthropic: &Value, created: u64) -> Value {
             "message": message,
             "finish_reason": finish_reason(anthropic.get("stop_reason").and_then(Value::as_str)),
         }],
-        "usage": usage(tokens("input_tokens"), tokens("output_tokens")),
+        "usage": usage.openai(),
     })
 }
 
@@ -314,9 +357,9 @@ pub struct StreamTranslator {
     created: u64,
     /// Anthropic content-block index → OpenAI tool-call index.
     tool_calls: HashMap<u64, usize>,
-    input_tokens: u64,
-    output_tokens: u64,
+    usage: Usage,
     stop_reason: Option<String>,
+    /// The agent asked for the usage chunk (`stream_options.include_usage`).
     include_usage: bool,
 }
 
@@ -327,16 +370,15 @@ impl StreamTranslator {
             model: String::new(),
             created,
             tool_calls: HashMap::new(),
-            input_tokens: 0,
-            output_tokens: 0,
+            usage: Usage::default(),
             stop_reason: None,
             include_usage,
         }
     }
 
-    /// Tokens counted so far: (prompt, completion).
-    pub fn tokens(&self) -> (u64, u64) {
-        (self.input_tokens, self.output_tokens)
+    /// Tokens counted so far.
+    pub fn usage(&self) -> Usage {
+        self.usage
     }
 
     fn chunk(&self, delta: Value, finish: Value) -> String {
@@ -363,10 +405,9 @@ impl StreamTranslator {
                     .and_then(Value::as_str)
                     .unwrap_or_default()
                     .to_string();
-                self.input_tokens = message
-                    .pointer("/usage/input_tokens")
-                    .and_then(Value::as_u64)
-                    .unwrap_or(0);
+                if let Some(usage) = message.get("usage") {
+                    self.usage.merge_anthropic(usage);
+                }
                 vec![self.chunk(json!({"role": "assistant", "content": ""}), Value::Null)]
             }
             "content_block_start" => {
@@ -415,19 +456,19 @@ impl StreamTranslator {
                     .pointer("/delta/stop_reason")
                     .and_then(Value::as_str)
                     .map(str::to_string);
-                if let Some(output) = data.pointer("/usage/output_tokens").and_then(Value::as_u64) {
-                    self.output_tokens = output;
+                if let Some(usage) = data.get("usage") {
+                    self.usage.merge_anthropic(usage);
                 }
                 Vec::new()
             }
             "message_stop" => {
                 let mut events =
-                    vec![self.chunk(json!({}), finish_reason(self.stop_reason.as_deref()))];
+                    vec![self.chunk(json!({}), json!(finish_reason(self.stop_reason.as_deref())))];
                 if self.include_usage {
                     let chunk = json!({
                         "id": self.id, "object": "chat.completion.chunk", "created": self.created,
                         "model": self.model, "choices": [],
-                        "usage": usage(self.input_tokens, self.output_tokens),
+                        "usage": self.usage.openai(),
                     });
                     events.push(format!("data: {chunk}\n\n"));
                 }
@@ -581,6 +622,9 @@ mod tests {
         assert!(out[4].contains("\"finish_reason\":\"tool_calls\""));
         assert!(out[5].contains("\"total_tokens\":7"));
         assert_eq!(out[6], "data: [DONE]\n\n");
-        assert_eq!(translator.tokens(), (3, 4));
+        assert_eq!(
+            (translator.usage().prompt, translator.usage().completion),
+            (3, 4)
+        );
     }
 }

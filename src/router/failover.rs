@@ -40,6 +40,20 @@ impl Failure {
     }
 }
 
+/// The failure an error sent inside a 200 stream stands for, before any content: Anthropic
+/// streams its 529 as an `overloaded_error` event, and OpenAI-compatible servers put an
+/// `error` object in a `data:` line. `kind` is Anthropic's error type or OpenAI's error code.
+pub fn stream_error_failure(kind: &str) -> Failure {
+    match kind {
+        "rate_limit_error" | "rate_limit_exceeded" | "insufficient_quota" => Failure::RateLimited,
+        "authentication_error" | "permission_error" | "invalid_api_key" => Failure::Unauthorized,
+        "not_found_error" | "model_not_found" => Failure::ModelNotFound,
+        "timeout_error" => Failure::Timeout,
+        // overloaded_error, api_error and whatever a provider adds: the provider failed.
+        _ => Failure::ServerError,
+    }
+}
+
 /// What to do with an upstream answer's status.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Verdict {
@@ -176,6 +190,22 @@ mod tests {
             open_duration: Duration::from_secs(10),
             trial_timeout: Duration::from_secs(5),
         }
+    }
+
+    #[test]
+    fn in_stream_errors_count_as_the_providers_failure() {
+        assert_eq!(
+            stream_error_failure("overloaded_error"),
+            Failure::ServerError
+        );
+        assert_eq!(
+            stream_error_failure("rate_limit_error"),
+            Failure::RateLimited
+        );
+        assert_eq!(
+            stream_error_failure("authentication_error"),
+            Failure::Unauthorized
+        );
     }
 
     #[test]

@@ -62,7 +62,7 @@ impl RouterMetrics {
             )?,
             tokens: counter(
                 "agent_operator_router_tokens_total",
-                "Tokens the providers reported, by provider, model and kind (prompt, completion).",
+                "Tokens the providers reported, by provider, model and kind (prompt, which includes the cached prompt tokens; completion; cache_read and cache_write, the cached part of prompt).",
                 &["provider", "model", "kind"],
             )?,
             circuit_open: IntGaugeVec::new(
@@ -105,13 +105,22 @@ impl RouterMetrics {
         Ok(metrics)
     }
 
-    pub fn record_tokens(&self, provider: &str, model: &str, prompt: u64, completion: u64) {
-        self.tokens
-            .with_label_values(&[provider, model, "prompt"])
-            .inc_by(prompt);
-        self.tokens
-            .with_label_values(&[provider, model, "completion"])
-            .inc_by(completion);
+    /// Counts an answer's tokens. `prompt` includes the cached prompt tokens, as OpenAI
+    /// counts them; `cache_read` and `cache_write` count those again, by themselves.
+    pub fn record_tokens(&self, provider: &str, model: &str, usage: &super::usage::Usage) {
+        let kinds = [
+            ("prompt", usage.prompt),
+            ("completion", usage.completion),
+            ("cache_read", usage.cache_read),
+            ("cache_write", usage.cache_write),
+        ];
+        for (kind, tokens) in kinds {
+            if tokens > 0 || kind == "prompt" || kind == "completion" {
+                self.tokens
+                    .with_label_values(&[provider, model, kind])
+                    .inc_by(tokens);
+            }
+        }
     }
 
     pub fn render(&self) -> String {

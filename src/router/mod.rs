@@ -1,19 +1,26 @@
 //! `agent-operator router`: the LLM router that runs as a native sidecar in agent pods. It
-//! serves one OpenAI-compatible endpoint on loopback and carries each request along the pod's
-//! failover chain in the providers' own APIs, holding the credentials the agent never sees.
+//! serves the OpenAI chat completions and the Anthropic Messages APIs on loopback and carries
+//! each request along the pod's failover chain in the providers' own APIs, holding the
+//! credentials the agent never sees.
 //!
-//! [`config`] reads the mounted files; [`upstream`] and [`anthropic`] build each provider's
-//! request and read its answer; [`failover`] decides when to move on; [`limits`] enforces the
-//! providers' limits; [`proxy`] runs one request; this module serves them and reloads the files.
+//! [`config`] reads the mounted files; [`upstream`] builds each provider's request, translated
+//! by [`anthropic`] (OpenAI's API to Anthropic's) or [`messages`] (Anthropic's to OpenAI's);
+//! [`answer`] and [`stream`] carry the answer back in the agent's API, with [`usage`] counted;
+//! [`failover`] decides when to move on; [`limits`] enforces the providers' limits; [`proxy`]
+//! runs one request; this module serves them and reloads the files.
 
+pub mod answer;
 pub mod anthropic;
 pub mod config;
 pub mod failover;
 pub mod limits;
+pub mod messages;
 pub mod metrics;
 pub mod proxy;
 pub mod sse;
+pub mod stream;
 pub mod upstream;
+pub mod usage;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -24,7 +31,7 @@ use axum::Router as Routes;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::serve::ListenerExt;
@@ -33,7 +40,8 @@ use serde_json::json;
 
 use crate::resources::router_sidecar::ROUTER_PORT;
 use crate::runtime::options::LogOptions;
-use proxy::{Router, error_response};
+use proxy::Router;
+use upstream::{Dialect, Inbound};
 
 #[derive(Args, Clone, Debug)]
 pub struct RouterOptions {
@@ -141,12 +149,13 @@ pub async fn run(options: RouterOptions) -> Result<(), RouterError> {
         })
 }
 
-/// The HTTP surface: the OpenAI endpoints agents use, health and metrics. The agent's headers
-/// are never read, so none can reach a provider.
+/// The HTTP surface: the OpenAI and Anthropic endpoints agents use, health and metrics. Of the
+/// agent's headers only `anthropic-beta` is read, so no credential can reach a provider.
 pub fn routes(router: Arc<Router>, max_body_bytes: usize) -> Routes {
     Routes::new()
         .route("/v1/chat/completions", post(chat_completions))
         .route("/chat/completions", post(chat_completions))
+        .route("/v1/messages", post(messages))
         .route("/v1/models", get(models))
         .route("/healthz", get(|| async { "ok" }))
         .route("/metrics", get(metrics_text))
@@ -158,34 +167,67 @@ async fn chat_completions(
     State(router): State<Arc<Router>>,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    let body = match body {
-        Ok(body) => body,
-        Err(rejection) => {
-            let status = rejection.status();
-            router
-                .metrics
-                .errors
-                .with_label_values(&["bad_request"])
-                .inc();
-            let message = if status == StatusCode::PAYLOAD_TOO_LARGE {
-                "the request body is larger than the router accepts".to_string()
-            } else {
-                rejection.body_text()
-            };
-            return error_response(status, "invalid_request_error", &message);
-        }
-    };
-    match proxy::parse_request(&body) {
-        Ok(request) => proxy::chat(router, request).await,
-        Err(message) => {
-            router
-                .metrics
-                .errors
-                .with_label_values(&["bad_request"])
-                .inc();
-            error_response(StatusCode::BAD_REQUEST, "invalid_request_error", &message)
-        }
+    match read_request(body) {
+        Ok(body) => proxy::serve(router, Inbound::chat(body)).await,
+        Err((status, message)) => refuse(&router, Dialect::OpenAI, status, &message),
     }
+}
+
+async fn messages(
+    State(router): State<Arc<Router>>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let anthropic_beta = headers
+        .get("anthropic-beta")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    match read_request(body) {
+        Ok(body) => {
+            let inbound = Inbound {
+                dialect: Dialect::Anthropic,
+                body,
+                anthropic_beta,
+            };
+            proxy::serve(router, inbound).await
+        }
+        Err((status, message)) => refuse(&router, Dialect::Anthropic, status, &message),
+    }
+}
+
+/// The agent's request as JSON, or why it is refused.
+fn read_request(
+    body: Result<Bytes, BytesRejection>,
+) -> Result<serde_json::Map<String, serde_json::Value>, (StatusCode, String)> {
+    let body = body.map_err(|rejection| {
+        let status = rejection.status();
+        if status == StatusCode::PAYLOAD_TOO_LARGE {
+            (
+                status,
+                "the request body is larger than the router accepts".to_string(),
+            )
+        } else {
+            (status, rejection.body_text())
+        }
+    })?;
+    proxy::parse_request(&body).map_err(|message| (StatusCode::BAD_REQUEST, message))
+}
+
+fn refuse(router: &Router, dialect: Dialect, status: StatusCode, message: &str) -> Response {
+    router
+        .metrics
+        .errors
+        .with_label_values(&["bad_request"])
+        .inc();
+    answer::error(dialect, status, "bad_request", message)
+}
+
+/// Seconds since the epoch, for the `created` field of translated answers.
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 /// The models the chain offers: each provider's model, once.

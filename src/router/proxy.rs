@@ -1,27 +1,27 @@
-//! One chat request from the agent, carried along the failover chain: skip providers whose
-//! circuit is open or whose `Retry-After` holds them, wait a bounded time for room under their
-//! limits, send, and move on after a connection error, a first-byte timeout, a 5xx or a 429.
-//! Once a streamed answer has sent a byte to the agent it is never switched to another provider.
+//! One request from the agent, carried along the failover chain: skip providers whose circuit
+//! is open or whose `Retry-After` holds them, wait a bounded time for room under their limits,
+//! send, and move on after a connection error, a timeout, a 5xx, a 429, an error streamed
+//! before any content, or a refusal caused only by translating the request to another API.
 
 use std::collections::HashMap;
-use std::convert::Infallible;
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
-use axum::body::{Body, Bytes};
+use axum::body::Bytes;
 use axum::http::{HeaderValue, StatusCode, header};
-use axum::response::{IntoResponse, Response};
-use serde_json::{Map, Value, json};
-use tokio::sync::mpsc;
+use axum::response::Response;
+use serde_json::{Map, Value};
 
-use super::anthropic::{self, StreamTranslator};
+use super::answer;
 use super::config::{Snapshot, Upstream};
 use super::failover::{Admission, Circuit, CircuitSettings, Failure, SkipReason, Verdict, verdict};
 use super::limits::{LimitSettings, Limits};
 use super::metrics::RouterMetrics;
-use super::sse;
-use super::upstream::{Dialect, Outbound, outbound};
+use super::stream::{self, StreamContext};
+use super::upstream::{Dialect, Inbound, Outbound, outbound};
+use super::usage::Usage;
 use crate::providers::probe::parse_retry_after;
+use crate::resources::provider_config::RouterSettings;
 
 /// The router's state: the current snapshot of the mounted files, and per provider its circuit
 /// and limits, which outlive reloads.
@@ -125,9 +125,10 @@ impl Router {
 }
 
 /// What became of one request, for its log line and metrics.
-struct Report {
+pub struct Report {
     started: Instant,
     stream: bool,
+    api: Dialect,
     model: String,
     attempts: Vec<(String, &'static str)>,
 }
@@ -151,7 +152,7 @@ impl Report {
     }
 
     /// The one log line per request: never the prompt, the answer or a key.
-    fn log(&self, router: &Router, provider: &str, status: u16, tokens: (u64, u64)) {
+    pub fn log(&self, router: &Router, provider: &str, status: u16, usage: &Usage) {
         let outcome = match status {
             200..=299 => "success",
             400..=499 if provider != "none" => "client_error",
@@ -169,27 +170,21 @@ impl Report {
             .observe(self.started.elapsed().as_secs_f64());
         tracing::info!(
             provider,
+            api = match self.api {
+                Dialect::OpenAI => "chat_completions",
+                Dialect::Anthropic => "messages",
+            },
             model = %self.model,
             status,
             stream = self.stream,
             attempts = %self.attempts_text(),
-            prompt_tokens = tokens.0,
-            completion_tokens = tokens.1,
+            prompt_tokens = usage.prompt,
+            completion_tokens = usage.completion,
+            cached_prompt_tokens = usage.cache_read,
             duration_ms = self.started.elapsed().as_millis() as u64,
-            "chat completion"
+            "llm request"
         );
     }
-}
-
-/// An error in OpenAI's format, so the agent's SDK shows its message.
-pub fn error_response(status: StatusCode, kind: &str, message: &str) -> Response {
-    let body = json!({"error": {"message": message, "type": kind, "code": Value::Null}});
-    (
-        status,
-        [(header::CONTENT_TYPE, "application/json")],
-        body.to_string(),
-    )
-        .into_response()
 }
 
 /// Reads the agent's request body: a JSON object with a `messages` array.
@@ -200,13 +195,14 @@ pub fn parse_request(body: &[u8]) -> Result<Map<String, Value>, String> {
         return Err("the request body must be a JSON object".into());
     };
     if !request.get("messages").is_some_and(Value::is_array) {
-        return Err("'messages' must be an array of chat messages".into());
+        return Err("'messages' must be an array of messages".into());
     }
     Ok(request)
 }
 
-/// Serves `POST /v1/chat/completions`.
-pub async fn chat(router: Arc<Router>, request: Map<String, Value>) -> Response {
+/// Serves one request of the agent's, in its API (`POST /v1/chat/completions` or
+/// `POST /v1/messages`).
+pub async fn serve(router: Arc<Router>, inbound: Inbound) -> Response {
     let started = Instant::now();
     let snapshot = router.snapshot();
     let settings = &snapshot.settings;
@@ -216,10 +212,12 @@ pub async fn chat(router: Arc<Router>, request: Map<String, Value>) -> Response 
         open_duration: settings.circuit_open_duration.as_std(),
         trial_timeout: settings.request_timeout.as_std(),
     };
+    let request = &inbound.body;
     let stream = request.get("stream").and_then(Value::as_bool) == Some(true);
     let mut report = Report {
         started,
         stream,
+        api: inbound.dialect,
         model: request
             .get("model")
             .and_then(Value::as_str)
@@ -233,10 +231,11 @@ pub async fn chat(router: Arc<Router>, request: Map<String, Value>) -> Response 
             .errors
             .with_label_values(&["no_provider"])
             .inc();
-        report.log(&router, "none", 503, (0, 0));
-        return error_response(
+        report.log(&router, "none", 503, &Usage::default());
+        return answer::error(
+            inbound.dialect,
             StatusCode::SERVICE_UNAVAILABLE,
-            "router_error",
+            "no_provider",
             "no usable LLM provider is configured for this agent",
         );
     }
@@ -245,6 +244,11 @@ pub async fn chat(router: Arc<Router>, request: Map<String, Value>) -> Response 
     let mut only_busy = true;
     // What opened the circuits of the providers skipped for them.
     let mut circuits_open: Vec<&'static str> = Vec::new();
+    let mut untranslatable: Option<String> = None;
+    // A refusal by a provider the request reached through translation, kept while the rest
+    // of the chain is tried.
+    let mut refusal: Option<Response> = None;
+    let mut other_failures = false;
     for upstream in &snapshot.upstreams {
         let now = Instant::now();
         if sent >= settings.max_attempts || now >= deadline {
@@ -264,8 +268,21 @@ pub async fn chat(router: Arc<Router>, request: Map<String, Value>) -> Response 
                 }
                 _ => report.attempts.push((upstream.name.clone(), "skipped")),
             }
+            other_failures = true;
             continue;
         }
+        let outbound = match outbound(upstream, &inbound) {
+            Ok(outbound) => outbound,
+            Err(error) => {
+                // Only this provider's API cannot express the request; another's may.
+                tracing::debug!(provider = %upstream.name, %error, "request not translatable");
+                untranslatable.get_or_insert(format!("{}: {error}", upstream.name));
+                report
+                    .attempts
+                    .push((upstream.name.clone(), "untranslatable"));
+                continue;
+            }
+        };
         let wait = router
             .limit_wait
             .min(deadline.saturating_duration_since(now));
@@ -275,45 +292,84 @@ pub async fn chat(router: Arc<Router>, request: Map<String, Value>) -> Response 
                 let until = Instant::now() + full.retry_after;
                 soonest_retry = Some(soonest_retry.map_or(until, |s| s.min(until)));
                 report.failed(&router, &upstream.name, Failure::LimitReached);
-                continue;
-            }
-        };
-        let outbound = match outbound(upstream, &request) {
-            Ok(outbound) => outbound,
-            Err(error) => {
-                // Only this provider's API cannot express the request; another's may.
-                tracing::debug!(provider = %upstream.name, %error, "request not translatable");
-                report
-                    .attempts
-                    .push((upstream.name.clone(), "untranslatable"));
+                other_failures = true;
                 continue;
             }
         };
         sent += 1;
-        let attempt = attempt(&router, upstream, &outbound, stream, deadline, settings).await;
+        let attempt = attempt(
+            &router,
+            upstream,
+            &outbound,
+            inbound.dialect,
+            stream,
+            deadline,
+            settings,
+        )
+        .await;
         match attempt {
-            Attempt::Answered(answer) => {
+            Attempt::Answered(answered) => {
                 router.with_circuit(&state, |c| c.succeeded());
                 router
                     .metrics
                     .circuit_open
                     .with_label_values(&[&upstream.name])
                     .set(0);
-                return answer.into_response(router.clone(), upstream, report, admitted);
+                let model = upstream
+                    .model
+                    .clone()
+                    .unwrap_or_else(|| report.model.clone());
+                return match answered {
+                    Answered::Whole { body, usage } => {
+                        router.metrics.record_tokens(&upstream.name, &model, &usage);
+                        report.log(&router, &upstream.name, 200, &usage);
+                        drop(admitted);
+                        answer::ok(body)
+                    }
+                    Answered::Stream(opened) => stream::respond(
+                        opened,
+                        StreamContext {
+                            router: router.clone(),
+                            provider: upstream.name.clone(),
+                            model,
+                            report,
+                            agent: inbound.dialect,
+                            provider_dialect: outbound.dialect,
+                            include_usage: request
+                                .get("stream_options")
+                                .and_then(|o| o.get("include_usage"))
+                                .and_then(Value::as_bool)
+                                == Some(true),
+                            idle: settings.stream_idle_timeout.as_std(),
+                            deadline,
+                        },
+                        admitted,
+                    ),
+                };
             }
             Attempt::Refused { status, body } => {
-                // The provider is healthy; the request is at fault.
+                // The provider is healthy; the request is at fault, or its translation is.
                 router.with_circuit(&state, |c| c.succeeded());
-                report.log(&router, &upstream.name, status.as_u16(), (0, 0));
-                let body = refused_body(upstream, outbound.dialect, &body);
-                return (status, [(header::CONTENT_TYPE, "application/json")], body)
-                    .into_response();
+                let response =
+                    answer::refused(upstream, inbound.dialect, outbound.dialect, status, &body);
+                if outbound.dialect != inbound.dialect {
+                    // A provider of the agent's own API further down the chain may take what
+                    // this one refused after translation (OpenAI's temperature of 1.5, say).
+                    report
+                        .attempts
+                        .push((upstream.name.clone(), "refused_translated"));
+                    refusal.get_or_insert(response);
+                    continue;
+                }
+                report.log(&router, &upstream.name, status.as_u16(), &Usage::default());
+                return response;
             }
             Attempt::Failed {
                 failure,
                 retry_after,
             } => {
                 let now = Instant::now();
+                other_failures = true;
                 only_busy &= matches!(failure, Failure::RateLimited);
                 if let Some(pause) = retry_after {
                     router.with_circuit(&state, |c| c.hold(now + pause));
@@ -333,9 +389,37 @@ pub async fn chat(router: Arc<Router>, request: Map<String, Value>) -> Response 
             }
         }
     }
+    if !other_failures {
+        // Every provider tried refused the request or could not express it: that is the
+        // answer, not a failure of the chain.
+        if let Some(refusal) = refusal {
+            report.log(
+                &router,
+                "none",
+                refusal.status().as_u16(),
+                &Usage::default(),
+            );
+            return refusal;
+        }
+        if let Some(reason) = untranslatable {
+            router
+                .metrics
+                .errors
+                .with_label_values(&["untranslatable"])
+                .inc();
+            report.log(&router, "none", 400, &Usage::default());
+            return answer::error(
+                inbound.dialect,
+                StatusCode::BAD_REQUEST,
+                "untranslatable",
+                &format!("no provider of the chain can express this request ({reason})"),
+            );
+        }
+    }
     let circuits_only = sent == 0 && !circuits_open.is_empty();
     exhausted(
         &router,
+        inbound.dialect,
         report,
         deadline,
         soonest_retry,
@@ -347,6 +431,7 @@ pub async fn chat(router: Arc<Router>, request: Map<String, Value>) -> Response 
 /// The answer when no provider answered.
 fn exhausted(
     router: &Router,
+    dialect: Dialect,
     report: Report,
     deadline: Instant,
     soonest_retry: Option<Instant>,
@@ -388,8 +473,8 @@ fn exhausted(
         )
     };
     router.metrics.errors.with_label_values(&[class]).inc();
-    report.log(router, "none", status.as_u16(), (0, 0));
-    let mut response = error_response(status, "router_error", &message);
+    report.log(router, "none", status.as_u16(), &Usage::default());
+    let mut response = answer::error(dialect, status, class, &message);
     if let Some(until) = soonest_retry {
         let seconds = until
             .saturating_duration_since(Instant::now())
@@ -403,23 +488,8 @@ fn exhausted(
     response
 }
 
-/// A 4xx the agent caused, passed back: translated to OpenAI's error format for Anthropic, and
-/// with the credential removed should the provider echo it.
-fn refused_body(upstream: &Upstream, dialect: Dialect, body: &[u8]) -> String {
-    let text = match dialect {
-        Dialect::OpenAI => String::from_utf8_lossy(body).into_owned(),
-        Dialect::Anthropic => serde_json::from_slice::<Value>(body)
-            .map(|v| anthropic::error(&v).to_string())
-            .unwrap_or_else(|_| String::from_utf8_lossy(body).into_owned()),
-    };
-    match &upstream.credential {
-        Some(key) if !key.expose().is_empty() => text.replace(key.expose(), "[redacted]"),
-        _ => text,
-    }
-}
-
 enum Attempt {
-    Answered(Answer),
+    Answered(Answered),
     Refused {
         status: StatusCode,
         body: Bytes,
@@ -430,16 +500,11 @@ enum Attempt {
     },
 }
 
-enum Answer {
-    /// A whole answer in OpenAI's format, and its token counts.
-    Whole { body: Bytes, tokens: (u64, u64) },
-    Stream {
-        dialect: Dialect,
-        response: reqwest::Response,
-        first: Bytes,
-        deadline: Instant,
-        include_usage: bool,
-    },
+enum Answered {
+    /// A whole answer in the agent's dialect, and its usage.
+    Whole { body: Bytes, usage: Usage },
+    /// A stream whose first content has arrived.
+    Stream(stream::Opened),
 }
 
 fn failed(failure: Failure) -> Attempt {
@@ -457,14 +522,15 @@ fn transport_failure(error: &reqwest::Error) -> Failure {
     }
 }
 
-/// Sends one request and waits for its first byte (a whole answer when not streamed).
+/// Sends one request and waits for its first content (the whole answer when not streamed).
 async fn attempt(
     router: &Router,
     upstream: &Upstream,
     outbound: &Outbound,
+    agent: Dialect,
     stream: bool,
     deadline: Instant,
-    settings: &crate::resources::provider_config::RouterSettings,
+    settings: &RouterSettings,
 ) -> Attempt {
     let sent_at = Instant::now();
     let first_byte_by = deadline.min(sent_at + settings.first_byte_timeout.as_std());
@@ -505,64 +571,31 @@ async fn attempt(
             },
             Err(failure) => failed(failure),
         },
-        Verdict::Success if stream => Attempt::Answered(Answer::Stream {
-            dialect: outbound.dialect,
-            response,
-            first: first.unwrap_or_default(),
-            deadline,
-            include_usage: outbound
-                .body
-                .pointer("/stream_options/include_usage")
-                .and_then(Value::as_bool)
-                == Some(true),
-        }),
-        Verdict::Success => {
-            // Nothing has reached the agent yet: a broken or garbled body still fails over.
-            match rest_of_body(response, first, deadline).await {
-                Ok(body) => whole_answer(outbound.dialect, body)
-                    .map(Attempt::Answered)
-                    .unwrap_or_else(|| failed(Failure::InvalidResponse)),
+        Verdict::Success if stream => {
+            let idle = settings.stream_idle_timeout.as_std();
+            match stream::open(
+                response,
+                first,
+                outbound.dialect,
+                first_byte_by,
+                idle,
+                deadline,
+            )
+            .await
+            {
+                Ok(opened) => Attempt::Answered(Answered::Stream(opened)),
                 Err(failure) => failed(failure),
             }
         }
-    }
-}
-
-/// The token counts of an OpenAI answer; reading only them leaves the answer's bytes as the
-/// provider sent them, with no second serialization.
-#[derive(serde::Deserialize)]
-struct UsageOnly {
-    #[serde(default)]
-    usage: Option<Usage>,
-}
-
-#[derive(serde::Deserialize)]
-struct Usage {
-    #[serde(default)]
-    prompt_tokens: u64,
-    #[serde(default)]
-    completion_tokens: u64,
-}
-
-/// A whole answer in OpenAI's format, `None` when the body is not one.
-fn whole_answer(dialect: Dialect, body: Bytes) -> Option<Answer> {
-    match dialect {
-        Dialect::OpenAI => {
-            let usage = serde_json::from_slice::<UsageOnly>(&body).ok()?.usage;
-            let tokens = usage.map_or((0, 0), |u| (u.prompt_tokens, u.completion_tokens));
-            Some(Answer::Whole { body, tokens })
-        }
-        Dialect::Anthropic => {
-            let answer = serde_json::from_slice::<Value>(&body).ok()?;
-            if !answer.is_object() {
-                return None;
+        Verdict::Success => {
+            // Nothing has reached the agent yet: a broken or garbled body still fails over.
+            match rest_of_body(response, first, deadline).await {
+                Ok(body) => match answer::whole(agent, outbound.dialect, body) {
+                    Some((body, usage)) => Attempt::Answered(Answered::Whole { body, usage }),
+                    None => failed(Failure::InvalidResponse),
+                },
+                Err(failure) => failed(failure),
             }
-            let translated = anthropic::response(&answer, unix_now());
-            let tokens = usage_of(&translated);
-            Some(Answer::Whole {
-                body: Bytes::from(translated.to_string()),
-                tokens,
-            })
         }
     }
 }
@@ -579,188 +612,6 @@ async fn rest_of_body(
             Ok(Err(error)) => return Err(transport_failure(&error)),
             Ok(Ok(None)) => return Ok(Bytes::from(body)),
             Ok(Ok(Some(chunk))) => body.extend_from_slice(&chunk),
-        }
-    }
-}
-
-fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
-
-fn usage_of(body: &Value) -> (u64, u64) {
-    let tokens = |key: &str| {
-        body.pointer(&format!("/usage/{key}"))
-            .and_then(Value::as_u64)
-            .unwrap_or(0)
-    };
-    (tokens("prompt_tokens"), tokens("completion_tokens"))
-}
-
-impl Answer {
-    fn into_response(
-        self,
-        router: Arc<Router>,
-        upstream: &Upstream,
-        report: Report,
-        admitted: super::limits::Admitted,
-    ) -> Response {
-        let model = upstream
-            .model
-            .clone()
-            .unwrap_or_else(|| report.model.clone());
-        match self {
-            Answer::Whole { body, tokens } => {
-                router
-                    .metrics
-                    .record_tokens(&upstream.name, &model, tokens.0, tokens.1);
-                report.log(&router, &upstream.name, 200, tokens);
-                drop(admitted);
-                (
-                    StatusCode::OK,
-                    [(header::CONTENT_TYPE, "application/json")],
-                    body,
-                )
-                    .into_response()
-            }
-            Answer::Stream {
-                dialect,
-                response,
-                first,
-                deadline,
-                include_usage,
-            } => {
-                let (sender, receiver) = mpsc::channel::<Bytes>(32);
-                let pump = StreamPump {
-                    router,
-                    provider: upstream.name.clone(),
-                    model,
-                    report,
-                    dialect,
-                    reader: sse::Reader::default(),
-                    translator: StreamTranslator::new(unix_now(), include_usage),
-                    tokens: (0, 0),
-                    sender,
-                };
-                tokio::spawn(pump.run(response, first, deadline, admitted));
-                let body = futures::stream::unfold(receiver, |mut receiver| async move {
-                    receiver
-                        .recv()
-                        .await
-                        .map(|chunk| (Ok::<_, Infallible>(chunk), receiver))
-                });
-                Response::builder()
-                    .status(StatusCode::OK)
-                    .header(header::CONTENT_TYPE, "text/event-stream")
-                    .header(header::CACHE_CONTROL, "no-cache")
-                    .body(Body::from_stream(body))
-                    .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
-            }
-        }
-    }
-}
-
-/// Carries a streamed answer to the agent, translating Anthropic's events, counting tokens,
-/// and ending a broken stream with an error event instead of switching providers.
-struct StreamPump {
-    router: Arc<Router>,
-    provider: String,
-    model: String,
-    report: Report,
-    dialect: Dialect,
-    reader: sse::Reader,
-    translator: StreamTranslator,
-    tokens: (u64, u64),
-    sender: mpsc::Sender<Bytes>,
-}
-
-impl StreamPump {
-    async fn run(
-        mut self,
-        mut response: reqwest::Response,
-        first: Bytes,
-        deadline: Instant,
-        admitted: super::limits::Admitted,
-    ) {
-        let mut status = 200;
-        let mut chunk = Some(first);
-        loop {
-            if let Some(bytes) = chunk.take()
-                && !self.forward(&bytes).await
-            {
-                // The agent went away; dropping the upstream response closes it.
-                status = 499;
-                break;
-            }
-            match tokio::time::timeout_at(deadline.into(), response.chunk()).await {
-                Ok(Ok(Some(bytes))) => chunk = Some(bytes),
-                Ok(Ok(None)) => break,
-                Ok(Err(_)) | Err(_) => {
-                    status = 502;
-                    self.router
-                        .metrics
-                        .errors
-                        .with_label_values(&["stream_broken"])
-                        .inc();
-                    let event = json!({"error": {
-                        "message": format!("the stream from provider {} broke off; the answer is incomplete", self.provider),
-                        "type": "router_error", "code": "stream_broken",
-                    }});
-                    let _ = self
-                        .sender
-                        .send(Bytes::from(format!("data: {event}\n\n")))
-                        .await;
-                    break;
-                }
-            }
-        }
-        drop(admitted);
-        if self.dialect == Dialect::Anthropic {
-            self.tokens = self.translator.tokens();
-        }
-        self.router.metrics.record_tokens(
-            &self.provider,
-            &self.model,
-            self.tokens.0,
-            self.tokens.1,
-        );
-        self.report
-            .log(&self.router, &self.provider, status, self.tokens);
-    }
-
-    /// Sends `bytes` on (translated for Anthropic); false when the agent is gone.
-    async fn forward(&mut self, bytes: &Bytes) -> bool {
-        let events = self.reader.push(bytes);
-        match self.dialect {
-            Dialect::OpenAI => {
-                for event in &events {
-                    if event.data.contains("\"usage\"")
-                        && let Ok(value) = serde_json::from_str::<Value>(&event.data)
-                    {
-                        let tokens = usage_of(&value);
-                        if tokens != (0, 0) {
-                            self.tokens = tokens;
-                        }
-                    }
-                }
-                self.sender.send(bytes.clone()).await.is_ok()
-            }
-            Dialect::Anthropic => {
-                let mut out = String::new();
-                for event in events {
-                    let data = serde_json::from_str::<Value>(&event.data).unwrap_or(Value::Null);
-                    let name = event
-                        .event
-                        .or_else(|| data.get("type").and_then(Value::as_str).map(str::to_string))
-                        .unwrap_or_default();
-                    for line in self.translator.translate(&name, &data) {
-                        out.push_str(&line);
-                    }
-                }
-                out.is_empty() || self.sender.send(Bytes::from(out)).await.is_ok()
-            }
         }
     }
 }

@@ -1,17 +1,38 @@
-//! The request one provider type receives for an agent's chat request: its URL, its headers
-//! (the credential among them) and its body, with the model mapped to the provider's.
+//! The request one provider type receives for an agent's request: its URL, its headers (the
+//! credential among them) and its body, with the model mapped to the provider's and the body
+//! translated when the agent's API is not the provider's.
 
 use serde_json::{Map, Value};
 
 use super::anthropic;
 use super::config::Upstream;
+use super::messages::{self, LengthParameter};
 use crate::api::llm_provider::{DEFAULT_ANTHROPIC_VERSION, ProviderType};
 
-/// The wire format of a provider's answers.
+/// A wire format: OpenAI's chat completions or Anthropic's Messages API.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Dialect {
     OpenAI,
     Anthropic,
+}
+
+/// What the agent sent: its API's dialect, the body, and the one header of its own the router
+/// passes on (`anthropic-beta`, which turns on Anthropic's features and carries no secret).
+#[derive(Clone, Debug)]
+pub struct Inbound {
+    pub dialect: Dialect,
+    pub body: Map<String, Value>,
+    pub anthropic_beta: Option<String>,
+}
+
+impl Inbound {
+    pub fn chat(body: Map<String, Value>) -> Self {
+        Self {
+            dialect: Dialect::OpenAI,
+            body,
+            anthropic_beta: None,
+        }
+    }
 }
 
 /// A request ready to send. Its `Debug` leaves the headers out: one of them is the key.
@@ -20,6 +41,7 @@ pub struct Outbound {
     pub url: String,
     pub headers: Vec<(&'static str, String)>,
     pub body: Value,
+    /// The provider's dialect, which its answer is in.
     pub dialect: Dialect,
 }
 
@@ -36,8 +58,9 @@ impl std::fmt::Debug for Outbound {
 /// the agent sends can replace or reveal the credential.
 pub fn outbound(
     upstream: &Upstream,
-    request: &Map<String, Value>,
+    inbound: &Inbound,
 ) -> Result<Outbound, anthropic::TranslateError> {
+    let request = &inbound.body;
     let model = upstream
         .model
         .clone()
@@ -51,10 +74,14 @@ pub fn outbound(
     let base = upstream.endpoint.as_str();
     let key = upstream.credential.as_ref().map(|c| c.expose().to_string());
     let mut headers = Vec::new();
-    let openai_body = || {
+    let same_body = || {
         let mut body = request.clone();
         body.insert("model".into(), Value::String(model.clone()));
         Value::Object(body)
+    };
+    let openai_body = |length| match inbound.dialect {
+        Dialect::OpenAI => Ok(same_body()),
+        Dialect::Anthropic => messages::request(request, &model, length),
     };
     let outbound = match upstream.provider_type {
         ProviderType::OpenAI | ProviderType::OpenAICompatible => {
@@ -70,7 +97,10 @@ pub fn outbound(
             Outbound {
                 url: format!("{base}/chat/completions"),
                 headers,
-                body: openai_body(),
+                body: openai_body(match upstream.provider_type {
+                    ProviderType::OpenAI => LengthParameter::MaxCompletionTokens,
+                    _ => LengthParameter::MaxTokens,
+                })?,
                 dialect: Dialect::OpenAI,
             }
         }
@@ -81,7 +111,7 @@ pub fn outbound(
             Outbound {
                 url: format!("{base}/v1/chat/completions"),
                 headers,
-                body: openai_body(),
+                body: openai_body(LengthParameter::MaxTokens)?,
                 dialect: Dialect::OpenAI,
             }
         }
@@ -101,7 +131,7 @@ pub fn outbound(
                     api.azure_api_version.as_deref().unwrap_or_default()
                 ),
                 headers,
-                body: openai_body(),
+                body: openai_body(LengthParameter::MaxCompletionTokens)?,
                 dialect: Dialect::OpenAI,
             }
         }
@@ -117,6 +147,9 @@ pub fn outbound(
             if let Some(key) = key {
                 headers.push(("x-api-key", key));
             }
+            if let Some(beta) = &inbound.anthropic_beta {
+                headers.push(("anthropic-beta", beta.clone()));
+            }
             let url = if base.ends_with("/v1") {
                 format!("{base}/messages")
             } else {
@@ -125,7 +158,10 @@ pub fn outbound(
             Outbound {
                 url,
                 headers,
-                body: anthropic::request(request, &model)?,
+                body: match inbound.dialect {
+                    Dialect::OpenAI => anthropic::request(request, &model)?,
+                    Dialect::Anthropic => same_body(),
+                },
                 dialect: Dialect::Anthropic,
             }
         }
@@ -152,11 +188,13 @@ mod tests {
         }
     }
 
-    fn request() -> Map<String, Value> {
-        json!({"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]})
-            .as_object()
-            .cloned()
-            .expect("object")
+    fn request() -> Inbound {
+        Inbound::chat(
+            json!({"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]})
+                .as_object()
+                .cloned()
+                .expect("object"),
+        )
     }
 
     #[test]

@@ -111,7 +111,29 @@ async fn the_agent_container_holds_no_credential_and_only_the_contracts_environm
     }
     assert_eq!(env["OPENAI_BASE_URL"], "http://127.0.0.1:8790/v1");
     assert_eq!(env["OPENAI_API_KEY"], "agent-operator-router");
+    assert_eq!(env["ANTHROPIC_BASE_URL"], "http://127.0.0.1:8790");
+    assert_eq!(env["ANTHROPIC_API_KEY"], "agent-operator-router");
     assert_eq!(env["TEAM"], "support");
+
+    // Anthropic's SDKs call `$ANTHROPIC_BASE_URL/v1/messages`: the router answers in their
+    // format from the (OpenAI) provider, with the key the agent never holds.
+    let (code, out) = real_node::python(
+        &test.ns.name,
+        &pod,
+        "agent",
+        r#"
+import json, os, urllib.request
+body = json.dumps({"model": "m", "max_tokens": 64, "messages": [{"role": "user", "content": "hi"}]}).encode()
+request = urllib.request.Request(os.environ["ANTHROPIC_BASE_URL"] + "/v1/messages", data=body, headers={
+    "content-type": "application/json", "x-api-key": os.environ["ANTHROPIC_API_KEY"], "anthropic-version": "2023-06-01"})
+print(urllib.request.urlopen(request, timeout=20).read().decode())
+"#,
+    );
+    assert_eq!(code, 0, "{out}");
+    let message: serde_json::Value =
+        serde_json::from_str(out.trim()).expect("an Anthropic message");
+    assert_eq!(message["type"], "message", "{message}");
+    assert_eq!(message["content"][0]["type"], "text", "{message}");
 
     // The credentials are mounted into the router only; the agent reads its config.
     let (code, out) = real_node::python(

@@ -205,26 +205,75 @@ impl RouterProcess {
             .expect("the router answers")
     }
 
-    /// A non-streamed completion: status, JSON body.
-    pub async fn chat(&self, body: &Value) -> (u16, Value) {
-        let response = self.post(body).await;
+    /// An answer's status and text, checked to hold no key.
+    async fn read(&self, response: reqwest::Response) -> (u16, String) {
         let status = response.status().as_u16();
         let text = response.text().await.expect("body");
         self.assert_no_key_in(&text);
+        (status, text)
+    }
+
+    /// An answer's status and JSON body.
+    async fn read_json(&self, response: reqwest::Response) -> (u16, Value) {
+        let (status, text) = self.read(response).await;
         let value = serde_json::from_str(&text)
             .unwrap_or_else(|_| panic!("the router answered JSON, not: {text}"));
         (status, value)
     }
 
+    /// A non-streamed completion: status, JSON body.
+    pub async fn chat(&self, body: &Value) -> (u16, Value) {
+        self.read_json(self.post(body).await).await
+    }
+
     /// A streamed completion: status and the `data:` payloads in order.
     pub async fn stream(&self, body: &Value) -> (u16, Vec<String>) {
-        let response = self.post(body).await;
-        let status = response.status().as_u16();
-        let text = response.text().await.expect("body");
-        self.assert_no_key_in(&text);
+        let (status, text) = self.read(self.post(body).await).await;
         let events = text
             .split("\n\n")
             .filter_map(|event| event.trim().strip_prefix("data: ").map(str::to_string))
+            .collect();
+        (status, events)
+    }
+
+    /// POSTs `body` to the Messages endpoint as Anthropic's SDK would, with its own key (which
+    /// the router ignores) and the headers the SDK sends.
+    pub async fn post_messages(&self, body: &Value, beta: Option<&str>) -> reqwest::Response {
+        let mut request = self
+            .http
+            .post(self.url("/v1/messages"))
+            .header("x-api-key", "agent-operator-router")
+            .header("anthropic-version", "2023-06-01");
+        if let Some(beta) = beta {
+            request = request.header("anthropic-beta", beta);
+        }
+        request.json(body).send().await.expect("the router answers")
+    }
+
+    /// A non-streamed Messages request: status, JSON body.
+    pub async fn messages(&self, body: &Value) -> (u16, Value) {
+        self.read_json(self.post_messages(body, None).await).await
+    }
+
+    /// A streamed Messages request: status and the events as (name, data) in order.
+    pub async fn messages_stream(&self, body: &Value) -> (u16, Vec<(String, Value)>) {
+        let (status, text) = self.read(self.post_messages(body, None).await).await;
+        let events = text
+            .split("\n\n")
+            .filter(|block| !block.trim().is_empty())
+            .map(|block| {
+                let mut name = String::new();
+                let mut data = Value::Null;
+                for line in block.lines() {
+                    if let Some(value) = line.strip_prefix("event: ") {
+                        name = value.to_string();
+                    } else if let Some(value) = line.strip_prefix("data: ") {
+                        data = serde_json::from_str(value)
+                            .unwrap_or_else(|_| panic!("an event's data is JSON: {value}"));
+                    }
+                }
+                (name, data)
+            })
             .collect();
         (status, events)
     }
@@ -309,6 +358,35 @@ pub async fn resetting_endpoint() -> (String, tokio::task::JoinHandle<()>) {
         }
     });
     (format!("http://{address}/v1"), task)
+}
+
+/// A Messages request as Anthropic's SDK sends it.
+pub fn messages_request(stream: bool) -> Value {
+    serde_json::json!({
+        "model": "claude-sonnet-4-5",
+        "max_tokens": 256,
+        "stream": stream,
+        "system": "You are terse.",
+        "messages": [{"role": "user", "content": "Say hello."}]
+    })
+}
+
+/// The text of an Anthropic answer.
+pub fn message_text(answer: &Value) -> String {
+    answer["content"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|block| block["text"].as_str())
+        .collect()
+}
+
+/// A metric line's value, 0 when the series is absent.
+pub fn metric(metrics: &str, series: &str) -> f64 {
+    metrics
+        .lines()
+        .find_map(|line| line.strip_prefix(series)?.trim().parse().ok())
+        .unwrap_or(0.0)
 }
 
 /// A chat request; `model` is what the agent asks for.

@@ -8,6 +8,9 @@ mod fake_provider;
 mod harness;
 
 mod failover;
+mod fidelity;
 mod guards;
+mod messages;
 mod reload;
+mod sdk;
 mod wire;

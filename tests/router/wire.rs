@@ -240,11 +240,12 @@ async fn models_lists_the_chain_and_metrics_count_tokens() {
     let log_line = router
         .logs()
         .lines()
-        .find(|l| l.contains("chat completion"))
+        .find(|l| l.contains("llm request"))
         .map(str::to_string)
         .expect("one log line per request");
     let parsed: Value = serde_json::from_str(&log_line).expect("JSON log line");
     assert_eq!(parsed["provider"], "primary");
+    assert_eq!(parsed["api"], "chat_completions");
     assert_eq!(parsed["prompt_tokens"], 11);
     assert!(!log_line.contains("Say hello"), "prompts are never logged");
 }

@@ -1,6 +1,8 @@
 //! A fake LLM provider on a loopback port: the model listings and chat endpoints of OpenAI (and
 //! compatible), Azure OpenAI, Anthropic and Ollama, streamed or not, with faults a test switches
-//! at run time.
+//! at run time. Its Messages endpoint refuses what the real Anthropic API refuses (a
+//! `temperature` above 1, empty text, unknown parameters), so translations are checked
+//! against those rules.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -33,6 +35,17 @@ pub struct Behaviour {
     pub reply: String,
     /// Streamed answers send their first event, then the connection breaks.
     pub break_stream: bool,
+    /// Streamed answers are this error, as the first event of a 200 stream (Anthropic's
+    /// `overloaded_error`, or an OpenAI-compatible server's `error` object).
+    pub stream_error: Option<String>,
+    /// Streamed requests get a whole JSON answer instead of events.
+    pub json_for_streams: bool,
+    /// Streamed answers pause this long after their first content.
+    pub stall_stream: Duration,
+    /// Prompt tokens reported as read from the cache.
+    pub cached_tokens: u64,
+    /// Anthropic's `stop_reason` for answers without tools.
+    pub stop_reason: Option<String>,
 }
 
 impl Default for Behaviour {
@@ -46,6 +59,11 @@ impl Default for Behaviour {
             garbage: false,
             reply: "Hello from the fake provider".into(),
             break_stream: false,
+            stream_error: None,
+            json_for_streams: false,
+            stall_stream: Duration::ZERO,
+            cached_tokens: 0,
+            stop_reason: None,
         }
     }
 }
@@ -290,6 +308,16 @@ async fn chat(
         Ok(_) => shared.behaviour.lock().expect("not poisoned").clone(),
         Err(response) => return response,
     };
+    if dialect == Dialect::Anthropic
+        && let Err(message) = anthropic_rules(&request)
+    {
+        return (
+            StatusCode::BAD_REQUEST,
+            axum::Json(json!({"type": "error",
+                "error": {"type": "invalid_request_error", "message": message}})),
+        )
+            .into_response();
+    }
     let model = request
         .get("model")
         .and_then(Value::as_str)
@@ -301,29 +329,49 @@ async fn chat(
         .and_then(Value::as_str)
         .map(str::to_string);
     let stream = request.get("stream").and_then(Value::as_bool) == Some(true);
-    let events = match (dialect, stream) {
+    let choices = request.get("n").and_then(Value::as_u64).unwrap_or(1);
+    let events = match (dialect, stream && !behaviour.json_for_streams) {
         (Dialect::OpenAI, false) => {
-            return axum::Json(openai_answer(&model, &behaviour.reply, tool.as_deref()))
-                .into_response();
+            let answer = openai_answer(&model, &behaviour, tool.as_deref(), choices);
+            return axum::Json(answer).into_response();
         }
         (Dialect::Anthropic, false) => {
-            return axum::Json(anthropic_answer(&model, &behaviour.reply, tool.as_deref()))
-                .into_response();
+            let answer = anthropic_answer(&model, &behaviour, tool.as_deref());
+            return axum::Json(answer).into_response();
         }
-        (Dialect::OpenAI, true) => openai_events(&model, &behaviour.reply, &request),
-        (Dialect::Anthropic, true) => anthropic_events(&model, &behaviour.reply, tool.as_deref()),
+        (dialect, true) if behaviour.stream_error.is_some() => {
+            let kind = behaviour.stream_error.clone().unwrap_or_default();
+            vec![match dialect {
+                Dialect::Anthropic => format!(
+                    "event: error\ndata: {}\n\n",
+                    json!({"type": "error", "error": {"type": kind, "message": "Overloaded"}})
+                ),
+                Dialect::OpenAI => format!(
+                    "data: {}\n\n",
+                    json!({"error": {"message": "injected stream error", "code": kind}})
+                ),
+            }]
+        }
+        (Dialect::OpenAI, true) => openai_events(&model, &behaviour, &request),
+        (Dialect::Anthropic, true) => anthropic_events(&model, &behaviour, tool.as_deref()),
     };
     let broken = behaviour.break_stream;
+    let stall = behaviour.stall_stream;
     let chunks = events.into_iter().enumerate().map(move |(i, event)| {
         if broken && i > 0 {
             Err(std::io::Error::other("stream broken by the test"))
         } else {
-            Ok(Bytes::from(event))
+            Ok((i, Bytes::from(event)))
         }
     });
-    let paced = futures::StreamExt::then(futures::stream::iter(chunks), |chunk| async move {
-        tokio::time::sleep(Duration::from_millis(2)).await;
-        chunk
+    let paced = futures::StreamExt::then(futures::stream::iter(chunks), move |chunk| async move {
+        let pause = match &chunk {
+            // After the first content event (the role chunk, or message_start and ping).
+            Ok((3, _)) if !stall.is_zero() => stall,
+            _ => Duration::from_millis(2),
+        };
+        tokio::time::sleep(pause).await;
+        chunk.map(|(_, bytes)| bytes)
     });
     Response::builder()
         .header("content-type", "text/event-stream")
@@ -331,26 +379,101 @@ async fn chat(
         .expect("response")
 }
 
-const PROMPT_TOKENS: u64 = 11;
-const COMPLETION_TOKENS: u64 = 7;
+pub const PROMPT_TOKENS: u64 = 11;
+pub const COMPLETION_TOKENS: u64 = 7;
 
-fn openai_answer(model: &str, reply: &str, tool: Option<&str>) -> Value {
+/// What the real Messages API refuses with a 400 and OpenAI's API accepts.
+fn anthropic_rules(request: &Value) -> Result<(), String> {
+    const KNOWN: [&str; 14] = [
+        "model",
+        "messages",
+        "max_tokens",
+        "system",
+        "temperature",
+        "top_p",
+        "top_k",
+        "stop_sequences",
+        "stream",
+        "metadata",
+        "tools",
+        "tool_choice",
+        "thinking",
+        "service_tier",
+    ];
+    let body = request.as_object().ok_or("the body must be an object")?;
+    if let Some(unknown) = body.keys().find(|k| !KNOWN.contains(&k.as_str())) {
+        return Err(format!("{unknown}: Extra inputs are not permitted"));
+    }
+    if !body.get("max_tokens").is_some_and(Value::is_u64) {
+        return Err("max_tokens: Field required".into());
+    }
+    if let Some(t) = body.get("temperature").and_then(Value::as_f64)
+        && !(0.0..=1.0).contains(&t)
+    {
+        return Err("temperature: Input should be less than or equal to 1".into());
+    }
+    let messages = body
+        .get("messages")
+        .and_then(Value::as_array)
+        .ok_or("messages: Field required")?;
+    for (i, message) in messages.iter().enumerate() {
+        let empty = match message.get("content") {
+            Some(Value::String(text)) => text.is_empty(),
+            Some(Value::Array(blocks)) => {
+                blocks.is_empty()
+                    || blocks.iter().any(|b| {
+                        b["type"] == "text" && b["text"].as_str().is_none_or(str::is_empty)
+                    })
+            }
+            _ => true,
+        };
+        if empty {
+            return Err(format!(
+                "messages.{i}: all messages must have non-empty content"
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn openai_usage(behaviour: &Behaviour) -> Value {
+    let mut usage = json!({"prompt_tokens": PROMPT_TOKENS, "completion_tokens": COMPLETION_TOKENS,
+                           "total_tokens": PROMPT_TOKENS + COMPLETION_TOKENS});
+    if behaviour.cached_tokens > 0 {
+        usage["prompt_tokens"] = json!(PROMPT_TOKENS + behaviour.cached_tokens);
+        usage["total_tokens"] = json!(PROMPT_TOKENS + behaviour.cached_tokens + COMPLETION_TOKENS);
+        usage["prompt_tokens_details"] = json!({"cached_tokens": behaviour.cached_tokens});
+    }
+    usage
+}
+
+fn anthropic_usage(behaviour: &Behaviour, output: u64) -> Value {
+    json!({"input_tokens": PROMPT_TOKENS, "output_tokens": output,
+           "cache_read_input_tokens": behaviour.cached_tokens, "cache_creation_input_tokens": 0})
+}
+
+fn openai_answer(model: &str, behaviour: &Behaviour, tool: Option<&str>, choices: u64) -> Value {
     let message = match tool {
         Some(name) => json!({"role": "assistant", "content": null, "tool_calls": [{
             "id": "call_1", "type": "function",
             "function": {"name": name, "arguments": "{\"city\":\"Paris\"}"}}]}),
-        None => json!({"role": "assistant", "content": reply}),
+        None => json!({"role": "assistant", "content": behaviour.reply}),
     };
+    let choices: Vec<Value> = (0..choices)
+        .map(|index| {
+            json!({"index": index, "message": message,
+            "finish_reason": if tool.is_some() { "tool_calls" } else { "stop" }})
+        })
+        .collect();
     json!({
         "id": "chatcmpl-1", "object": "chat.completion", "created": 1, "model": model,
-        "choices": [{"index": 0, "message": message,
-                     "finish_reason": if tool.is_some() { "tool_calls" } else { "stop" }}],
-        "usage": {"prompt_tokens": PROMPT_TOKENS, "completion_tokens": COMPLETION_TOKENS,
-                  "total_tokens": PROMPT_TOKENS + COMPLETION_TOKENS},
+        "choices": choices,
+        "usage": openai_usage(behaviour),
     })
 }
 
-fn anthropic_answer(model: &str, reply: &str, tool: Option<&str>) -> Value {
+fn anthropic_answer(model: &str, behaviour: &Behaviour, tool: Option<&str>) -> Value {
+    let reply = &behaviour.reply;
     let content = match tool {
         Some(name) => {
             json!([{"type": "tool_use", "id": "toolu_1", "name": name, "input": {"city": "Paris"}}])
@@ -359,12 +482,21 @@ fn anthropic_answer(model: &str, reply: &str, tool: Option<&str>) -> Value {
     };
     json!({
         "id": "msg_1", "type": "message", "role": "assistant", "model": model, "content": content,
-        "stop_reason": if tool.is_some() { "tool_use" } else { "end_turn" },
-        "usage": {"input_tokens": PROMPT_TOKENS, "output_tokens": COMPLETION_TOKENS},
+        "stop_reason": stop_reason(behaviour, tool),
+        "usage": anthropic_usage(behaviour, COMPLETION_TOKENS),
     })
 }
 
-fn openai_events(model: &str, reply: &str, request: &Value) -> Vec<String> {
+fn stop_reason(behaviour: &Behaviour, tool: Option<&str>) -> Value {
+    match (tool, &behaviour.stop_reason) {
+        (Some(_), _) => json!("tool_use"),
+        (None, Some(reason)) => json!(reason),
+        (None, None) => json!("end_turn"),
+    }
+}
+
+fn openai_events(model: &str, behaviour: &Behaviour, request: &Value) -> Vec<String> {
+    let reply = &behaviour.reply;
     let chunk = |delta: Value, finish: Value| {
         let chunk = json!({"id": "chatcmpl-1", "object": "chat.completion.chunk", "created": 1,
             "model": model, "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]});
@@ -384,22 +516,25 @@ fn openai_events(model: &str, reply: &str, request: &Value) -> Vec<String> {
         == Some(true)
     {
         let usage = json!({"id": "chatcmpl-1", "object": "chat.completion.chunk", "created": 1,
-            "model": model, "choices": [],
-            "usage": {"prompt_tokens": PROMPT_TOKENS, "completion_tokens": COMPLETION_TOKENS,
-                      "total_tokens": PROMPT_TOKENS + COMPLETION_TOKENS}});
+            "model": model, "choices": [], "usage": openai_usage(behaviour)});
         events.push(format!("data: {usage}\n\n"));
     }
     events.push("data: [DONE]\n\n".into());
     events
 }
 
-fn anthropic_events(model: &str, reply: &str, tool: Option<&str>) -> Vec<String> {
+fn anthropic_events(model: &str, behaviour: &Behaviour, tool: Option<&str>) -> Vec<String> {
+    let reply = &behaviour.reply;
     let event = |name: &str, data: Value| format!("event: {name}\ndata: {data}\n\n");
-    let mut events = vec![event(
-        "message_start",
-        json!({"type": "message_start", "message": {"id": "msg_1", "model": model,
-               "usage": {"input_tokens": PROMPT_TOKENS, "output_tokens": 1}}}),
-    )];
+    let mut events = vec![
+        event(
+            "message_start",
+            json!({"type": "message_start", "message": {"id": "msg_1", "type": "message",
+                   "role": "assistant", "model": model, "content": [], "stop_reason": null,
+                   "stop_sequence": null, "usage": anthropic_usage(behaviour, 1)}}),
+        ),
+        event("ping", json!({"type": "ping"})),
+    ];
     match tool {
         Some(name) => {
             events.push(event(
@@ -437,7 +572,7 @@ fn anthropic_events(model: &str, reply: &str, tool: Option<&str>) -> Vec<String>
     events.push(event(
         "message_delta",
         json!({"type": "message_delta",
-        "delta": {"stop_reason": if tool.is_some() { "tool_use" } else { "end_turn" }},
+        "delta": {"stop_reason": stop_reason(behaviour, tool), "stop_sequence": null},
         "usage": {"output_tokens": COMPLETION_TOKENS}}),
     ));
     events.push(event("message_stop", json!({"type": "message_stop"})));

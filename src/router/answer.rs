@@ -1,0 +1,172 @@
+//! Whole answers and errors in the agent's API: a provider's answer converted (or passed on as
+//! it came when the provider speaks the agent's API), the provider's refusals, and the router's
+//! own errors, each in the shape the agent's SDK reads.
+
+use axum::body::Bytes;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+
+use super::config::Upstream;
+use super::upstream::Dialect;
+use super::usage::Usage;
+use super::{anthropic, messages};
+
+/// Only the usage of an answer: reading it leaves the answer's bytes as the provider sent them,
+/// with no second serialization.
+#[derive(serde::Deserialize)]
+struct UsageOnly {
+    #[serde(default)]
+    usage: Option<Value>,
+}
+
+/// A provider's whole answer in the agent's dialect, and its usage; `None` when the body is
+/// not an answer of the provider's dialect.
+pub fn whole(agent: Dialect, provider: Dialect, body: Bytes) -> Option<(Bytes, Usage)> {
+    let counted =
+        |usage: Option<&Value>, read: fn(&Value) -> Usage| usage.map(read).unwrap_or_default();
+    match (agent, provider) {
+        (Dialect::OpenAI, Dialect::OpenAI) => {
+            let usage = serde_json::from_slice::<UsageOnly>(&body).ok()?.usage;
+            let usage = counted(usage.as_ref(), Usage::from_openai);
+            Some((body, usage))
+        }
+        (Dialect::Anthropic, Dialect::Anthropic) => {
+            let usage = serde_json::from_slice::<UsageOnly>(&body).ok()?.usage;
+            let usage = counted(usage.as_ref(), Usage::from_anthropic);
+            Some((body, usage))
+        }
+        (Dialect::OpenAI, Dialect::Anthropic) => {
+            let answer = serde_json::from_slice::<Value>(&body).ok()?;
+            if !answer.is_object() {
+                return None;
+            }
+            let usage = counted(answer.get("usage"), Usage::from_anthropic);
+            let translated = anthropic::response(&answer, super::unix_now());
+            Some((Bytes::from(translated.to_string()), usage))
+        }
+        (Dialect::Anthropic, Dialect::OpenAI) => {
+            let answer = serde_json::from_slice::<Value>(&body).ok()?;
+            if !answer.is_object() {
+                return None;
+            }
+            let usage = counted(answer.get("usage"), Usage::from_openai);
+            Some((Bytes::from(messages::response(&answer).to_string()), usage))
+        }
+    }
+}
+
+/// A 4xx the provider answered, for the agent: in the agent's error format, and with the
+/// credential removed should the provider echo it.
+pub fn refused(
+    upstream: &Upstream,
+    agent: Dialect,
+    provider: Dialect,
+    status: StatusCode,
+    body: &[u8],
+) -> Response {
+    let parsed = || serde_json::from_slice::<Value>(body).ok();
+    let translated = match (agent, provider) {
+        (Dialect::OpenAI, Dialect::Anthropic) => parsed().map(|v| anthropic::error(&v)),
+        (Dialect::Anthropic, Dialect::OpenAI) => {
+            parsed().map(|v| messages::error(status.as_u16(), &v))
+        }
+        _ => None,
+    };
+    let text = translated
+        .map(|v| v.to_string())
+        .unwrap_or_else(|| String::from_utf8_lossy(body).into_owned());
+    let text = match &upstream.credential {
+        Some(key) if !key.expose().is_empty() => text.replace(key.expose(), "[redacted]"),
+        _ => text,
+    };
+    (status, [(header::CONTENT_TYPE, "application/json")], text).into_response()
+}
+
+/// A whole answer, sent.
+pub fn ok(body: Bytes) -> Response {
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "application/json")],
+        body,
+    )
+        .into_response()
+}
+
+/// The router's own error in the agent's format. `class` is the router's name for it, which
+/// OpenAI's format carries as `code` and Anthropic's in the message.
+pub fn error(dialect: Dialect, status: StatusCode, class: &str, message: &str) -> Response {
+    (
+        status,
+        [(header::CONTENT_TYPE, "application/json")],
+        error_body(dialect, status, class, message).to_string(),
+    )
+        .into_response()
+}
+
+pub fn error_body(dialect: Dialect, status: StatusCode, class: &str, message: &str) -> Value {
+    match dialect {
+        Dialect::OpenAI => {
+            let kind = if status.is_client_error() && status != StatusCode::TOO_MANY_REQUESTS {
+                "invalid_request_error"
+            } else {
+                "router_error"
+            };
+            json!({"error": {"message": message, "type": kind, "code": class}})
+        }
+        Dialect::Anthropic => messages::error_body(
+            messages::error_type(status.as_u16()),
+            &format!("{message} ({class})"),
+        ),
+    }
+}
+
+/// An error event ending a stream the agent has started reading.
+pub fn stream_error_event(dialect: Dialect, class: &str, message: &str) -> Bytes {
+    let body = error_body(dialect, StatusCode::BAD_GATEWAY, class, message);
+    Bytes::from(match dialect {
+        Dialect::OpenAI => format!("data: {body}\n\n"),
+        Dialect::Anthropic => format!("event: error\ndata: {body}\n\n"),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_agent_gets_the_provider_answer_in_its_own_api() {
+        let anthropic_answer = json!({"id": "msg_1", "type": "message", "model": "claude",
+            "content": [{"type": "text", "text": "Hi"}], "stop_reason": "end_turn",
+            "usage": {"input_tokens": 2, "output_tokens": 1, "cache_read_input_tokens": 8}});
+        let bytes = Bytes::from(anthropic_answer.to_string());
+        let (same, usage) =
+            whole(Dialect::Anthropic, Dialect::Anthropic, bytes.clone()).expect("answer");
+        assert_eq!(same, bytes, "passed on byte for byte");
+        assert_eq!((usage.prompt, usage.cache_read), (10, 8));
+        let (openai, _) = whole(Dialect::OpenAI, Dialect::Anthropic, bytes).expect("answer");
+        let openai: Value = serde_json::from_slice(&openai).expect("json");
+        assert_eq!(openai["choices"][0]["message"]["content"], "Hi");
+        assert_eq!(openai["usage"]["prompt_tokens_details"]["cached_tokens"], 8);
+        assert!(whole(Dialect::OpenAI, Dialect::OpenAI, Bytes::from("<html>")).is_none());
+    }
+
+    #[test]
+    fn router_errors_take_each_apis_shape() {
+        let openai = error_body(
+            Dialect::OpenAI,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "circuit_open",
+            "m",
+        );
+        assert_eq!(openai["error"]["code"], "circuit_open");
+        let anthropic = error_body(
+            Dialect::Anthropic,
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate_limited",
+            "m",
+        );
+        assert_eq!(anthropic["type"], "error");
+        assert_eq!(anthropic["error"]["type"], "rate_limit_error");
+    }
+}

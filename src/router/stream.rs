@@ -1,0 +1,414 @@
+//! Streamed answers: held back until their first content, so that an error a provider streams
+//! before any (Anthropic's `overloaded_error` in a 200 stream) still fails over, then carried
+//! to the agent in its API, counting the usage, with an idle timeout between events. Once a
+//! byte of content has reached the agent the stream is never switched to another provider; a
+//! broken one ends with an error event instead.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::body::{Body, Bytes};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::Value;
+use tokio::sync::mpsc;
+
+use super::answer;
+use super::failover::{Failure, stream_error_failure};
+use super::limits::Admitted;
+use super::proxy::{Report, Router};
+use super::sse::{self, Event};
+use super::upstream::Dialect;
+use super::usage::Usage;
+use super::{anthropic, messages};
+
+/// A stream whose first content has arrived, and what was read up to it.
+pub struct Opened {
+    response: reqwest::Response,
+    reader: sse::Reader,
+    raw: Vec<u8>,
+    events: Vec<Event>,
+}
+
+/// Reads `response` until its first content, an error, or its end. `first_by` bounds the wait
+/// for the first byte, `idle` each wait after it. A failure before any content means the next
+/// provider may answer.
+pub async fn open(
+    mut response: reqwest::Response,
+    first: Option<Bytes>,
+    dialect: Dialect,
+    first_by: Instant,
+    idle: Duration,
+    deadline: Instant,
+) -> Result<Opened, Failure> {
+    let event_stream = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.trim_start().starts_with("text/event-stream"));
+    if !event_stream {
+        // A JSON error, an HTML page or an answer that ignored `stream`: nothing an SDK reading
+        // events could use, and nothing has reached the agent yet.
+        return Err(Failure::InvalidResponse);
+    }
+    let mut reader = sse::Reader::default();
+    let mut raw = Vec::new();
+    let mut events = Vec::new();
+    let mut chunk = first;
+    let mut wait_until = first_by;
+    loop {
+        if let Some(bytes) = chunk.take() {
+            raw.extend_from_slice(&bytes);
+            events.extend(reader.push(&bytes));
+            wait_until = deadline.min(Instant::now() + idle);
+        }
+        if let Some(failure) = events.iter().find_map(|e| error_in(dialect, e)) {
+            return Err(failure);
+        }
+        if events.iter().any(|e| is_content(dialect, e)) {
+            break;
+        }
+        match tokio::time::timeout_at(wait_until.into(), response.chunk()).await {
+            Err(_) => return Err(Failure::Timeout),
+            Ok(Err(_)) => return Err(Failure::Unreachable),
+            Ok(Ok(Some(bytes))) => chunk = Some(bytes),
+            Ok(Ok(None)) if events.is_empty() => return Err(Failure::InvalidResponse),
+            Ok(Ok(None)) => break,
+        }
+    }
+    Ok(Opened {
+        response,
+        reader,
+        raw,
+        events,
+    })
+}
+
+/// The failure an error event before any content stands for.
+fn error_in(dialect: Dialect, event: &Event) -> Option<Failure> {
+    match dialect {
+        Dialect::Anthropic => {
+            let named = event.event.as_deref() == Some("error");
+            if !named && !event.data.contains("\"error\"") {
+                return None;
+            }
+            let data: Value = serde_json::from_str(&event.data).ok()?;
+            if !named && data.get("type").and_then(Value::as_str) != Some("error") {
+                return None;
+            }
+            let kind = data
+                .pointer("/error/type")
+                .and_then(Value::as_str)
+                .unwrap_or("api_error");
+            Some(stream_error_failure(kind))
+        }
+        Dialect::OpenAI => {
+            if !event.data.contains("\"error\"") {
+                return None;
+            }
+            let data: Value = serde_json::from_str(&event.data).ok()?;
+            let problem = data.get("error")?;
+            let kind = problem
+                .get("code")
+                .and_then(Value::as_str)
+                .or_else(|| problem.get("type").and_then(Value::as_str))
+                .unwrap_or("server_error");
+            Some(stream_error_failure(kind))
+        }
+    }
+}
+
+/// Whether the event carries content (or ends the answer), after which nothing fails over.
+fn is_content(dialect: Dialect, event: &Event) -> bool {
+    match dialect {
+        Dialect::Anthropic => matches!(
+            event.event.as_deref(),
+            Some("content_block_start" | "content_block_delta" | "message_delta" | "message_stop")
+        ),
+        Dialect::OpenAI => event.data.trim() == "[DONE]" || event.data.contains("\"choices\""),
+    }
+}
+
+/// How events reach the agent.
+enum Conversion {
+    /// The provider speaks the agent's API: its bytes go on as they came.
+    Same(Dialect),
+    /// Anthropic's events as OpenAI chunks.
+    ToOpenAI(Box<anthropic::StreamTranslator>),
+    /// OpenAI chunks as Anthropic's events.
+    ToAnthropic(Box<messages::StreamTranslator>),
+}
+
+/// What the pump needs beyond the stream.
+pub struct StreamContext {
+    pub router: Arc<Router>,
+    pub provider: String,
+    pub model: String,
+    pub report: Report,
+    pub agent: Dialect,
+    pub provider_dialect: Dialect,
+    /// The agent asked for OpenAI's usage chunk (`stream_options.include_usage`).
+    pub include_usage: bool,
+    pub idle: Duration,
+    pub deadline: Instant,
+}
+
+/// Starts carrying the stream to the agent and returns the agent's response.
+pub fn respond(opened: Opened, context: StreamContext, admitted: Admitted) -> Response {
+    let conversion = match (context.agent, context.provider_dialect) {
+        (Dialect::OpenAI, Dialect::Anthropic) => Conversion::ToOpenAI(Box::new(
+            anthropic::StreamTranslator::new(super::unix_now(), context.include_usage),
+        )),
+        (Dialect::Anthropic, Dialect::OpenAI) => Conversion::ToAnthropic(Box::default()),
+        (same, _) => Conversion::Same(same),
+    };
+    let (sender, receiver) = mpsc::channel::<Bytes>(32);
+    let pump = Pump {
+        context,
+        conversion,
+        usage: Usage::default(),
+        sender,
+    };
+    tokio::spawn(pump.run(opened, admitted));
+    let body = futures::stream::unfold(receiver, |mut receiver| async move {
+        receiver
+            .recv()
+            .await
+            .map(|chunk| (Ok::<_, Infallible>(chunk), receiver))
+    });
+    Response::builder()
+        .status(StatusCode::OK)
+        .header(header::CONTENT_TYPE, "text/event-stream")
+        .header(header::CACHE_CONTROL, "no-cache")
+        .body(Body::from_stream(body))
+        .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
+}
+
+struct Pump {
+    context: StreamContext,
+    conversion: Conversion,
+    /// Usage read from a stream passed on as it came.
+    usage: Usage,
+    sender: mpsc::Sender<Bytes>,
+}
+
+impl Pump {
+    async fn run(mut self, opened: Opened, admitted: Admitted) {
+        let Opened {
+            mut response,
+            mut reader,
+            raw,
+            events,
+        } = opened;
+        let mut status = 200;
+        let mut next = Some((Bytes::from(raw), events));
+        loop {
+            if let Some((bytes, events)) = next.take()
+                && !self.forward(bytes, &events).await
+            {
+                // The agent went away; dropping the upstream response closes it.
+                status = 499;
+                break;
+            }
+            let wait_until = self
+                .context
+                .deadline
+                .min(Instant::now() + self.context.idle);
+            match tokio::time::timeout_at(wait_until.into(), response.chunk()).await {
+                Ok(Ok(Some(bytes))) => {
+                    let events = reader.push(&bytes);
+                    next = Some((bytes, events));
+                }
+                Ok(Ok(None)) => {
+                    if let Conversion::ToAnthropic(translator) = &mut self.conversion {
+                        // OpenAI-compatible servers may end without `[DONE]`.
+                        let closing = translator.finish().concat();
+                        if !closing.is_empty() {
+                            let _ = self.sender.send(Bytes::from(closing)).await;
+                        }
+                    }
+                    break;
+                }
+                Ok(Err(_)) => {
+                    status = 502;
+                    self.broke_off("stream_broken").await;
+                    break;
+                }
+                Err(_) => {
+                    status = 504;
+                    let idle = Instant::now() < self.context.deadline;
+                    self.broke_off(if idle {
+                        "stream_idle_timeout"
+                    } else {
+                        "stream_deadline"
+                    })
+                    .await;
+                    break;
+                }
+            }
+        }
+        drop(admitted);
+        let usage = match &self.conversion {
+            Conversion::Same(_) => self.usage,
+            Conversion::ToOpenAI(translator) => translator.usage(),
+            Conversion::ToAnthropic(translator) => translator.usage(),
+        };
+        let context = &self.context;
+        context
+            .router
+            .metrics
+            .record_tokens(&context.provider, &context.model, &usage);
+        context
+            .report
+            .log(&context.router, &context.provider, status, &usage);
+    }
+
+    async fn broke_off(&mut self, class: &'static str) {
+        let context = &self.context;
+        context
+            .router
+            .metrics
+            .errors
+            .with_label_values(&[class])
+            .inc();
+        let provider = &context.provider;
+        let message = match class {
+            "stream_idle_timeout" => format!(
+                "provider {provider} sent nothing for {}; the answer is incomplete",
+                humantime::format_duration(context.idle)
+            ),
+            "stream_deadline" => format!(
+                "provider {provider} did not finish within the request timeout; the answer is incomplete"
+            ),
+            _ => format!("the stream from provider {provider} broke off; the answer is incomplete"),
+        };
+        let event = answer::stream_error_event(context.agent, class, &message);
+        let _ = self.sender.send(event).await;
+    }
+
+    /// Sends `bytes` (or their translation) on; false when the agent is gone.
+    async fn forward(&mut self, bytes: Bytes, events: &[Event]) -> bool {
+        let out = match &mut self.conversion {
+            Conversion::Same(dialect) => {
+                for event in events {
+                    count_usage(*dialect, event, &mut self.usage);
+                }
+                bytes
+            }
+            Conversion::ToOpenAI(translator) => {
+                let mut out = String::new();
+                for event in events {
+                    let data = serde_json::from_str::<Value>(&event.data).unwrap_or(Value::Null);
+                    let name = event
+                        .event
+                        .clone()
+                        .or_else(|| data.get("type").and_then(Value::as_str).map(str::to_string))
+                        .unwrap_or_default();
+                    for line in translator.translate(&name, &data) {
+                        out.push_str(&line);
+                    }
+                }
+                Bytes::from(out)
+            }
+            Conversion::ToAnthropic(translator) => {
+                let out: String = events
+                    .iter()
+                    .flat_map(|event| translator.translate(&event.data))
+                    .collect();
+                Bytes::from(out)
+            }
+        };
+        out.is_empty() || self.sender.send(out).await.is_ok()
+    }
+}
+
+/// Reads the usage an event of a passed-on stream carries.
+fn count_usage(dialect: Dialect, event: &Event, usage: &mut Usage) {
+    if !event.data.contains("\"usage\"") {
+        return;
+    }
+    let Ok(data) = serde_json::from_str::<Value>(&event.data) else {
+        return;
+    };
+    match dialect {
+        Dialect::OpenAI => {
+            if let Some(reported) = data.get("usage").filter(|u| u.is_object()) {
+                *usage = Usage::from_openai(reported);
+            }
+        }
+        Dialect::Anthropic => {
+            let reported = data.pointer("/message/usage").or_else(|| data.get("usage"));
+            if let Some(reported) = reported {
+                usage.merge_anthropic(reported);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(name: Option<&str>, data: &str) -> Event {
+        Event {
+            event: name.map(str::to_string),
+            data: data.into(),
+        }
+    }
+
+    #[test]
+    fn an_error_before_content_is_the_providers_failure() {
+        let overloaded = event(
+            Some("error"),
+            r#"{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}"#,
+        );
+        assert_eq!(
+            error_in(Dialect::Anthropic, &overloaded),
+            Some(Failure::ServerError)
+        );
+        let openai = event(
+            None,
+            r#"{"error":{"message":"slow down","code":"rate_limit_exceeded"}}"#,
+        );
+        assert_eq!(
+            error_in(Dialect::OpenAI, &openai),
+            Some(Failure::RateLimited)
+        );
+        let text = event(
+            Some("content_block_delta"),
+            r#"{"type":"content_block_delta","delta":{"type":"text_delta","text":"an \"error\""}}"#,
+        );
+        assert_eq!(error_in(Dialect::Anthropic, &text), None);
+        assert!(is_content(Dialect::Anthropic, &text));
+        assert!(!is_content(
+            Dialect::Anthropic,
+            &event(Some("message_start"), "{}")
+        ));
+    }
+
+    #[test]
+    fn passed_on_anthropic_streams_count_usage_from_start_and_delta() {
+        let mut usage = Usage::default();
+        count_usage(
+            Dialect::Anthropic,
+            &event(
+                Some("message_start"),
+                r#"{"type":"message_start","message":{"usage":{"input_tokens":5,"cache_read_input_tokens":20,"output_tokens":1}}}"#,
+            ),
+            &mut usage,
+        );
+        count_usage(
+            Dialect::Anthropic,
+            &event(
+                Some("message_delta"),
+                r#"{"type":"message_delta","usage":{"output_tokens":9}}"#,
+            ),
+            &mut usage,
+        );
+        assert_eq!(
+            (usage.prompt, usage.completion, usage.cache_read),
+            (25, 9, 20)
+        );
+    }
+}
