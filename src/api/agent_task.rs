@@ -228,6 +228,15 @@ pub enum TaskPhase {
     Cancelled,
 }
 
+impl TaskPhase {
+    /// The phases a task ends in.
+    pub const FINAL: [TaskPhase; 3] = [
+        TaskPhase::Succeeded,
+        TaskPhase::Failed,
+        TaskPhase::Cancelled,
+    ];
+}
+
 /// What the operator observed of the task.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]

@@ -18,6 +18,7 @@ pub struct Metrics {
     pub provider_probe_duration: HistogramVec,
     pub provider_probe_failures: IntCounterVec,
     pub agent_ready_replicas: IntGaugeVec,
+    pub agent_ready: IntGaugeVec,
     pub failovers: IntCounterVec,
     pub task_attempts: IntCounterVec,
     pub task_duration: HistogramVec,
@@ -92,6 +93,13 @@ impl Metrics {
             ),
             &["namespace", "name"],
         )?;
+        let agent_ready = IntGaugeVec::new(
+            Opts::new(
+                "agent_operator_agent_ready",
+                "1 when the AgentDeployment is Ready, else 0.",
+            ),
+            &["namespace", "name"],
+        )?;
         let failovers = IntCounterVec::new(
             Opts::new(
                 "agent_operator_failovers_total",
@@ -129,6 +137,7 @@ impl Metrics {
         registry.register(Box::new(task_attempts.clone()))?;
         registry.register(Box::new(task_duration.clone()))?;
         registry.register(Box::new(agent_ready_replicas.clone()))?;
+        registry.register(Box::new(agent_ready.clone()))?;
         registry.register(Box::new(failovers.clone()))?;
         registry.register(Box::new(reconciles.clone()))?;
         registry.register(Box::new(reconcile_errors.clone()))?;
@@ -147,12 +156,36 @@ impl Metrics {
             provider_probe_duration,
             provider_probe_failures,
             agent_ready_replicas,
+            agent_ready,
             failovers,
             task_attempts,
             task_duration,
             api_requests,
             census,
         })
+    }
+
+    /// Creates the series of a controller's reconciles and errors at zero, one per error reason,
+    /// so that rates and dashboards read 0 instead of "No data" until the first error.
+    pub fn start_controller(&self, controller: &str, error_reasons: &[&str]) {
+        self.reconciles.with_label_values(&[controller]).inc_by(0);
+        for reason in error_reasons {
+            self.reconcile_errors
+                .with_label_values(&[controller, reason])
+                .inc_by(0);
+        }
+    }
+
+    /// Creates a namespace's task series at zero when its first task starts, so that the first
+    /// task to end in a phase shows as an increase (a counter born at 1 has no rate).
+    pub fn start_task_namespace(&self, namespace: &str) {
+        self.task_attempts.with_label_values(&[namespace]).inc_by(0);
+        for phase in crate::api::agent_task::TaskPhase::FINAL {
+            // The same label as the observation at the end: the phase's name.
+            let _ = self
+                .task_duration
+                .with_label_values(&[namespace, &format!("{phase:?}")]);
+        }
     }
 
     /// A timer that observes `reconcile_duration` of `controller` when dropped.

@@ -11,6 +11,7 @@ mod health;
 mod leader_election;
 mod llm_provider;
 mod local_cluster;
+mod monitoring;
 mod packaging;
 mod rbac;
 mod router;

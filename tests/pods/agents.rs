@@ -116,19 +116,25 @@ async fn the_agent_container_holds_no_credential_and_only_the_contracts_environm
     assert_eq!(env["TEAM"], "support");
 
     // Anthropic's SDKs call `$ANTHROPIC_BASE_URL/v1/messages`: the router answers in their
-    // format from the (OpenAI) provider, with the key the agent never holds.
-    let (code, out) = real_node::python(
-        &test.ns.name,
-        &pod,
-        "agent",
-        r#"
+    // format from the (OpenAI) provider, with the key the agent never holds. The exec blocks,
+    // so it runs off this test's runtime, where the fake provider answers.
+    let (namespace, exec_pod) = (test.ns.name.clone(), pod.clone());
+    let (code, out) = tokio::task::spawn_blocking(move || {
+        real_node::python(
+            &namespace,
+            &exec_pod,
+            "agent",
+            r#"
 import json, os, urllib.request
 body = json.dumps({"model": "m", "max_tokens": 64, "messages": [{"role": "user", "content": "hi"}]}).encode()
 request = urllib.request.Request(os.environ["ANTHROPIC_BASE_URL"] + "/v1/messages", data=body, headers={
     "content-type": "application/json", "x-api-key": os.environ["ANTHROPIC_API_KEY"], "anthropic-version": "2023-06-01"})
 print(urllib.request.urlopen(request, timeout=20).read().decode())
 "#,
-    );
+        )
+    })
+    .await
+    .expect("the exec ran");
     assert_eq!(code, 0, "{out}");
     let message: serde_json::Value =
         serde_json::from_str(out.trim()).expect("an Anthropic message");

@@ -63,6 +63,9 @@ pub async fn run(
     concurrency: u16,
     shutdown: CancellationToken,
 ) {
+    context
+        .metrics
+        .start_controller(CONTROLLER, ReconcileError::REASONS);
     let client = &context.client;
     let all = watcher::Config::default;
     // Children carry the agent label; task objects share the managed-by label but not this one,
@@ -152,6 +155,7 @@ pub fn forget_metrics(metrics: &Metrics, agent: &AgentDeployment) {
     let name = agent.name_any();
     let labels = [namespace.as_str(), name.as_str()];
     let _ = metrics.agent_ready_replicas.remove_label_values(&labels);
+    let _ = metrics.agent_ready.remove_label_values(&labels);
     let _ = metrics.failovers.remove_label_values(&labels);
 }
 

@@ -50,6 +50,9 @@ pub enum ReconcileError {
 }
 
 impl ReconcileError {
+    /// Every value of [`Self::reason`], for the metrics' zero-valued series.
+    pub const REASONS: &[&str] = &["MissingNamespace", "Apply", "Delete", "UpdateStatus"];
+
     pub fn reason(&self) -> &'static str {
         match self {
             ReconcileError::MissingNamespace => "MissingNamespace",
@@ -267,10 +270,21 @@ pub async fn reconcile(
     let previous = controller.written.previous(&uid, agent.status.as_ref());
     let status = desired_status(previous.as_ref(), &inputs, Timestamp::now());
     let metrics = &controller.context.metrics;
+    let labels = [namespace.as_str(), name.as_str()];
     metrics
         .agent_ready_replicas
-        .with_label_values(&[namespace.as_str(), name.as_str()])
+        .with_label_values(&labels)
         .set(i64::from(status.ready_replicas));
+    let ready = status
+        .conditions
+        .iter()
+        .any(|c| c.type_ == "Ready" && c.status == "True");
+    metrics
+        .agent_ready
+        .with_label_values(&labels)
+        .set(i64::from(ready));
+    // At zero from the start, so that the first failover shows as an increase.
+    metrics.failovers.with_label_values(&labels).inc_by(0);
     let previous_active = previous.as_ref().and_then(|s| s.active_provider.as_ref());
     // A failover is a switch from one provider to another; losing every provider is reported
     // by ProvidersReady and the NoProviderReady event, not counted here.

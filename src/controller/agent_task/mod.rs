@@ -95,6 +95,9 @@ pub async fn run(
     concurrency: u16,
     shutdown: CancellationToken,
 ) {
+    context
+        .metrics
+        .start_controller(CONTROLLER, ReconcileError::REASONS);
     let client = &context.client;
     let all = watcher::Config::default;
     // Only objects that belong to a task: the caches never hold the cluster's other Jobs and pods.

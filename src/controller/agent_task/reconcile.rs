@@ -61,6 +61,16 @@ pub enum ReconcileError {
 }
 
 impl ReconcileError {
+    /// Every value of [`Self::reason`], for the metrics' zero-valued series.
+    pub const REASONS: &[&str] = &[
+        "MissingNamespace",
+        "Apply",
+        "CreateJob",
+        "Delete",
+        "ReadInput",
+        "UpdateStatus",
+    ];
+
     pub fn reason(&self) -> &'static str {
         match self {
             ReconcileError::MissingNamespace => "MissingNamespace",
@@ -478,9 +488,9 @@ async fn apply_step(
                 .await
             {
                 Ok(_) => {
-                    controller
-                        .context
-                        .metrics
+                    let metrics = &controller.context.metrics;
+                    metrics.start_task_namespace(&namespace);
+                    metrics
                         .task_attempts
                         .with_label_values(&[namespace.as_str()])
                         .inc();

@@ -46,6 +46,9 @@ pub async fn run(
     concurrency: u16,
     shutdown: CancellationToken,
 ) {
+    context
+        .metrics
+        .start_controller(CONTROLLER, ReconcileError::REASONS);
     let providers_api = scope.api::<LLMProvider>(&context.client);
     let secrets_api = scope.api::<Secret>(&context.client);
 

@@ -36,6 +36,9 @@ pub enum ReconcileError {
 }
 
 impl ReconcileError {
+    /// Every value of [`Self::reason`], for the metrics' zero-valued series.
+    pub const REASONS: &[&str] = &["MissingNamespace", "UpdateStatus"];
+
     /// A stable label for metrics.
     pub fn reason(&self) -> &'static str {
         match self {
