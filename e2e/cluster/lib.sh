@@ -6,12 +6,17 @@ CLUSTER_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 REPO_ROOT="$(cd "$CLUSTER_DIR/../.." && pwd)"
 # shellcheck source=versions.env
 source "$CLUSTER_DIR/versions.env"
+# The version matrix (e2e/cluster/matrix) runs these scripts for another supported version.
+if [[ -n "${AGENT_OPERATOR_K8S_VERSION:-}" ]]; then
+  K8S_VERSION="$AGENT_OPERATOR_K8S_VERSION"
+  K8S_STAGING_VERSION="0.${K8S_VERSION#1.}"
+fi
 
 # Built binaries live outside the checkout so that every checkout on the machine shares them
 # and a second `up` takes seconds.
 CACHE_DIR="${AGENT_OPERATOR_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/agent-operator}"
 BIN_DIR="$CACHE_DIR/bin/k8s-$K8S_VERSION-etcd-$ETCD_VERSION-kwok-$KWOK_VERSION"
-STATE_DIR="$CLUSTER_DIR/.state"
+STATE_DIR="${AGENT_OPERATOR_STATE_DIR:-$CLUSTER_DIR/.state}"
 KUBECONFIG_PATH="$STATE_DIR/kubeconfig"
 
 # The cluster name is derived from the checkout path, so two checkouts on one machine get

@@ -3,6 +3,7 @@
 //! ServiceAccount and RBAC they create.
 
 use std::collections::BTreeSet;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use agent_operator::api::AgentDeployment;
@@ -458,4 +459,30 @@ async fn kubectl_apply_f_crds_applies_every_file_there() {
         ],
     );
     assert_eq!(out.lines().count(), 3, "{out}");
+}
+
+/// The release workflow cannot run here (it needs the forge's runners, registry and Sigstore
+/// identity): actionlint checks its syntax, expressions, job graph and action inputs.
+#[test]
+fn the_release_workflow_passes_actionlint() {
+    let workflows = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".github/workflows");
+    let files: Vec<PathBuf> = std::fs::read_dir(&workflows)
+        .expect("workflows")
+        .map(|entry| entry.expect("entry").path())
+        .collect();
+    assert!(
+        files.iter().any(|f| f.ends_with("release.yml")),
+        "{files:?}"
+    );
+    let output = std::process::Command::new(support::tool("actionlint"))
+        .args(&files)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .expect("actionlint runs");
+    assert!(
+        output.status.success(),
+        "actionlint:\n{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
 }
