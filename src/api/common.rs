@@ -262,8 +262,6 @@ pub struct AgentWorkload {
 
     /// CPU and memory requests and limits of the agent container.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[x_kube(validation = kube::core::Rule::new(super::rules::resource_quantities()).message("resources must be quantities such as 100m, 0.5, 512Mi or 2Gi (not 512MB, not negative)"))]
-    #[x_kube(validation = kube::core::Rule::new(super::rules::requests_within_limits()).message("a resource request must not exceed its limit"))]
     pub resources: Option<ResourceRequirements>,
 
     /// The ordered failover chain: LLMProviders in this namespace, first choice first. The agent
@@ -353,8 +351,6 @@ pub struct RouterSpec {
     pub circuit_open_duration: Duration,
     /// CPU and memory of the router container; defaults to a small request and a 64Mi limit.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[x_kube(validation = kube::core::Rule::new(super::rules::resource_quantities()).message("resources must be quantities such as 100m, 0.5, 512Mi or 2Gi (not 512MB, not negative)"))]
-    #[x_kube(validation = kube::core::Rule::new(super::rules::requests_within_limits()).message("a resource request must not exceed its limit"))]
     pub resources: Option<ResourceRequirements>,
 }
 

@@ -57,10 +57,28 @@ const EMBEDDED_BOUNDS: &[(&str, &str, u64)] = &[
     ("resources.limits", "maxProperties", 16),
     ("resources.requests{}", "maxLength", 64),
     ("resources.limits{}", "maxLength", 64),
+    ("resources.requests{}", "minimum", 0),
+    ("resources.limits{}", "minimum", 0),
+];
+
+/// Patterns of embedded Kubernetes types' strings. A quantity's format is a `pattern`, not a CEL
+/// rule: Kubernetes 1.33's CEL cost estimator cannot bound an int-or-string and refuses every
+/// rule that reads one as too expensive, while a pattern costs nothing and applies to the
+/// string form only (`minimum` above takes the integer form).
+const EMBEDDED_PATTERNS: &[(&str, &str)] = &[
+    ("resources.requests{}", rules::QUANTITY_PATTERN),
+    ("resources.limits{}", rules::QUANTITY_PATTERN),
 ];
 
 fn with_bounded_embedded_fields(crd: CustomResourceDefinition) -> CustomResourceDefinition {
     fn bound(path: &str, schema: &mut serde_json::Value) {
+        for (suffix, pattern) in EMBEDDED_PATTERNS {
+            if path.ends_with(&format!(".{suffix}"))
+                && let Some(object) = schema.as_object_mut()
+            {
+                object.entry("pattern").or_insert((*pattern).into());
+            }
+        }
         for (suffix, keyword, limit) in EMBEDDED_BOUNDS {
             if path.ends_with(&format!(".{suffix}"))
                 && let Some(object) = schema.as_object_mut()

@@ -27,6 +27,10 @@ pub const ENV_NAME: &str = r"'^[ -<>-~]+$'";
 pub const QUANTITY: &str =
     r"'^[+]?([0-9]+(\\.[0-9]*)?|\\.[0-9]+)([KMGTPE]i|[numkMGTPE]|[eE][+-]?[0-9]+)?$'";
 
+/// `QUANTITY` as an OpenAPI `pattern` (no CEL quoting).
+pub const QUANTITY_PATTERN: &str =
+    r"^[+]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([KMGTPE]i|[numkMGTPE]|[eE][+-]?[0-9]+)?$";
+
 /// An HTTP header value: printable characters and tabs, no CR or LF.
 pub const HEADER_VALUE: &str = r"'^[^\\x00-\\x08\\x0A-\\x1F\\x7F]*$'";
 
@@ -44,24 +48,6 @@ pub const URL_WITH_BAD_PORT: &str = r"'^[a-zA-Z][a-zA-Z0-9+.-]*://[^/?#]*:(0+|[0
 /// The rule that a URL field (`self`) has no port outside 1 to 65535.
 pub fn url_port_in_range() -> String {
     format!("!self.matches({URL_WITH_BAD_PORT})")
-}
-
-/// The rule that every quantity of a ResourceRequirements (`self`) is one, and that no request
-/// exceeds its limit.
-pub fn resource_quantities() -> String {
-    format!(
-        "(!has(self.requests) || self.requests.all(k, string(self.requests[k]).matches({QUANTITY}))) \
-         && (!has(self.limits) || self.limits.all(k, string(self.limits[k]).matches({QUANTITY})))"
-    )
-}
-
-/// The rule that no request of a ResourceRequirements (`self`) exceeds its limit, for quantities
-/// that parse (the format rule reports the others).
-pub fn requests_within_limits() -> String {
-    "!has(self.requests) || !has(self.limits) || self.requests.all(k, !(k in self.limits) \
-     || !isQuantity(string(self.requests[k])) || !isQuantity(string(self.limits[k])) \
-     || quantity(string(self.requests[k])).compareTo(quantity(string(self.limits[k]))) <= 0)"
-        .into()
 }
 
 /// The rule that a probe (`self`) has exactly one handler, as the kubelet requires.
@@ -124,6 +110,11 @@ mod tests {
                 &["org\r\nX-Evil: 1", "a\nb"],
             ),
         ];
+        assert_eq!(
+            QUANTITY_PATTERN,
+            QUANTITY.trim_matches('\'').replace("\\\\", "\\"),
+            "the pattern is the CEL literal's regular expression"
+        );
         for (literal, good, bad) in cases {
             let re = regex(literal);
             for value in good {

@@ -712,6 +712,42 @@ async fn disruption_budget_network_policy_and_suspend_follow_the_spec() {
 }
 
 #[tokio::test]
+async fn a_request_above_its_limit_is_the_api_servers_refusal_in_a_condition() {
+    // Not refused at `kubectl apply`: the rule would need CEL over int-or-string quantities,
+    // which Kubernetes 1.33 refuses as too costly. The API server refuses the Deployment, and
+    // the agent says so.
+    let (_, ns) = support::namespace_with_crds("agent-request-above-limit").await;
+    let fake = FakeProvider::start(Behaviour::default()).await;
+    let _operator = OperatorProcess::start(&ns.name).await;
+    provider(&ns, "openai", &fake).await;
+    agent(
+        &ns,
+        "support",
+        json!({
+            "image": "registry.example/agent:1", "providers": [{"name": "openai"}],
+            "resources": {"requests": {"memory": "1Gi"}, "limits": {"memory": "512Mi"}}
+        }),
+    )
+    .await;
+    let agents = ns.api::<AgentDeployment>();
+    let refused = wait_for_ready(&agents, "support", "False", "ApplyFailed").await;
+    let ready = refused
+        .status
+        .expect("status")
+        .conditions
+        .into_iter()
+        .find(|c| c.type_ == "Ready")
+        .expect("Ready");
+    assert!(
+        ready
+            .message
+            .contains("must be less than or equal to memory limit"),
+        "{}",
+        ready.message
+    );
+}
+
+#[tokio::test]
 async fn a_child_the_api_server_refuses_is_a_condition_until_it_is_allowed() {
     use k8s_openapi::api::core::v1::ResourceQuota;
     let (_, ns) = support::namespace_with_crds("agent-refused-child").await;

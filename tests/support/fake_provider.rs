@@ -42,6 +42,8 @@ pub struct Behaviour {
     pub json_for_streams: bool,
     /// Streamed answers pause this long after their first content.
     pub stall_stream: Duration,
+    /// The pause before each streamed event, as a model's tokens arrive.
+    pub stream_pace: Duration,
     /// Prompt tokens reported as read from the cache.
     pub cached_tokens: u64,
     /// Anthropic's `stop_reason` for answers without tools.
@@ -62,6 +64,7 @@ impl Default for Behaviour {
             stream_error: None,
             json_for_streams: false,
             stall_stream: Duration::ZERO,
+            stream_pace: Duration::from_millis(2),
             cached_tokens: 0,
             stop_reason: None,
         }
@@ -357,6 +360,7 @@ async fn chat(
     };
     let broken = behaviour.break_stream;
     let stall = behaviour.stall_stream;
+    let pace = behaviour.stream_pace;
     let chunks = events.into_iter().enumerate().map(move |(i, event)| {
         if broken && i > 0 {
             Err(std::io::Error::other("stream broken by the test"))
@@ -368,9 +372,11 @@ async fn chat(
         let pause = match &chunk {
             // After the first content event (the role chunk, or message_start and ping).
             Ok((3, _)) if !stall.is_zero() => stall,
-            _ => Duration::from_millis(2),
+            _ => pace,
         };
-        tokio::time::sleep(pause).await;
+        if !pause.is_zero() {
+            tokio::time::sleep(pause).await;
+        }
         chunk.map(|(_, bytes)| bytes)
     });
     Response::builder()
