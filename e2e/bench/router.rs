@@ -1,6 +1,10 @@
-//! The router benchmark: the latency the router adds to a chat completion, against calling the
-//! fake provider directly, at 1 and 100 concurrent clients, streamed and not, and the router's
-//! memory. Run by `e2e/bench/router`, which writes its section of docs/benchmarks.md. A
+//! The router benchmark, measured the way the public gateway boards measure: the latency the
+//! router adds against calling the fake provider directly (p50 and p99, at 1 and 100 clients,
+//! streamed and not), throughput, streamed time to first token, the router's CPU time per
+//! request and per streamed event (process CPU time over requests, which a noisy machine does
+//! not skew the way wall time is skewed), its own `overhead` metric, and its memory. Each of the
+//! router's paths: OpenAI's API and Anthropic's, passed on to a provider of the same API or
+//! translated. Run by `e2e/bench/router`, which writes its section of docs/benchmarks.md. A
 //! measurement, not a test: it asserts nothing.
 
 #[path = "../../tests/support/fake_provider.rs"]
@@ -9,14 +13,14 @@ mod fake_provider;
 mod report;
 
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use agent_operator::api::common::RouterSpec;
 use agent_operator::api::llm_provider::ProviderType;
 use agent_operator::resources::provider_config::{ProviderApi, ResolvedProvider, provider_config};
 use clap::Parser;
-use serde_json::json;
+use serde_json::{Value, json};
 
 #[derive(Parser, Debug)]
 struct Args {
@@ -34,142 +38,294 @@ struct Args {
     out: PathBuf,
 }
 
+/// A path through the router: the agent's API and the provider's.
+#[derive(Clone, Copy)]
+struct Path {
+    name: &'static str,
+    /// The agent's endpoint on the router.
+    routed: &'static str,
+    /// The provider's own endpoint, called directly for the baseline.
+    direct: &'static str,
+    provider: ProviderType,
+}
+
+const PATHS: [Path; 4] = [
+    Path {
+        name: "OpenAI API → OpenAI-compatible",
+        routed: "/v1/chat/completions",
+        direct: "/v1/chat/completions",
+        provider: ProviderType::OpenAICompatible,
+    },
+    Path {
+        name: "Anthropic API → Anthropic",
+        routed: "/v1/messages",
+        direct: "/v1/messages",
+        provider: ProviderType::Anthropic,
+    },
+    Path {
+        name: "OpenAI API → Anthropic (translated)",
+        routed: "/v1/chat/completions",
+        direct: "/v1/messages",
+        provider: ProviderType::Anthropic,
+    },
+    Path {
+        name: "Anthropic API → OpenAI-compatible (translated)",
+        routed: "/v1/messages",
+        direct: "/v1/chat/completions",
+        provider: ProviderType::OpenAICompatible,
+    },
+];
+
+/// The request an agent of `endpoint`'s API sends.
+fn body(endpoint: &str, stream: bool) -> Value {
+    let messages = json!([{"role": "user", "content": "Say hello."}]);
+    if endpoint == "/v1/messages" {
+        json!({"model": "claude-sonnet-4-5", "max_tokens": 256, "stream": stream, "messages": messages})
+    } else {
+        json!({"model": "gpt-4o", "stream": stream, "messages": messages})
+    }
+}
+
+/// What one measurement of `requests` requests saw.
+#[derive(Default)]
+struct Samples {
+    /// Request to last byte, ms.
+    latency: Vec<f64>,
+    /// Request to the first byte of the body, ms.
+    first_byte: Vec<f64>,
+    /// Server-sent events received in all.
+    events: usize,
+    wall: Duration,
+}
+
+impl Samples {
+    fn extend(&mut self, other: Samples) {
+        self.latency.extend(other.latency);
+        self.first_byte.extend(other.first_byte);
+        self.events += other.events;
+        self.wall += other.wall;
+    }
+}
+
 struct Row {
+    path: &'static str,
     concurrency: usize,
     stream: bool,
     direct: (f64, f64),
     routed: (f64, f64),
+    first_byte_added: f64,
+    throughput: f64,
+    cpu_per_request_us: f64,
+    cpu_per_event_us: Option<f64>,
+}
+
+struct RouterUnderTest {
+    child: Child,
+    address: String,
+}
+
+impl RouterUnderTest {
+    async fn start(
+        args: &Args,
+        dir: &std::path::Path,
+        provider: ProviderType,
+        endpoint: String,
+        port: u16,
+    ) -> Self {
+        let chain = [ResolvedProvider {
+            name: "fake".into(),
+            provider_type: Some(provider),
+            endpoint: Some(endpoint),
+            model: None,
+            ready: true,
+            reason: None,
+            credential: None,
+            api: ProviderApi::default(),
+        }];
+        let config = provider_config(&chain, &[], Some(&RouterSpec::default()));
+        let file = dir.join(format!("providers-{port}.json"));
+        std::fs::write(&file, serde_json::to_string(&config).expect("json")).expect("config");
+        let address = format!("127.0.0.1:{port}");
+        let child = Command::new(&args.binary)
+            .args([
+                "router",
+                "--listen",
+                &address,
+                "--log-level",
+                "warn",
+                "--config",
+            ])
+            .arg(&file)
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("the router starts");
+        let http = reqwest::Client::new();
+        for _ in 0..100 {
+            if http
+                .get(format!("http://{address}/healthz"))
+                .send()
+                .await
+                .is_ok()
+            {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Self { child, address }
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
 }
 
 #[tokio::main]
 async fn main() {
     let args = Args::parse();
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let fake = fake_provider::FakeProvider::start(fake_provider::Behaviour::default()).await;
+    // Unpaced streams: the fake sends its events as fast as it can, so a stream's cost is the
+    // router's per-event work, not the fake's pacing.
+    let fake = fake_provider::FakeProvider::start(fake_provider::Behaviour {
+        stream_pace: Duration::ZERO,
+        ..fake_provider::Behaviour::default()
+    })
+    .await;
     let dir = std::env::temp_dir().join(format!("router-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("temp dir");
-    let chain = [ResolvedProvider {
-        name: "fake".into(),
-        provider_type: Some(ProviderType::OpenAICompatible),
-        endpoint: Some(fake.openai_endpoint()),
-        model: Some("gpt-4o".into()),
-        ready: true,
-        reason: None,
-        credential: None,
-        api: ProviderApi::default(),
-    }];
-    let config = provider_config(&chain, &[], Some(&RouterSpec::default()));
-    std::fs::write(
-        dir.join("providers.json"),
-        serde_json::to_string(&config).expect("json"),
+    let mut openai = RouterUnderTest::start(
+        &args,
+        &dir,
+        ProviderType::OpenAICompatible,
+        fake.openai_endpoint(),
+        18790,
     )
-    .expect("config");
-    let listen = "127.0.0.1:18790";
-    let mut router = Command::new(&args.binary)
-        .args([
-            "router",
-            "--listen",
-            listen,
-            "--log-level",
-            "warn",
-            "--config",
-        ])
-        .arg(dir.join("providers.json"))
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("the router starts");
+    .await;
+    let mut anthropic = RouterUnderTest::start(
+        &args,
+        &dir,
+        ProviderType::Anthropic,
+        fake.root_endpoint(),
+        18791,
+    )
+    .await;
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(256)
         .build()
         .expect("client");
-    let routed_url = format!("http://{listen}/v1/chat/completions");
-    let direct_url = format!("{}/chat/completions", fake.openai_endpoint());
-    for _ in 0..100 {
-        if http
-            .get(format!("http://{listen}/healthz"))
-            .send()
-            .await
-            .is_ok()
-        {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 
     let mut rows = Vec::new();
-    for stream in [false, true] {
-        for &concurrency in &args.concurrency {
-            // Warm both paths' connection pools, then interleave to share any drift.
-            measure(&http, &direct_url, stream, concurrency, 200).await;
-            measure(&http, &routed_url, stream, concurrency, 200).await;
-            let mut direct = Vec::new();
-            let mut routed = Vec::new();
-            for _ in 0..2 {
-                direct
-                    .extend(measure(&http, &direct_url, stream, concurrency, args.requests).await);
-                routed
-                    .extend(measure(&http, &routed_url, stream, concurrency, args.requests).await);
+    for path in PATHS {
+        let router = if path.provider == ProviderType::Anthropic {
+            &anthropic
+        } else {
+            &openai
+        };
+        let routed_url = format!("http://{}{}", router.address, path.routed);
+        let direct_url = format!("http://{}{}", fake.address, path.direct);
+        for stream in [false, true] {
+            for &concurrency in &args.concurrency {
+                let routed_body = body(path.routed, stream);
+                let direct_body = body(path.direct, stream);
+                // Warm both paths' connection pools, then interleave to share any drift.
+                measure(&http, &direct_url, &direct_body, concurrency, 200).await;
+                measure(&http, &routed_url, &routed_body, concurrency, 200).await;
+                let mut direct = Samples::default();
+                let mut routed = Samples::default();
+                let mut cpu = 0u64;
+                for _ in 0..2 {
+                    direct.extend(
+                        measure(&http, &direct_url, &direct_body, concurrency, args.requests).await,
+                    );
+                    let before = report::cpu_nanos(router.pid());
+                    routed.extend(
+                        measure(&http, &routed_url, &routed_body, concurrency, args.requests).await,
+                    );
+                    cpu += report::cpu_nanos(router.pid()) - before;
+                }
+                let requests = routed.latency.len() as f64;
+                let row = Row {
+                    path: path.name,
+                    concurrency,
+                    stream,
+                    direct: quantiles(&mut direct.latency),
+                    routed: quantiles(&mut routed.latency),
+                    first_byte_added: quantiles(&mut routed.first_byte).0
+                        - quantiles(&mut direct.first_byte).0,
+                    throughput: requests / routed.wall.as_secs_f64(),
+                    cpu_per_request_us: cpu as f64 / 1000.0 / requests,
+                    cpu_per_event_us: stream
+                        .then(|| cpu as f64 / 1000.0 / routed.events.max(1) as f64),
+                };
+                eprintln!(
+                    "{} stream={stream} concurrency={concurrency}: added p50 {:+.3} ms p99 {:+.3} ms, CPU {:.1} µs/request",
+                    path.name,
+                    row.routed.0 - row.direct.0,
+                    row.routed.1 - row.direct.1,
+                    row.cpu_per_request_us
+                );
+                rows.push(row);
             }
-            let row = Row {
-                concurrency,
-                stream,
-                direct: quantiles(&mut direct),
-                routed: quantiles(&mut routed),
-            };
-            eprintln!(
-                "stream={stream} concurrency={concurrency}: direct p50 {:.2} ms p99 {:.2} ms, routed p50 {:.2} ms p99 {:.2} ms",
-                row.direct.0, row.direct.1, row.routed.0, row.routed.1
-            );
-            rows.push(row);
         }
     }
-    let (rss, cpu) = report::footprint(router.id());
-    let _ = router.kill();
-    let _ = router.wait();
+    let overhead = overhead_quantiles(&http, &openai.address).await;
+    let footprints: Vec<(f64, f64)> = [&openai, &anthropic]
+        .iter()
+        .map(|r| report::footprint(r.pid()))
+        .collect();
+    for router in [&mut openai, &mut anthropic] {
+        let _ = router.child.kill();
+        let _ = router.child.wait();
+    }
     let _ = std::fs::remove_dir_all(&dir);
-    let section = markdown(&args, &rows, rss, cpu);
+    let section = markdown(&args, &rows, &footprints, overhead);
     report::write_section(&args.out, "router", &section);
     println!("{section}");
 }
 
-/// Latencies (ms) of `requests` completions sent by `concurrency` clients, each reading the
-/// whole answer.
+/// `requests` requests sent by `concurrency` clients, each reading the whole answer.
 async fn measure(
     http: &reqwest::Client,
     url: &str,
-    stream: bool,
+    body: &Value,
     concurrency: usize,
     requests: usize,
-) -> Vec<f64> {
-    let body = json!({
-        "model": "gpt-4o", "stream": stream,
-        "messages": [{"role": "user", "content": "Say hello."}]
-    });
+) -> Samples {
     let per_client = requests.div_ceil(concurrency);
+    let started = Instant::now();
     let clients: Vec<_> = (0..concurrency)
         .map(|_| {
             let (http, url, body) = (http.clone(), url.to_string(), body.clone());
             tokio::spawn(async move {
-                let mut latencies = Vec::with_capacity(per_client);
+                let mut samples = Samples::default();
                 for _ in 0..per_client {
-                    let started = Instant::now();
-                    let response = http.post(&url).json(&body).send().await.expect("answer");
+                    let sent = Instant::now();
+                    let mut response = http.post(&url).json(&body).send().await.expect("answer");
                     assert!(
                         response.status().is_success(),
                         "status {}",
                         response.status()
                     );
-                    response.bytes().await.expect("body");
-                    latencies.push(started.elapsed().as_secs_f64() * 1000.0);
+                    let mut first = None;
+                    let mut events = 0;
+                    while let Some(chunk) = response.chunk().await.expect("body") {
+                        first.get_or_insert_with(|| sent.elapsed());
+                        events += chunk.windows(2).filter(|w| w == b"\n\n").count();
+                    }
+                    samples.latency.push(sent.elapsed().as_secs_f64() * 1000.0);
+                    samples
+                        .first_byte
+                        .push(first.unwrap_or_default().as_secs_f64() * 1000.0);
+                    samples.events += events;
                 }
-                latencies
+                samples
             })
         })
         .collect();
-    let mut all = Vec::with_capacity(requests);
+    let mut all = Samples::default();
     for client in clients {
         all.extend(client.await.expect("client"));
     }
+    all.wall = started.elapsed();
     all
 }
 
@@ -180,28 +336,72 @@ fn quantiles(samples: &mut [f64]) -> (f64, f64) {
     (at(0.5), at(0.99))
 }
 
-fn markdown(args: &Args, rows: &[Row], rss: f64, cpu: f64) -> String {
+/// The router's own overhead histogram, p50 and p99 in µs, read from its `/metrics` as
+/// Prometheus would (the bucket the quantile falls in, upper bound).
+async fn overhead_quantiles(http: &reqwest::Client, address: &str) -> (f64, f64) {
+    let text = http
+        .get(format!("http://{address}/metrics"))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    let buckets: Vec<(f64, f64)> = text
+        .lines()
+        .filter(|l| l.starts_with("agent_operator_router_overhead_seconds_bucket"))
+        .filter_map(|l| {
+            let bound = l.split("le=\"").nth(1)?.split('"').next()?;
+            let bound = if bound == "+Inf" {
+                f64::INFINITY
+            } else {
+                bound.parse().ok()?
+            };
+            Some((bound, l.rsplit(' ').next()?.parse().ok()?))
+        })
+        .collect();
+    let total = buckets.last().map_or(0.0, |b| b.1);
+    let at = |q: f64| {
+        buckets
+            .iter()
+            .find(|(_, count)| *count >= total * q)
+            .map_or(f64::NAN, |(bound, _)| bound * 1e6)
+    };
+    (at(0.5), at(0.99))
+}
+
+fn markdown(args: &Args, rows: &[Row], footprints: &[(f64, f64)], overhead: (f64, f64)) -> String {
     let mut out = format!(
-        "## LLM router\n\nGenerated by `e2e/bench/router`. Machine: {}; release build; the router as its own process (one thread), the fake provider and the load generator in another. Each row: {} requests per path, measured twice, interleaved; latency is from sending the request to the last byte of the answer.\n\n",
+        "## LLM router\n\nGenerated by `e2e/bench/router`. Machine: {}; release build; each router its own process (one thread), the fake provider and the load generator in another, all on the same cores. Each row: {} requests per path, measured twice, interleaved with the direct calls; latency is from sending the request to the last byte of the answer, and the fake streams unpaced (9 to 11 events), so streamed rows show the router's per-event cost. CPU is the router process's CPU time (`/proc/<pid>/task/*/schedstat`) over the routed requests, and over their events for streams.\n\n",
         report::machine(),
         args.requests
     );
-    out.push_str("| clients | streamed | direct p50 | via router p50 | added p50 | direct p99 | via router p99 | added p99 |\n|---|---|---|---|---|---|---|---|\n");
+    out.push_str("| path | clients | streamed | direct p50 | added p50 | direct p99 | added p99 | added to first byte (p50) | router throughput | router CPU per request | per event |\n|---|---|---|---|---|---|---|---|---|---|---|\n");
     for row in rows {
         out.push_str(&format!(
-            "| {} | {} | {:.2} ms | {:.2} ms | {:+.2} ms | {:.2} ms | {:.2} ms | {:+.2} ms |\n",
+            "| {} | {} | {} | {:.3} ms | {:+.3} ms | {:.3} ms | {:+.3} ms | {:+.3} ms | {:.0}/s | {:.1} µs | {} |\n",
+            row.path,
             row.concurrency,
             if row.stream { "yes" } else { "no" },
             row.direct.0,
-            row.routed.0,
             row.routed.0 - row.direct.0,
             row.direct.1,
-            row.routed.1,
             row.routed.1 - row.direct.1,
+            row.first_byte_added,
+            row.throughput,
+            row.cpu_per_request_us,
+            row.cpu_per_event_us.map_or("—".to_string(), |us| format!("{us:.2} µs")),
         ));
     }
+    let rss: Vec<String> = footprints
+        .iter()
+        .map(|(rss, _)| format!("{rss:.1} MiB"))
+        .collect();
     out.push_str(&format!(
-        "\nRouter process after all runs: peak RSS {rss:.1} MiB, CPU {cpu:.1} s.\n\nThe fake provider paces streamed events 2 ms apart, so streamed rows include about 25 ms of the fake's own pacing on both paths. Rerun: `e2e/bench/router` (`--requests`, `--concurrency` to change the load).\n"
+        "\nPeak RSS of the two routers after all runs: {}. The router's own `agent_operator_router_overhead_seconds` over the OpenAI-compatible router's requests: p50 ≤ {:.0} µs, p99 ≤ {:.0} µs (bucket bounds).\n\nRerun: `e2e/bench/router` (`--requests`, `--concurrency` to change the load).\n",
+        rss.join(" and "),
+        overhead.0,
+        overhead.1
     ));
     out
 }

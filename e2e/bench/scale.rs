@@ -5,6 +5,8 @@
 #[path = "../../tests/support/fake_provider.rs"]
 #[allow(dead_code)]
 mod fake_provider;
+// Shared by the benchmarks; each uses part of it.
+#[allow(dead_code)]
 mod report;
 
 use std::collections::BTreeMap;

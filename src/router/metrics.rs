@@ -15,6 +15,8 @@ pub struct RouterMetrics {
     pub errors: IntCounterVec,
     pub time_to_first_byte: HistogramVec,
     pub duration: HistogramVec,
+    /// The part of `duration` spent in the router rather than awaiting a provider or the agent.
+    pub overhead: HistogramVec,
     pub tokens: IntCounterVec,
     pub circuit_open: IntGaugeVec,
     pub config_reloads: IntCounterVec,
@@ -22,6 +24,11 @@ pub struct RouterMetrics {
 
 const LATENCY_BUCKETS: [f64; 14] = [
     0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0,
+];
+
+/// The router's own time is in microseconds to milliseconds.
+const OVERHEAD_BUCKETS: [f64; 12] = [
+    0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5,
 ];
 
 impl RouterMetrics {
@@ -60,6 +67,14 @@ impl RouterMetrics {
                 "agent_operator_router_request_duration_seconds",
                 "Time from the agent's request to the end of the answer.",
             )?,
+            overhead: HistogramVec::new(
+                HistogramOpts::new(
+                    "agent_operator_router_overhead_seconds",
+                    "Time a request spent in the router itself: its duration less the time awaiting the providers' bytes and the agent's reading.",
+                )
+                .buckets(OVERHEAD_BUCKETS.to_vec()),
+                &["provider"],
+            )?,
             tokens: counter(
                 "agent_operator_router_tokens_total",
                 "Tokens the providers reported, by provider, model and kind (prompt, which includes the cached prompt tokens; completion; cache_read and cache_write, the cached part of prompt).",
@@ -93,6 +108,9 @@ impl RouterMetrics {
         metrics
             .registry
             .register(Box::new(metrics.duration.clone()))?;
+        metrics
+            .registry
+            .register(Box::new(metrics.overhead.clone()))?;
         metrics
             .registry
             .register(Box::new(metrics.tokens.clone()))?;

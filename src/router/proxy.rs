@@ -127,6 +127,9 @@ impl Router {
 /// What became of one request, for its log line and metrics.
 pub struct Report {
     started: Instant,
+    /// Time spent awaiting providers (connecting, sending, their bytes) and the agent's reading
+    /// of a stream: what is not the router's own time.
+    pub waited: Duration,
     stream: bool,
     api: Dialect,
     model: String,
@@ -163,11 +166,17 @@ impl Report {
             .requests
             .with_label_values(&[provider, &self.model, outcome])
             .inc();
+        let elapsed = self.started.elapsed();
         router
             .metrics
             .duration
             .with_label_values(&[provider])
-            .observe(self.started.elapsed().as_secs_f64());
+            .observe(elapsed.as_secs_f64());
+        router
+            .metrics
+            .overhead
+            .with_label_values(&[provider])
+            .observe(elapsed.saturating_sub(self.waited).as_secs_f64());
         tracing::info!(
             provider,
             api = match self.api {
@@ -216,6 +225,7 @@ pub async fn serve(router: Arc<Router>, inbound: Inbound) -> Response {
     let stream = request.get("stream").and_then(Value::as_bool) == Some(true);
     let mut report = Report {
         started,
+        waited: Duration::ZERO,
         stream,
         api: inbound.dialect,
         model: request
@@ -297,7 +307,7 @@ pub async fn serve(router: Arc<Router>, inbound: Inbound) -> Response {
             }
         };
         sent += 1;
-        let attempt = attempt(
+        let (attempt, waited) = attempt(
             &router,
             upstream,
             &outbound,
@@ -307,6 +317,7 @@ pub async fn serve(router: Arc<Router>, inbound: Inbound) -> Response {
             settings,
         )
         .await;
+        report.waited += waited;
         match attempt {
             Attempt::Answered(answered) => {
                 router.with_circuit(&state, |c| c.succeeded());
@@ -523,6 +534,7 @@ fn transport_failure(error: &reqwest::Error) -> Failure {
 }
 
 /// Sends one request and waits for its first content (the whole answer when not streamed).
+/// Also returns the time spent awaiting the provider.
 async fn attempt(
     router: &Router,
     upstream: &Upstream,
@@ -531,6 +543,27 @@ async fn attempt(
     stream: bool,
     deadline: Instant,
     settings: &RouterSettings,
+) -> (Attempt, Duration) {
+    let mut waited = Duration::ZERO;
+    let attempt = attempt_timed(
+        router,
+        upstream,
+        outbound,
+        (agent, stream),
+        (deadline, settings),
+        &mut waited,
+    )
+    .await;
+    (attempt, waited)
+}
+
+async fn attempt_timed(
+    router: &Router,
+    upstream: &Upstream,
+    outbound: &Outbound,
+    (agent, stream): (Dialect, bool),
+    (deadline, settings): (Instant, &RouterSettings),
+    waited: &mut Duration,
 ) -> Attempt {
     let sent_at = Instant::now();
     let first_byte_by = deadline.min(sent_at + settings.first_byte_timeout.as_std());
@@ -544,6 +577,7 @@ async fn attempt(
         Ok::<_, reqwest::Error>((response, first))
     })
     .await;
+    *waited += sent_at.elapsed();
     let (response, first) = match head {
         Err(_) => return failed(Failure::Timeout),
         Ok(Err(error)) => return failed(transport_failure(&error)),
@@ -564,32 +598,34 @@ async fn attempt(
                 .and_then(|v| v.to_str().ok())
                 .and_then(parse_retry_after),
         },
-        Verdict::ReturnToAgent => match rest_of_body(response, first, deadline).await {
-            Ok(body) => Attempt::Refused {
-                status: StatusCode::from_u16(status.as_u16()).unwrap_or(StatusCode::BAD_REQUEST),
-                body,
-            },
-            Err(failure) => failed(failure),
-        },
+        Verdict::ReturnToAgent => {
+            match timed(waited, rest_of_body(response, first, deadline)).await {
+                Ok(body) => Attempt::Refused {
+                    status: StatusCode::from_u16(status.as_u16())
+                        .unwrap_or(StatusCode::BAD_REQUEST),
+                    body,
+                },
+                Err(failure) => failed(failure),
+            }
+        }
         Verdict::Success if stream => {
             let idle = settings.stream_idle_timeout.as_std();
-            match stream::open(
+            let opening = stream::open(
                 response,
                 first,
                 outbound.dialect,
                 first_byte_by,
                 idle,
                 deadline,
-            )
-            .await
-            {
+            );
+            match timed(waited, opening).await {
                 Ok(opened) => Attempt::Answered(Answered::Stream(opened)),
                 Err(failure) => failed(failure),
             }
         }
         Verdict::Success => {
             // Nothing has reached the agent yet: a broken or garbled body still fails over.
-            match rest_of_body(response, first, deadline).await {
+            match timed(waited, rest_of_body(response, first, deadline)).await {
                 Ok(body) => match answer::whole(agent, outbound.dialect, body) {
                     Some((body, usage)) => Attempt::Answered(Answered::Whole { body, usage }),
                     None => failed(Failure::InvalidResponse),
@@ -598,6 +634,14 @@ async fn attempt(
             }
         }
     }
+}
+
+/// Awaits `future`, adding the time it took to `waited`.
+async fn timed<T>(waited: &mut Duration, future: impl std::future::Future<Output = T>) -> T {
+    let started = Instant::now();
+    let output = future.await;
+    *waited += started.elapsed();
+    output
 }
 
 async fn rest_of_body(

@@ -211,11 +211,11 @@ impl Pump {
                 status = 499;
                 break;
             }
-            let wait_until = self
-                .context
-                .deadline
-                .min(Instant::now() + self.context.idle);
-            match tokio::time::timeout_at(wait_until.into(), response.chunk()).await {
+            let awaited = Instant::now();
+            let wait_until = self.context.deadline.min(awaited + self.context.idle);
+            let next_chunk = tokio::time::timeout_at(wait_until.into(), response.chunk()).await;
+            self.context.report.waited += awaited.elapsed();
+            match next_chunk {
                 Ok(Ok(Some(bytes))) => {
                     let events = reader.push(&bytes);
                     next = Some((bytes, events));
@@ -319,7 +319,14 @@ impl Pump {
                 Bytes::from(out)
             }
         };
-        out.is_empty() || self.sender.send(out).await.is_ok()
+        if out.is_empty() {
+            return true;
+        }
+        // A full channel is the agent reading slowly: its time, not the router's.
+        let awaited = Instant::now();
+        let sent = self.sender.send(out).await.is_ok();
+        self.context.report.waited += awaited.elapsed();
+        sent
     }
 }
 

@@ -5,7 +5,7 @@ use serde_json::{Value, json};
 
 use crate::fake_provider::{Behaviour, FakeProvider};
 use crate::harness::{
-    Link, RouterProcess, chat_request, content, quick_settings, streamed_content,
+    Link, RouterProcess, chat_request, content, metric, quick_settings, streamed_content,
 };
 
 /// One fake per provider type, each behind its own router.
@@ -236,6 +236,23 @@ async fn models_lists_the_chain_and_metrics_count_tokens() {
             "agent_operator_router_time_to_first_byte_seconds_count{provider=\"primary\"} 1"
         ),
         "{metrics}"
+    );
+    // The router's own share of the request: observed once, and less than the whole.
+    let overhead = metric(
+        &metrics,
+        "agent_operator_router_overhead_seconds_sum{provider=\"primary\"}",
+    );
+    let duration = metric(
+        &metrics,
+        "agent_operator_router_request_duration_seconds_sum{provider=\"primary\"}",
+    );
+    assert!(
+        metrics.contains("agent_operator_router_overhead_seconds_count{provider=\"primary\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        overhead > 0.0 && overhead < duration,
+        "overhead {overhead} of {duration}"
     );
     let log_line = router
         .logs()
