@@ -567,7 +567,11 @@ async fn attempt_timed(
 ) -> Attempt {
     let sent_at = Instant::now();
     let first_byte_by = deadline.min(sent_at + settings.first_byte_timeout.as_std());
-    let mut builder = router.http.post(&outbound.url).json(&outbound.body);
+    let mut builder = router
+        .http
+        .post(&outbound.url)
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(outbound.body.clone());
     for (name, value) in &outbound.headers {
         builder = builder.header(*name, value);
     }

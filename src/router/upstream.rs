@@ -2,6 +2,8 @@
 //! credential among them) and its body, with the model mapped to the provider's and the body
 //! translated when the agent's API is not the provider's.
 
+use axum::body::Bytes;
+use serde::ser::{Serialize, SerializeMap, Serializer};
 use serde_json::{Map, Value};
 
 use super::anthropic;
@@ -40,7 +42,8 @@ impl Inbound {
 pub struct Outbound {
     pub url: String,
     pub headers: Vec<(&'static str, String)>,
-    pub body: Value,
+    /// The JSON body, serialized once for every attempt at this provider.
+    pub body: Bytes,
     /// The provider's dialect, which its answer is in.
     pub dialect: Dialect,
 }
@@ -74,14 +77,16 @@ pub fn outbound(
     let base = upstream.endpoint.as_str();
     let key = upstream.credential.as_ref().map(|c| c.expose().to_string());
     let mut headers = Vec::new();
+    // The agent's own API: its body with the model replaced, written without a copy of it.
     let same_body = || {
-        let mut body = request.clone();
-        body.insert("model".into(), Value::String(model.clone()));
-        Value::Object(body)
+        json_bytes(&WithModel {
+            body: request,
+            model: &model,
+        })
     };
     let openai_body = |length| match inbound.dialect {
         Dialect::OpenAI => Ok(same_body()),
-        Dialect::Anthropic => messages::request(request, &model, length),
+        Dialect::Anthropic => messages::request(request, &model, length).map(|v| json_bytes(&v)),
     };
     let outbound = match upstream.provider_type {
         ProviderType::OpenAI | ProviderType::OpenAICompatible => {
@@ -159,7 +164,7 @@ pub fn outbound(
                 url,
                 headers,
                 body: match inbound.dialect {
-                    Dialect::OpenAI => anthropic::request(request, &model)?,
+                    Dialect::OpenAI => json_bytes(&anthropic::request(request, &model)?),
                     Dialect::Anthropic => same_body(),
                 },
                 dialect: Dialect::Anthropic,
@@ -167,6 +172,35 @@ pub fn outbound(
         }
     };
     Ok(outbound)
+}
+
+fn json_bytes(value: &impl Serialize) -> Bytes {
+    // Serializing JSON values and maps of them cannot fail.
+    Bytes::from(serde_json::to_vec(value).unwrap_or_default())
+}
+
+/// A request body as the agent sent it, but for its `model`.
+struct WithModel<'a> {
+    body: &'a Map<String, Value>,
+    model: &'a str,
+}
+
+impl Serialize for WithModel<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let has_model = self.body.contains_key("model");
+        let mut map = serializer.serialize_map(Some(self.body.len() + usize::from(!has_model)))?;
+        for (key, value) in self.body {
+            if key == "model" {
+                map.serialize_entry(key, self.model)?;
+            } else {
+                map.serialize_entry(key, value)?;
+            }
+        }
+        if !has_model {
+            map.serialize_entry("model", self.model)?;
+        }
+        map.end()
+    }
 }
 
 #[cfg(test)]
@@ -264,7 +298,9 @@ mod tests {
             &request(),
         )
         .expect("builds");
-        assert_eq!(outbound.body["model"], "gpt-4o-mini");
+        let body: Value = serde_json::from_slice(&outbound.body).expect("JSON");
+        assert_eq!(body["model"], "gpt-4o-mini");
+        assert_eq!(body["messages"], request().body["messages"]);
         assert!(!format!("{outbound:?}").contains("sk-test"));
     }
 }
