@@ -1,6 +1,6 @@
-//! An upgrade as a user makes it: the chart and CRDs of the previous release (the newest `v*`
-//! tag older than this version, read from git) installed with Helm, objects of every kind
-//! Ready under them, then `helm upgrade` to this chart, plain and with `--reuse-values` (and a
+//! An upgrade as a user makes it: the chart and CRDs of the previous release (its chart
+//! package, kept in `tests/upgrade/previous`) installed with Helm, objects of every kind Ready
+//! under them, then `helm upgrade` to this chart, plain and with `--reuse-values` (and a
 //! rollback between), and every object still there, unchanged and Ready.
 //!
 //! Both releases run the operator image built here on the real node: what is upgraded is the
@@ -27,55 +27,31 @@ use support::{TestNamespace, real_node, run_tool, wait_until};
 const CHART: &str = "charts/agent-operator";
 const WAIT: Duration = Duration::from_secs(180);
 
-fn git(args: &[&str]) -> String {
-    let output = Command::new("git")
-        .args(args)
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .output()
-        .expect("git runs");
-    assert!(
-        output.status.success(),
-        "git {}: {}",
-        args.join(" "),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8_lossy(&output.stdout).trim().to_string()
-}
+/// The previous release's chart package, as its chart repository serves it. It is kept in the
+/// tree rather than read from a git tag, because a CI checkout has neither tags nor history.
+const PREVIOUS_RELEASES: &str = "tests/upgrade/previous";
 
-/// The newest release tag older than this version.
-fn previous_release() -> String {
-    let current = format!("v{}", env!("CARGO_PKG_VERSION"));
-    git(&["tag", "--list", "v*", "--sort=-v:refname"])
-        .lines()
-        .find(|tag| *tag != current)
-        .map(str::to_string)
-        .expect(
-            "a release tag older than this version (git tag --list 'v*'); a shallow clone has none",
-        )
-}
-
-/// The previous release's chart, unpacked from git into `dir`.
-fn previous_chart(tag: &str, dir: &Path) -> PathBuf {
+/// The previous release's chart, unpacked into `dir`.
+fn previous_chart(dir: &Path) -> PathBuf {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let packages: Vec<PathBuf> = std::fs::read_dir(root.join(PREVIOUS_RELEASES))
+        .expect("the previous release's folder")
+        .map(|entry| entry.expect("entry").path())
+        .filter(|path| path.extension().is_some_and(|ext| ext == "tgz"))
+        .collect();
+    let [package] = packages.as_slice() else {
+        panic!("exactly one chart package in {PREVIOUS_RELEASES}, found {packages:?}");
+    };
     std::fs::create_dir_all(dir).expect("folder");
-    let archive = Command::new("git")
-        .args(["archive", "--format=tar", tag, CHART])
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .output()
-        .expect("git archive");
-    assert!(
-        archive.status.success(),
-        "{}",
-        String::from_utf8_lossy(&archive.stderr)
-    );
-    let mut tar = Command::new("tar")
-        .args(["-x", "-C"])
+    let unpacked = Command::new("tar")
+        .args(["-xzf"])
+        .arg(package)
+        .arg("-C")
         .arg(dir)
-        .stdin(std::process::Stdio::piped())
-        .spawn()
+        .status()
         .expect("tar");
-    std::io::Write::write_all(tar.stdin.as_mut().expect("stdin"), &archive.stdout).expect("unpack");
-    assert!(tar.wait().expect("tar ends").success());
-    dir.join(CHART)
+    assert!(unpacked.success(), "unpack {}", package.display());
+    dir.join("agent-operator")
 }
 
 /// What must not change across an upgrade: each object's generation and spec.
@@ -181,15 +157,14 @@ fn chart_label(chart_dir: &Path) -> String {
 #[tokio::test]
 async fn the_previous_release_upgrades_to_this_one_with_every_object_kept_and_ready() {
     let client = support::client().await;
-    let tag = previous_release();
-    let work = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("upgrade-{tag}"));
+    let work = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("upgrade");
     let _ = std::fs::remove_dir_all(&work);
-    let old_chart = previous_chart(&tag, &work);
+    let old_chart = previous_chart(&work);
     let new_chart = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(CHART);
     let (old_label, new_label) = (chart_label(&old_chart), chart_label(&new_chart));
     assert_ne!(
         old_label, new_label,
-        "the chart's version changed since {tag}"
+        "the chart's version changed since the previous release"
     );
 
     // Helm manages the CRDs of a release it installs; the ones other tests applied go first.
