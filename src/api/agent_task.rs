@@ -9,6 +9,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::agent_deployment::PodMetadata;
+use super::budget::{Budget, TaskUsage};
 use super::common::{AgentWorkload, ConfigMapKeyRef, Duration, SecretKeyRef};
 
 /// Largest inline `input`; larger inputs come from a ConfigMap or Secret through `inputFrom`.
@@ -37,6 +38,18 @@ pub const MAX_INLINE_INPUT_BYTES: u32 = 64 * 1024;
         name = "Reason",
         type_ = "string",
         json_path = ".status.reason",
+        priority = 1
+    ),
+    printcolumn(
+        name = "Tokens",
+        type_ = "integer",
+        json_path = ".status.usage.totalTokens",
+        priority = 1
+    ),
+    printcolumn(
+        name = "Cost",
+        type_ = "string",
+        json_path = ".status.usage.cost",
         priority = 1
     ),
     printcolumn(
@@ -129,6 +142,12 @@ pub struct AgentTaskSpec {
     /// Cannot be set back to false.
     #[serde(default)]
     pub cancel: bool,
+
+    /// Most tokens and/or cost the task may spend over all its attempts. The router refuses a
+    /// request that cannot fit and ends a stream once it is spent; the task then ends Failed
+    /// with reason BudgetExceeded and is not retried.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub budget: Option<Budget>,
 }
 
 fn default_timeout() -> Duration {
@@ -248,7 +267,7 @@ pub struct AgentTaskStatus {
     /// both are False with the same reason: Pending, InvalidReference, ConcurrencyLimit,
     /// ProviderUnavailable, BackingOff or Running. At the end, `Complete` is True with reason
     /// Succeeded, or `Failed` is True with reason Timeout, BackoffLimitExceeded, WorkerError
-    /// (the worker asked not to be retried) or Cancelled.
+    /// (the worker asked not to be retried), BudgetExceeded or Cancelled.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,
@@ -289,6 +308,10 @@ pub struct AgentTaskStatus {
     /// The result of the successful attempt.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub result: Option<TaskResult>,
+    /// Requests, tokens and cost over all attempts and per attempt, as the worker's router
+    /// counted them. An attempt's usage is added once, when it ends.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usage: Option<TaskUsage>,
 }
 
 /// The result of a task: a bounded summary here, the full result where `configMapRef` points.
@@ -341,9 +364,12 @@ pub mod reason {
     pub const WORKER_ERROR: &str = "WorkerError";
     /// `spec.cancel` stopped the task.
     pub const CANCELLED: &str = "Cancelled";
+    /// The task spent `spec.budget`: its router refused or cut a request, or nothing is left
+    /// for another attempt.
+    pub const BUDGET_EXCEEDED: &str = "BudgetExceeded";
 
     /// Every reason above.
-    pub const ALL: [&str; 11] = [
+    pub const ALL: [&str; 12] = [
         PENDING,
         INVALID_REFERENCE,
         CONCURRENCY_LIMIT,
@@ -355,6 +381,7 @@ pub mod reason {
         BACKOFF_LIMIT_EXCEEDED,
         WORKER_ERROR,
         CANCELLED,
+        BUDGET_EXCEEDED,
     ];
 }
 

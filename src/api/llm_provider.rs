@@ -5,6 +5,7 @@ use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use super::budget::Pricing;
 use super::common::{Duration, SecretKeyRef};
 
 /// The API an LLMProvider speaks. It decides the probe, the auth header and the request format.
@@ -137,6 +138,11 @@ pub struct LLMProviderSpec {
     /// Limits of this provider's account, used to admit AgentTasks and by the in-pod router.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub limits: Option<ProviderLimits>,
+
+    /// What this provider charges per model. The router prices the usage each answer reports
+    /// with it, for `status.usage` and for budgets' `maxCost`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pricing: Option<Pricing>,
 }
 
 /// Azure OpenAI settings.

@@ -7,6 +7,7 @@
 pub mod agent_deployment;
 #[allow(clippy::duplicated_attributes)]
 pub mod agent_task;
+pub mod budget;
 pub mod common;
 pub mod conditions;
 #[allow(clippy::duplicated_attributes)]

@@ -14,6 +14,7 @@ pub mod router_sidecar;
 pub mod service;
 pub mod service_account;
 pub mod task_config;
+pub mod usage_report;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::Resource;

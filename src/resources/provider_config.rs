@@ -8,6 +8,7 @@ use k8s_openapi::api::core::v1::ConfigMap;
 use serde::{Deserialize, Serialize};
 
 use crate::api::AgentDeployment;
+use crate::api::budget::Pricing;
 use crate::api::common::{Duration, RouterSpec, SecretKeyRef, Tool};
 use crate::api::llm_provider::{DEFAULT_ANTHROPIC_VERSION, LLMProviderSpec, ProviderType};
 
@@ -59,6 +60,8 @@ pub struct ProviderApi {
     pub requests_per_minute: Option<i32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_concurrent_requests: Option<i32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pricing: Option<Pricing>,
 }
 
 impl ProviderApi {
@@ -79,6 +82,7 @@ impl ProviderApi {
             openai_project: openai.and_then(|o| o.project.clone()),
             requests_per_minute: spec.limits.as_ref().and_then(|l| l.requests_per_minute),
             max_concurrent_requests: spec.limits.as_ref().and_then(|l| l.max_concurrent_requests),
+            pricing: spec.pricing.clone(),
         }
     }
 }
@@ -98,6 +102,21 @@ pub struct ProviderConfig {
     /// The router's settings; absent when the pod runs no router.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub router: Option<RouterSettings>,
+    /// What the pod's router may still spend; absent when nothing limits it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allowance: Option<Allowance>,
+}
+
+/// What a pod may spend: for a task's worker, its budget less what the earlier attempts spent.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Allowance {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_tokens: Option<u64>,
+    /// In nano-units of `currency`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_cost_nanos: Option<u64>,
+    pub currency: String,
 }
 
 /// How the in-pod router fails over, from the workload's `router` field.
@@ -207,6 +226,7 @@ pub fn provider_config(
             })
             .collect(),
         router: router.map(RouterSettings::of),
+        allowance: None,
     }
 }
 

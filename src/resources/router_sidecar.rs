@@ -5,7 +5,8 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{
-    Container, EnvVar, ExecAction, Probe, ResourceRequirements, Volume, VolumeMount,
+    Container, EmptyDirVolumeSource, EnvVar, ExecAction, Probe, ResourceRequirements, Volume,
+    VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 
@@ -13,10 +14,13 @@ use super::pod::{
     CONFIG_VOLUME, credentials_volume, plain_env, read_only_mount, restricted_container_security,
 };
 use super::provider_config::{CONFIG_DIR, CONFIG_FILE};
+use super::usage_report::{TERMINATION_LOG, USAGE_DIR, USAGE_FILE};
 use crate::api::common::{AgentWorkload, RouterSpec, SecretKeyRef};
 
 /// Name of the router's container.
 pub const ROUTER_CONTAINER: &str = "llm-router";
+/// The volume the router keeps its usage report on.
+pub const USAGE_VOLUME: &str = "llm-usage";
 /// The loopback port the router listens on inside the pod.
 pub const ROUTER_PORT: u16 = 8790;
 /// The key the agent's SDK sends to the router. SDKs refuse to start without one; the router
@@ -60,7 +64,24 @@ pub fn provider_wiring(
             }
         }
         Some(router) => {
-            let mut router_mounts = vec![read_only_mount(CONFIG_VOLUME, CONFIG_DIR)];
+            let mut router_mounts = vec![
+                read_only_mount(CONFIG_VOLUME, CONFIG_DIR),
+                VolumeMount {
+                    name: USAGE_VOLUME.into(),
+                    mount_path: USAGE_DIR.into(),
+                    ..VolumeMount::default()
+                },
+            ];
+            // Outlives the router's restarts, not the pod: a restarted router continues from
+            // the report on it, and the kubelet hands the last one to the operator.
+            wiring.volumes.push(Volume {
+                name: USAGE_VOLUME.into(),
+                empty_dir: Some(EmptyDirVolumeSource {
+                    size_limit: Some(Quantity("1Mi".into())),
+                    ..EmptyDirVolumeSource::default()
+                }),
+                ..Volume::default()
+            });
             if let Some((volume, mount)) = credentials {
                 wiring.volumes.push(volume);
                 router_mounts.push(mount);
@@ -116,7 +137,12 @@ fn router_container(image: &str, spec: &RouterSpec, mounts: Vec<VolumeMount>) ->
             listen.clone(),
             "--config".into(),
             format!("{CONFIG_DIR}/{CONFIG_FILE}"),
+            "--usage-file".into(),
+            format!("{USAGE_DIR}/{USAGE_FILE}"),
+            "--termination-log".into(),
+            TERMINATION_LOG.into(),
         ]),
+        termination_message_path: Some(TERMINATION_LOG.into()),
         // A native sidecar: started before the agent and kept running beside it, and it does not
         // keep a task's Job from completing.
         restart_policy: Some("Always".into()),
@@ -186,7 +212,13 @@ mod tests {
             .flatten()
             .map(|m| m.name.as_str())
             .collect();
-        assert_eq!(mounts, [CONFIG_VOLUME, "credentials"]);
+        assert_eq!(mounts, [CONFIG_VOLUME, USAGE_VOLUME, "credentials"]);
+        let args = router.args.clone().unwrap_or_default().join(" ");
+        assert!(
+            args.contains("--usage-file /var/run/agentoperator/usage/usage.json")
+                && args.contains("--termination-log /dev/termination-log"),
+            "the router keeps its report where a restart and the kubelet find it: {args}"
+        );
         let env: Vec<(String, String)> = wiring
             .agent_env
             .iter()

@@ -107,7 +107,10 @@ pub fn error(dialect: Dialect, status: StatusCode, class: &str, message: &str) -
 pub fn error_body(dialect: Dialect, status: StatusCode, class: &str, message: &str) -> Value {
     match dialect {
         Dialect::OpenAI => {
-            let kind = if status.is_client_error() && status != StatusCode::TOO_MANY_REQUESTS {
+            let kind = if class == super::proxy::BUDGET_EXCEEDED {
+                // OpenAI's own type for a spent quota, which its SDKs and agents know.
+                "insufficient_quota"
+            } else if status.is_client_error() && status != StatusCode::TOO_MANY_REQUESTS {
                 "invalid_request_error"
             } else {
                 "router_error"

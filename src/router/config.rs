@@ -7,8 +7,9 @@ use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 
+use super::ledger::PriceList;
 use crate::api::llm_provider::ProviderType;
-use crate::resources::provider_config::{ProviderApi, ProviderConfig, RouterSettings};
+use crate::resources::provider_config::{Allowance, ProviderApi, ProviderConfig, RouterSettings};
 
 /// An API key. Its `Debug` never shows the value.
 #[derive(Clone, PartialEq, Eq)]
@@ -43,6 +44,8 @@ pub struct Upstream {
     pub ready: bool,
     pub credential: Option<Credential>,
     pub api: ProviderApi,
+    /// `api.pricing`, parsed.
+    pub prices: Option<PriceList>,
 }
 
 /// Everything the router needs from the files, at one instant.
@@ -51,6 +54,8 @@ pub struct Snapshot {
     /// In the order to try: Ready providers first, each group in chain order.
     pub upstreams: Vec<Upstream>,
     pub settings: RouterSettings,
+    /// What the pod may still spend.
+    pub allowance: Option<Allowance>,
     /// Providers of the chain the router cannot use, and why (no LLMProvider, unreadable key).
     pub unusable: Vec<(String, String)>,
     /// Digest of every byte read, to notice a change.
@@ -135,12 +140,14 @@ pub fn load(path: &Path) -> Result<Snapshot, ConfigError> {
             model: entry.model,
             ready: entry.ready,
             credential,
+            prices: entry.api.pricing.as_ref().map(PriceList::of),
             api: entry.api,
         });
     }
     Ok(Snapshot {
         upstreams,
         settings: config.router.unwrap_or_default(),
+        allowance: config.allowance,
         unusable,
         fingerprint: digest.finalize().into(),
     })
@@ -159,6 +166,7 @@ mod tests {
             ready,
             credential: Some(Credential::new(key)),
             api: ProviderApi::default(),
+            prices: None,
         }
     }
 
@@ -166,6 +174,7 @@ mod tests {
         Snapshot {
             upstreams,
             settings: RouterSettings::default(),
+            allowance: None,
             unusable: Vec::new(),
             fingerprint: [0; 32],
         }

@@ -13,6 +13,7 @@ pub mod answer;
 pub mod anthropic;
 pub mod config;
 pub mod failover;
+pub mod ledger;
 pub mod limits;
 pub mod messages;
 pub mod metrics;
@@ -64,6 +65,16 @@ pub struct RouterOptions {
     /// Longest wait for room under a provider's limits before trying the next provider.
     #[arg(long, env = "AGENT_OPERATOR_ROUTER_LIMIT_WAIT", default_value = "5s", value_parser = humantime::parse_duration)]
     pub limit_wait: Duration,
+
+    /// Where the usage report is kept across restarts of the router (a file on the pod's
+    /// usage volume). Unset keeps it in memory only.
+    #[arg(long, env = "AGENT_OPERATOR_ROUTER_USAGE_FILE")]
+    pub usage_file: Option<PathBuf>,
+
+    /// Where the usage report is also written for the kubelet to copy into the pod's status
+    /// when the router stops (the container's `terminationMessagePath`).
+    #[arg(long, env = "AGENT_OPERATOR_ROUTER_TERMINATION_LOG")]
+    pub termination_log: Option<PathBuf>,
 
     #[command(flatten)]
     pub log: LogOptions,
@@ -117,10 +128,18 @@ pub async fn run(options: RouterOptions) -> Result<(), RouterError> {
         .pool_idle_timeout(Duration::from_secs(90))
         .build()
         .map_err(RouterError::HttpClient)?;
+    let ledger = Arc::new(ledger::Ledger::open(ledger::ReportFiles {
+        usage_file: options.usage_file.clone(),
+        termination_log: options.termination_log.clone(),
+    }));
+    // What a previous router of this pod spent is the operator's to read from the start.
+    ledger.write();
+    tokio::spawn(ledger.clone().write_changes());
     let router = Arc::new(Router::new(
         snapshot,
         http,
         metrics::RouterMetrics::new()?,
+        ledger.clone(),
         options.limit_wait,
     ));
     tokio::spawn(reload(
@@ -140,13 +159,16 @@ pub async fn run(options: RouterOptions) -> Result<(), RouterError> {
             let _ = connection.set_nodelay(true);
         });
     tracing::info!(address = %options.listen, "router serving");
-    axum::serve(listener, routes(router, options.max_body_bytes))
+    let served = axum::serve(listener, routes(router, options.max_body_bytes))
         .with_graceful_shutdown(shutdown_signal())
         .await
         .map_err(|source| RouterError::Bind {
             address: options.listen,
             source,
-        })
+        });
+    // The requests in flight have finished: the report the kubelet reads is complete.
+    ledger.write();
+    served
 }
 
 /// The HTTP surface: the OpenAI and Anthropic endpoints agents use, health and metrics. Of the
@@ -168,7 +190,7 @@ async fn chat_completions(
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
     match read_request(body) {
-        Ok(body) => proxy::serve(router, Inbound::chat(body)).await,
+        Ok((body, size)) => proxy::serve(router, Inbound::chat(body, size)).await,
         Err((status, message)) => refuse(&router, Dialect::OpenAI, status, &message),
     }
 }
@@ -183,10 +205,11 @@ async fn messages(
         .and_then(|v| v.to_str().ok())
         .map(str::to_string);
     match read_request(body) {
-        Ok(body) => {
+        Ok((body, size)) => {
             let inbound = Inbound {
                 dialect: Dialect::Anthropic,
                 body,
+                size,
                 anthropic_beta,
             };
             proxy::serve(router, inbound).await
@@ -195,10 +218,10 @@ async fn messages(
     }
 }
 
-/// The agent's request as JSON, or why it is refused.
+/// The agent's request as JSON and its size, or why it is refused.
 fn read_request(
     body: Result<Bytes, BytesRejection>,
-) -> Result<serde_json::Map<String, serde_json::Value>, (StatusCode, String)> {
+) -> Result<(serde_json::Map<String, serde_json::Value>, usize), (StatusCode, String)> {
     let body = body.map_err(|rejection| {
         let status = rejection.status();
         if status == StatusCode::PAYLOAD_TOO_LARGE {
@@ -210,7 +233,9 @@ fn read_request(
             (status, rejection.body_text())
         }
     })?;
-    proxy::parse_request(&body).map_err(|message| (StatusCode::BAD_REQUEST, message))
+    proxy::parse_request(&body)
+        .map(|request| (request, body.len()))
+        .map_err(|message| (StatusCode::BAD_REQUEST, message))
 }
 
 fn refuse(router: &Router, dialect: Dialect, status: StatusCode, message: &str) -> Response {

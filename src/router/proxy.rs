@@ -15,6 +15,7 @@ use serde_json::{Map, Value};
 use super::answer;
 use super::config::{Snapshot, Upstream};
 use super::failover::{Admission, Circuit, CircuitSettings, Failure, SkipReason, Verdict, verdict};
+use super::ledger::{self, Estimate, Ledger, Rates};
 use super::limits::{LimitSettings, Limits};
 use super::metrics::RouterMetrics;
 use super::stream::{self, StreamContext};
@@ -30,6 +31,8 @@ pub struct Router {
     providers: Mutex<HashMap<String, Arc<ProviderState>>>,
     http: reqwest::Client,
     pub metrics: RouterMetrics,
+    /// What the pod spent, and its budget's reservations.
+    pub ledger: Arc<Ledger>,
     /// Longest wait for room under a provider's limits.
     limit_wait: Duration,
 }
@@ -44,6 +47,7 @@ impl Router {
         snapshot: Snapshot,
         http: reqwest::Client,
         metrics: RouterMetrics,
+        ledger: Arc<Ledger>,
         limit_wait: Duration,
     ) -> Self {
         Self {
@@ -51,6 +55,7 @@ impl Router {
             providers: Mutex::new(HashMap::new()),
             http,
             metrics,
+            ledger,
             limit_wait,
         }
     }
@@ -249,6 +254,10 @@ pub async fn serve(router: Arc<Router>, inbound: Inbound) -> Response {
             "no usable LLM provider is configured for this agent",
         );
     }
+    let held = match Reservation::take(&router, &snapshot, &inbound, &report.model) {
+        Ok(held) => held,
+        Err(spent) => return budget_refused(&router, inbound.dialect, report, &spent),
+    };
     let mut sent = 0;
     let mut soonest_retry: Option<Instant> = None;
     let mut only_busy = true;
@@ -332,6 +341,7 @@ pub async fn serve(router: Arc<Router>, inbound: Inbound) -> Response {
                     .unwrap_or_else(|| report.model.clone());
                 return match answered {
                     Answered::Whole { body, usage } => {
+                        held.settle(upstream, &model, &usage);
                         router.metrics.record_tokens(&upstream.name, &model, &usage);
                         report.log(&router, &upstream.name, 200, &usage);
                         drop(admitted);
@@ -353,6 +363,8 @@ pub async fn serve(router: Arc<Router>, inbound: Inbound) -> Response {
                                 == Some(true),
                             idle: settings.stream_idle_timeout.as_std(),
                             deadline,
+                            held,
+                            upstream: upstream.clone(),
                         },
                         admitted,
                     ),
@@ -498,6 +510,137 @@ fn exhausted(
     }
     response
 }
+
+/// What a request holds of the pod's budget while it runs. Dropped unsettled (no answer), it
+/// gives the reservation back.
+pub struct Reservation {
+    ledger: Arc<Ledger>,
+    estimate: Estimate,
+    /// `None` when nothing limits the pod: then nothing is held or checked.
+    allowance: Option<ledger::Limit>,
+    settled: bool,
+}
+
+impl Reservation {
+    /// Holds what the request may cost at most, or says why it may not be sent. Its cost is
+    /// estimated at the dearest prices of the chain, since any provider of it may answer.
+    fn take(
+        router: &Router,
+        snapshot: &Snapshot,
+        inbound: &Inbound,
+        model: &str,
+    ) -> Result<Self, ledger::Spent> {
+        let ledger = router.ledger.clone();
+        let Some(allowance) = snapshot.allowance.clone() else {
+            return Ok(Self {
+                ledger,
+                estimate: Estimate::default(),
+                allowance: None,
+                settled: false,
+            });
+        };
+        let rates = dearest_rates(snapshot, model, &allowance.currency);
+        let estimate = ledger::estimate(&inbound.body, inbound.size, rates.as_ref());
+        ledger.with(|book| book.admit(Some(&allowance), estimate))?;
+        Ok(Self {
+            ledger,
+            estimate,
+            allowance: Some(ledger::Limit { allowance, rates }),
+            settled: false,
+        })
+    }
+
+    /// Counts the answer's usage in place of the reservation.
+    pub fn settle(mut self, upstream: &Upstream, model: &str, usage: &Usage) {
+        let cost = upstream.prices.as_ref().and_then(|prices| {
+            prices
+                .rates(model)
+                .map(|rates| (prices.currency.as_str(), rates.cost(usage)))
+        });
+        let estimate = self.estimate;
+        self.ledger
+            .with(|book| book.settle(estimate, &upstream.name, model, usage, cost));
+        self.settled = true;
+    }
+
+    /// Whether a stream may go on after `streamed` output tokens.
+    pub fn may_stream(&self, streamed: u64) -> Result<(), ledger::Spent> {
+        let Some(limit) = &self.allowance else {
+            return Ok(());
+        };
+        self.ledger.with(|book| {
+            book.may_stream(
+                Some(&limit.allowance),
+                self.estimate,
+                streamed,
+                limit.rates.as_ref(),
+            )
+        })
+    }
+
+    /// Whether anything limits this request's spending.
+    pub fn limited(&self) -> bool {
+        self.allowance.is_some()
+    }
+
+    /// What was held for the prompt, counted when a cut stream reports no usage.
+    pub fn input_estimate(&self) -> u64 {
+        self.estimate.input_tokens
+    }
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        if !self.settled && self.allowance.is_some() {
+            let estimate = self.estimate;
+            self.ledger.with(|book| book.release(estimate));
+        }
+    }
+}
+
+/// The highest prices in `currency` of the chain's providers for the model each is asked for.
+fn dearest_rates(snapshot: &Snapshot, model: &str, currency: &str) -> Option<Rates> {
+    snapshot
+        .upstreams
+        .iter()
+        .filter_map(|upstream| {
+            let prices = upstream.prices.as_ref()?;
+            (prices.currency == currency)
+                .then(|| prices.rates(upstream.model.as_deref().unwrap_or(model)))
+                .flatten()
+        })
+        .copied()
+        .max_by_key(|rates| rates.input.saturating_add(rates.output))
+}
+
+/// The answer to a request the budget has no room for. Retrying cannot help until the budget
+/// is raised, so the SDKs are told not to (`x-should-retry: false`).
+fn budget_refused(
+    router: &Router,
+    dialect: Dialect,
+    report: Report,
+    spent: &ledger::Spent,
+) -> Response {
+    router
+        .metrics
+        .errors
+        .with_label_values(&[BUDGET_EXCEEDED])
+        .inc();
+    report.log(router, "none", 429, &Usage::default());
+    let mut response = answer::error(
+        dialect,
+        StatusCode::TOO_MANY_REQUESTS,
+        BUDGET_EXCEEDED,
+        &spent.describe(),
+    );
+    response
+        .headers_mut()
+        .insert("x-should-retry", HeaderValue::from_static("false"));
+    response
+}
+
+/// The class of the router's budget errors, in responses, stream errors and metrics.
+pub const BUDGET_EXCEEDED: &str = "budget_exceeded";
 
 enum Attempt {
     Answered(Answered),

@@ -15,9 +15,10 @@ use serde_json::Value;
 use tokio::sync::mpsc;
 
 use super::answer;
+use super::config::Upstream;
 use super::failover::{Failure, stream_error_failure};
 use super::limits::Admitted;
-use super::proxy::{Report, Router};
+use super::proxy::{BUDGET_EXCEEDED, Report, Reservation, Router};
 use super::sse::{self, Event};
 use super::upstream::Dialect;
 use super::usage::Usage;
@@ -130,6 +131,14 @@ fn is_content(dialect: Dialect, event: &Event) -> bool {
     }
 }
 
+/// Whether the event carries a piece of the answer (text, a tool call's arguments).
+fn is_delta(dialect: Dialect, event: &Event) -> bool {
+    match dialect {
+        Dialect::Anthropic => event.event.as_deref() == Some("content_block_delta"),
+        Dialect::OpenAI => event.data.contains("\"delta\""),
+    }
+}
+
 /// How events reach the agent.
 enum Conversion {
     /// The provider speaks the agent's API: its bytes go on as they came.
@@ -152,6 +161,10 @@ pub struct StreamContext {
     pub include_usage: bool,
     pub idle: Duration,
     pub deadline: Instant,
+    /// The request's hold on the budget, settled when the stream ends.
+    pub held: Reservation,
+    /// The provider streaming, for its prices.
+    pub upstream: Upstream,
 }
 
 /// Starts carrying the stream to the agent and returns the agent's response.
@@ -168,6 +181,7 @@ pub fn respond(opened: Opened, context: StreamContext, admitted: Admitted) -> Re
         context,
         conversion,
         usage: Usage::default(),
+        streamed: 0,
         sender,
     };
     tokio::spawn(pump.run(opened, admitted));
@@ -190,6 +204,9 @@ struct Pump {
     conversion: Conversion,
     /// Usage read from a stream passed on as it came.
     usage: Usage,
+    /// Content events passed on, each counted as an output token until the provider's usage
+    /// says how many there were.
+    streamed: u64,
     sender: mpsc::Sender<Bytes>,
 }
 
@@ -204,12 +221,28 @@ impl Pump {
         let mut status = 200;
         let mut next = Some((Bytes::from(raw), events));
         loop {
-            if let Some((bytes, events)) = next.take()
-                && !self.forward(bytes, &events).await
-            {
-                // The agent went away; dropping the upstream response closes it.
-                status = 499;
-                break;
+            if let Some((bytes, events)) = next.take() {
+                if !self.forward(bytes, &events).await {
+                    // The agent went away; dropping the upstream response closes it.
+                    status = 499;
+                    break;
+                }
+                if let Err(spent) = self.context.held.may_stream(self.streamed) {
+                    status = 429;
+                    self.context
+                        .router
+                        .metrics
+                        .errors
+                        .with_label_values(&[BUDGET_EXCEEDED])
+                        .inc();
+                    let event = answer::stream_error_event(
+                        self.context.agent,
+                        BUDGET_EXCEEDED,
+                        &spent.describe(),
+                    );
+                    let _ = self.sender.send(event).await;
+                    break;
+                }
             }
             let awaited = Instant::now();
             let wait_until = self.context.deadline.min(awaited + self.context.idle);
@@ -249,12 +282,21 @@ impl Pump {
             }
         }
         drop(admitted);
-        let usage = match &self.conversion {
+        let mut usage = match &self.conversion {
             Conversion::Same(_) => self.usage,
             Conversion::ToOpenAI(translator) => translator.usage(),
             Conversion::ToAnthropic(translator) => translator.usage(),
         };
-        let context = &self.context;
+        if usage.completion == 0 && self.streamed > 0 {
+            // Cut or broken before the provider's usage came (or an OpenAI stream without
+            // `include_usage`): what it held for the prompt and one token per event.
+            usage.prompt = usage.prompt.max(self.context.held.input_estimate());
+            usage.completion = self.streamed;
+        }
+        let context = self.context;
+        context
+            .held
+            .settle(&context.upstream, &context.model, &usage);
         context
             .router
             .metrics
@@ -289,6 +331,11 @@ impl Pump {
 
     /// Sends `bytes` (or their translation) on; false when the agent is gone.
     async fn forward(&mut self, bytes: Bytes, events: &[Event]) -> bool {
+        let provider_dialect = self.context.provider_dialect;
+        self.streamed += events
+            .iter()
+            .filter(|event| is_delta(provider_dialect, event))
+            .count() as u64;
         let out = match &mut self.conversion {
             Conversion::Same(dialect) => {
                 for event in events {

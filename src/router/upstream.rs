@@ -24,14 +24,17 @@ pub enum Dialect {
 pub struct Inbound {
     pub dialect: Dialect,
     pub body: Map<String, Value>,
+    /// Bytes of the body as the agent sent it, from which a budget estimates the prompt.
+    pub size: usize,
     pub anthropic_beta: Option<String>,
 }
 
 impl Inbound {
-    pub fn chat(body: Map<String, Value>) -> Self {
+    pub fn chat(body: Map<String, Value>, size: usize) -> Self {
         Self {
             dialect: Dialect::OpenAI,
             body,
+            size,
             anthropic_beta: None,
         }
     }
@@ -219,6 +222,7 @@ mod tests {
             ready: true,
             credential: Some(Credential::new("sk-test")),
             api: ProviderApi::default(),
+            prices: None,
         }
     }
 
@@ -228,6 +232,7 @@ mod tests {
                 .as_object()
                 .cloned()
                 .expect("object"),
+            0,
         )
     }
 

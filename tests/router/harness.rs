@@ -11,8 +11,9 @@ use std::time::Duration;
 use agent_operator::api::common::{RouterSpec, SecretKeyRef};
 use agent_operator::api::llm_provider::ProviderType;
 use agent_operator::resources::provider_config::{
-    CREDENTIALS_DIR, ProviderApi, ResolvedProvider, provider_config,
+    Allowance, CREDENTIALS_DIR, ProviderApi, ResolvedProvider, provider_config,
 };
+use agent_operator::resources::usage_report::UsageReport;
 use serde_json::Value;
 
 /// One link of the chain under test.
@@ -58,6 +59,7 @@ pub struct RouterProcess {
     child: Child,
     pub address: SocketAddr,
     dir: PathBuf,
+    args: Vec<String>,
     logs: Arc<Mutex<Vec<u8>>>,
     http: reqwest::Client,
     /// Every key ever written, to check none leaks.
@@ -74,7 +76,12 @@ fn free_port() -> u16 {
 /// Renders the chain with the operator's own function, as the mounted ConfigMap holds it, with
 /// the credential folder moved into the test's directory. Files are replaced by rename, as the
 /// kubelet swaps a mounted volume's contents. Returns the keys written.
-fn render(dir: &std::path::Path, links: &[Link], settings: &RouterSpec) -> Vec<String> {
+fn render(
+    dir: &std::path::Path,
+    links: &[Link],
+    settings: &RouterSpec,
+    allowance: Option<&Allowance>,
+) -> Vec<String> {
     let chain: Vec<ResolvedProvider> = links
         .iter()
         .map(|link| ResolvedProvider {
@@ -101,12 +108,59 @@ fn render(dir: &std::path::Path, links: &[Link], settings: &RouterSpec) -> Vec<S
             keys.push(key.clone());
         }
     }
-    let config = provider_config(&chain, &[], Some(settings));
+    let mut config = provider_config(&chain, &[], Some(settings));
+    config.allowance = allowance.cloned();
     let json = serde_json::to_string_pretty(&config)
         .expect("serialize")
         .replace(CREDENTIALS_DIR, &credentials.display().to_string());
     replace_file(&dir.join("providers.json"), &json);
     keys
+}
+
+/// The router process on the test's files, its output collected into `logs`. Its usage report
+/// lives in the test's folder, as on the pod's usage volume.
+fn spawn(
+    address: SocketAddr,
+    dir: &std::path::Path,
+    args: &[String],
+    logs: &Arc<Mutex<Vec<u8>>>,
+) -> Child {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_agent-operator"))
+        .args(["router", "--listen", &address.to_string(), "--config"])
+        .arg(dir.join("providers.json"))
+        .args(["--reload-interval", "100ms", "--limit-wait", "300ms"])
+        .arg("--usage-file")
+        .arg(dir.join("usage.json"))
+        .arg("--termination-log")
+        .arg(dir.join("termination-log"))
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the router starts");
+    let pipes: [Option<Box<dyn Read + Send>>; 2] = [
+        child
+            .stdout
+            .take()
+            .map(|p| Box::new(p) as Box<dyn Read + Send>),
+        child
+            .stderr
+            .take()
+            .map(|p| Box::new(p) as Box<dyn Read + Send>),
+    ];
+    for mut pipe in pipes.into_iter().flatten() {
+        let logs = logs.clone();
+        std::thread::spawn(move || {
+            let mut buffer = [0u8; 4096];
+            while let Ok(n) = pipe.read(&mut buffer) {
+                if n == 0 {
+                    break;
+                }
+                logs.lock().expect("logs").extend_from_slice(&buffer[..n]);
+            }
+        });
+    }
+    child
 }
 
 impl RouterProcess {
@@ -115,6 +169,16 @@ impl RouterProcess {
     }
 
     pub async fn start_with(links: &[Link], settings: &RouterSpec, args: &[&str]) -> Self {
+        Self::start_budgeted(links, settings, None, args).await
+    }
+
+    /// Starts the router with what the pod may spend, as a task's worker gets it.
+    pub async fn start_budgeted(
+        links: &[Link],
+        settings: &RouterSpec,
+        allowance: Option<&Allowance>,
+        args: &[&str],
+    ) -> Self {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let dir = std::env::temp_dir().join(format!(
             "router-test-{}-{}",
@@ -125,64 +189,94 @@ impl RouterProcess {
         let address: SocketAddr = format!("127.0.0.1:{}", free_port())
             .parse()
             .expect("address");
-        let keys = render(&dir, links, settings);
-        let mut child = Command::new(env!("CARGO_BIN_EXE_agent-operator"))
-            .args(["router", "--listen", &address.to_string(), "--config"])
-            .arg(dir.join("providers.json"))
-            .args(["--reload-interval", "100ms", "--limit-wait", "300ms"])
-            .args(args)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("the router starts");
+        let keys = render(&dir, links, settings, allowance);
         let logs = Arc::new(Mutex::new(Vec::new()));
-        let pipes: [Option<Box<dyn Read + Send>>; 2] = [
-            child
-                .stdout
-                .take()
-                .map(|p| Box::new(p) as Box<dyn Read + Send>),
-            child
-                .stderr
-                .take()
-                .map(|p| Box::new(p) as Box<dyn Read + Send>),
-        ];
-        for mut pipe in pipes.into_iter().flatten() {
-            let logs = logs.clone();
-            std::thread::spawn(move || {
-                let mut buffer = [0u8; 4096];
-                while let Ok(n) = pipe.read(&mut buffer) {
-                    if n == 0 {
-                        break;
-                    }
-                    logs.lock().expect("logs").extend_from_slice(&buffer[..n]);
-                }
-            });
-        }
+        let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        let child = spawn(address, &dir, &args, &logs);
         let router = Self {
             child,
             address,
             dir,
+            args,
             logs,
             http: reqwest::Client::new(),
             keys: Mutex::new(keys),
         };
+        router.wait_healthy().await;
+        router
+    }
+
+    /// Stops the router at once (SIGKILL, as an OOM kill would) and starts it again on the
+    /// same files, as the kubelet restarts a sidecar.
+    pub async fn restart(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.child = spawn(self.address, &self.dir, &self.args, &self.logs);
+        self.wait_healthy().await;
+    }
+
+    /// Stops the router as the kubelet stops a sidecar: SIGTERM, then waits for it to exit.
+    pub fn terminate(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let _ = self.child.wait();
+    }
+
+    /// The report once it counts `requests` answered requests, in the router's usage file
+    /// (as on the pod's usage volume) and, the same, in its termination message: both are
+    /// written just after each answer.
+    pub async fn usage_after(&self, requests: u64) -> UsageReport {
+        let read = |name: &str| {
+            std::fs::read_to_string(self.dir.join(name))
+                .ok()
+                .and_then(|text| UsageReport::parse(&text))
+        };
+        let mut last = None;
         for _ in 0..100 {
-            if let Ok(response) = router.http.get(router.url("/healthz")).send().await
+            last = read("usage.json");
+            if let Some(report) = &last
+                && report.total.requests == requests
+                && read("termination-log").as_ref() == Some(report)
+            {
+                return report.clone();
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("the usage file never counted {requests} requests: {last:?}");
+    }
+
+    /// The usage report the router left where the kubelet reads its termination message.
+    pub fn termination_message(&self) -> UsageReport {
+        let text = std::fs::read_to_string(self.dir.join("termination-log"))
+            .expect("the router wrote its termination message");
+        UsageReport::parse(&text).unwrap_or_else(|| panic!("not a usage report: {text}"))
+    }
+
+    async fn wait_healthy(&self) {
+        for _ in 0..100 {
+            if let Ok(response) = self.http.get(self.url("/healthz")).send().await
                 && response.status().is_success()
             {
-                return router;
+                return;
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        panic!(
-            "the router did not become healthy; logs:\n{}",
-            router.logs()
-        );
+        panic!("the router did not become healthy; logs:\n{}", self.logs());
     }
 
     /// Replaces the mounted files, as the kubelet does when the ConfigMap or a Secret changes.
     pub fn write_config(&self, links: &[Link], settings: &RouterSpec) {
-        let keys = render(&self.dir, links, settings);
+        self.write_budgeted_config(links, settings, None);
+    }
+
+    pub fn write_budgeted_config(
+        &self,
+        links: &[Link],
+        settings: &RouterSpec,
+        allowance: Option<&Allowance>,
+    ) {
+        let keys = render(&self.dir, links, settings, allowance);
         self.keys.lock().expect("keys").extend(keys);
     }
 

@@ -7,6 +7,7 @@ mod fake_provider;
 #[allow(dead_code)]
 mod harness;
 
+mod budget;
 mod failover;
 mod fidelity;
 mod guards;

@@ -5,13 +5,15 @@
 //! gives the same answer as before it.
 
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{ContainerStateTerminated, Pod};
+use k8s_openapi::api::core::v1::{ContainerStateTerminated, ContainerStatus, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 use crate::api::agent_task::exit_code;
 use crate::resources::job::PROVIDER_ANNOTATION;
 use crate::resources::labels::ATTEMPT_LABEL;
 use crate::resources::pod::AGENT_CONTAINER;
+use crate::resources::router_sidecar::ROUTER_CONTAINER;
+use crate::resources::usage_report::UsageReport;
 
 /// One attempt as observed.
 #[derive(Clone, Debug, PartialEq)]
@@ -23,6 +25,9 @@ pub struct Attempt {
     pub provider: Option<String>,
     pub started: Option<Time>,
     pub outcome: Outcome,
+    /// What the worker's router spent, once it stopped and the kubelet copied its report
+    /// into the pod's status.
+    pub usage: Option<UsageReport>,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -127,6 +132,7 @@ pub fn observe_attempts(jobs: &[&Job], pods: &[&Pod]) -> Vec<Attempt> {
                     .and_then(|a| a.get(PROVIDER_ANNOTATION).cloned()),
                 started: job.metadata.creation_timestamp.clone(),
                 outcome: outcome_of(job, pod),
+                usage: pod.and_then(router_report),
                 job_name,
             })
         })
@@ -171,6 +177,7 @@ fn outcome_of(job: &Job, pod: Option<&Pod>) -> Outcome {
             .or_else(|| complete.last_transition_time.clone());
         return match pod {
             // The pod's last state may lag behind the Job's in the cache: wait for it.
+            Some(pod) if router_running(pod) => Outcome::Running,
             Some(pod) => match terminated_agent(pod) {
                 Some(terminated) => Outcome::Succeeded {
                     result: terminated.message.clone(),
@@ -193,6 +200,8 @@ fn outcome_of(job: &Job, pod: Option<&Pod>) -> Outcome {
             };
         }
         let failure = match pod.map(terminated_agent) {
+            // Its router's report comes with its final state: wait for it, as for the agent's.
+            Some(Some(_)) if pod.is_some_and(router_running) => return Outcome::Running,
             Some(Some(terminated)) => failure_from_exit(terminated),
             // Not yet seen as terminated: wait for the pod's final state.
             Some(None) => return Outcome::Running,
@@ -204,6 +213,40 @@ fn outcome_of(job: &Job, pod: Option<&Pod>) -> Outcome {
         return Outcome::Failed { failure, finished };
     }
     Outcome::Running
+}
+
+/// The router sidecar's status, when the pod runs one.
+fn router_status(pod: &Pod) -> Option<&ContainerStatus> {
+    pod.status
+        .as_ref()?
+        .init_container_statuses
+        .as_ref()?
+        .iter()
+        .find(|c| c.name == ROUTER_CONTAINER)
+}
+
+/// Whether the pod's router has not stopped yet while the pod is still live. The kubelet stops
+/// a sidecar after the agent exits, so a cache may see the agent's end before the router's.
+fn router_running(pod: &Pod) -> bool {
+    let phase_final = pod
+        .status
+        .as_ref()
+        .and_then(|s| s.phase.as_deref())
+        .is_some_and(|phase| phase == "Succeeded" || phase == "Failed");
+    let router_stopped = router_status(pod).map(|status| {
+        status
+            .state
+            .as_ref()
+            .is_some_and(|s| s.terminated.is_some())
+    });
+    router_stopped == Some(false) && !phase_final
+}
+
+/// The usage report the router left as its termination message.
+fn router_report(pod: &Pod) -> Option<UsageReport> {
+    let status = router_status(pod)?;
+    let terminated = status.state.as_ref()?.terminated.as_ref()?;
+    UsageReport::parse(terminated.message.as_deref()?)
 }
 
 fn terminated_agent(pod: &Pod) -> Option<&ContainerStateTerminated> {
@@ -265,6 +308,47 @@ mod tests {
                 "restartCount": 0, "state": state}]}
         }))
         .expect("pod")
+    }
+
+    /// A worker pod whose agent exited 0 and whose router is in `router_state`.
+    fn pod_with_router(phase: &str, router_state: serde_json::Value) -> Pod {
+        let mut pod = pod("t-1", Some((0, "the answer")));
+        let status = pod.status.as_mut().expect("status");
+        status.phase = Some(phase.into());
+        status.init_container_statuses = Some(vec![
+            serde_json::from_value(serde_json::json!({"name": ROUTER_CONTAINER, "image": "r",
+                "imageID": "", "ready": false, "restartCount": 0, "state": router_state}))
+            .expect("status"),
+        ]);
+        pod
+    }
+
+    #[test]
+    fn an_ended_attempt_waits_for_its_routers_report_and_reads_it() {
+        let complete = job(1, Some(("Complete", "")));
+        let stopping = pod_with_router("Running", serde_json::json!({"running": {}}));
+        let attempts = observe_attempts(&[&complete], &[&stopping]);
+        assert_eq!(
+            attempts[0].outcome,
+            Outcome::Running,
+            "the router has not stopped yet"
+        );
+
+        let report = r#"{"requests":2,"inputTokens":20,"outputTokens":9,"refused":0,"models":[]}"#;
+        let stopped = pod_with_router(
+            "Succeeded",
+            serde_json::json!({"terminated": {"exitCode": 0, "message": report}}),
+        );
+        let attempts = observe_attempts(&[&complete], &[&stopped]);
+        assert!(matches!(attempts[0].outcome, Outcome::Succeeded { .. }));
+        let usage = attempts[0].usage.as_ref().expect("the router's report");
+        assert_eq!((usage.total.requests, usage.total.tokens()), (2, 29));
+
+        // A pod that ended without the router's report (it never started) does not wait.
+        let without = pod_with_router("Succeeded", serde_json::json!({"waiting": {}}));
+        let attempts = observe_attempts(&[&complete], &[&without]);
+        assert!(matches!(attempts[0].outcome, Outcome::Succeeded { .. }));
+        assert_eq!(attempts[0].usage, None);
     }
 
     #[test]

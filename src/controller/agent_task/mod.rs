@@ -3,6 +3,7 @@
 //! cleanup.
 
 pub mod attempts;
+pub mod budget;
 pub mod queue;
 pub mod reconcile;
 pub mod status;

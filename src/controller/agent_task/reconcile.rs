@@ -171,7 +171,11 @@ pub async fn reconcile(
             .map(|a| a.spec.tools.clone())
             .unwrap_or_default();
         let router = worker.as_ref().ok().and_then(|w| router_of(&w.workload));
-        let config = task_config_map(&task, &provider_config(&chain, &tools, router));
+        let mut providers = provider_config(&chain, &tools, router);
+        // Written before the next attempt's Job, so its router starts with what is left.
+        providers.allowance =
+            super::budget::allowance(task.spec.budget.as_ref(), decision.status.usage.as_ref());
+        let config = task_config_map(&task, &providers);
         apply_config_map(&controller, config).await?;
     }
     let applied = apply_step(&controller, &task, &decision, worker.ok(), &chain).await;

@@ -177,18 +177,23 @@ pub fn decide(previous: Option<&AgentTaskStatus>, inputs: &Inputs, now: Timestam
         Some(Outcome::Failed { failure, finished }) if !inputs.spec.cancel => {
             let number = latest.map(|a| a.number).unwrap_or_default();
             let described = format!("attempt {number} failed: {}", failure.describe());
-            if matches!(failure, Failure::DoNotRetry { .. }) {
-                return finished_status(
-                    previous,
-                    base,
-                    inputs,
-                    finished.as_ref(),
-                    now,
-                    (condition::FAILED, reason::WORKER_ERROR, described),
-                    Step::Nothing,
-                );
-            }
-            if counted > inputs.spec.backoff_limit {
+            let refused = latest
+                .and_then(|a| a.usage.as_ref())
+                .is_some_and(|u| u.refused > 0);
+            let spent = super::budget::exhausted(inputs.spec.budget.as_ref(), base.usage.as_ref());
+            // Whether the task ends here, and why: the budget first, since the worker's failure
+            // is then only the router's refusal.
+            let ending = if refused || spent.is_some() {
+                let why = spent.unwrap_or_else(|| {
+                    "its router refused a request that did not fit in what is left".into()
+                });
+                Some((
+                    reason::BUDGET_EXCEEDED,
+                    format!("{described}; spec.budget is spent: {why}"),
+                ))
+            } else if matches!(failure, Failure::DoNotRetry { .. }) {
+                Some((reason::WORKER_ERROR, described.clone()))
+            } else if counted > inputs.spec.backoff_limit {
                 let final_reason = if matches!(failure, Failure::Timeout) {
                     reason::TIMEOUT
                 } else {
@@ -198,13 +203,18 @@ pub fn decide(previous: Option<&AgentTaskStatus>, inputs: &Inputs, now: Timestam
                     "{described}; {counted} failed attempts exceed spec.backoffLimit {}",
                     inputs.spec.backoff_limit
                 );
+                Some((final_reason, message))
+            } else {
+                None
+            };
+            if let Some((why, message)) = ending {
                 return finished_status(
                     previous,
                     base,
                     inputs,
                     finished.as_ref(),
                     now,
-                    (condition::FAILED, final_reason, message),
+                    (condition::FAILED, why, message),
                     Step::Nothing,
                 );
             }
@@ -351,6 +361,7 @@ fn carried_over(previous: Option<&AgentTaskStatus>, inputs: &Inputs) -> AgentTas
             .and_then(|a| a.provider.clone())
             .or(previous.provider.clone()),
         next_attempt_time: None,
+        usage: super::budget::usage_of(previous.usage.as_ref(), inputs.attempts),
         ..previous
     }
 }
@@ -648,6 +659,7 @@ mod tests {
             provider: Some("openai".into()),
             started: Some(Time(at(0))),
             outcome,
+            usage: None,
         }
     }
 
@@ -947,6 +959,75 @@ mod tests {
         let decision = decide_with(&spec, None, &attempts, ready(), Slot::Free, 61);
         assert_eq!(decision.status.reason.as_deref(), Some(reason::TIMEOUT));
         assert_eq!(decision.status.failed_attempts, 1);
+    }
+
+    fn spending(tokens: u64, refused: u64) -> crate::resources::usage_report::UsageReport {
+        crate::resources::usage_report::UsageReport {
+            total: crate::resources::usage_report::Tally {
+                requests: 1,
+                input_tokens: tokens,
+                ..Default::default()
+            },
+            refused,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_request_the_router_refused_for_the_budget_ends_the_task_without_a_retry() {
+        // The worker exits 69 when the router refuses it, as for a failed provider: the
+        // router's report, not the exit code, says the budget is why.
+        let spec = spec(serde_json::json!({"backoffLimit": 5, "budget": {"maxTokens": 1000}}));
+        let mut refused = attempt(1, failed(Failure::ProviderUnavailable { message: None }, 0));
+        refused.usage = Some(spending(200, 1));
+        let decision = decide_with(&spec, None, &[refused], ready(), Slot::Free, 1);
+        assert_eq!(
+            decision.status.reason.as_deref(),
+            Some(reason::BUDGET_EXCEEDED)
+        );
+        assert_eq!(decision.status.phase, Some(TaskPhase::Failed));
+        assert_eq!(decision.step, Step::Nothing, "no further attempt");
+        let usage = decision.status.usage.expect("usage recorded");
+        assert_eq!(usage.total.total_tokens, 200);
+        assert!(usage.attempts[0].budget_exceeded);
+    }
+
+    #[test]
+    fn a_failure_that_spent_the_whole_budget_is_not_retried() {
+        let spec = spec(serde_json::json!({"backoffLimit": 5, "budget": {"maxTokens": 1000}}));
+        let mut spent = attempt(1, failed(error(), 0));
+        spent.usage = Some(spending(1000, 0));
+        let decision = decide_with(&spec, None, &[spent.clone()], ready(), Slot::Free, 60);
+        assert_eq!(
+            decision.status.reason.as_deref(),
+            Some(reason::BUDGET_EXCEEDED)
+        );
+        spent.usage = Some(spending(999, 0));
+        let retried = decide_with(&spec, None, &[spent], ready(), Slot::Free, 60);
+        assert!(matches!(retried.step, Step::StartAttempt { number: 2, .. }));
+    }
+
+    #[test]
+    fn a_succeeded_task_records_the_usage_of_every_attempt() {
+        let spec = spec(serde_json::json!({}));
+        let mut first = attempt(1, failed(error(), 0));
+        first.usage = Some(spending(10, 0));
+        let mut second = attempt(
+            2,
+            Outcome::Succeeded {
+                result: Some("done".into()),
+                finished: Some(Time(at(30))),
+            },
+        );
+        second.usage = Some(spending(5, 0));
+        let decision = decide_with(&spec, None, &[first, second], ready(), Slot::Free, 31);
+        assert_eq!(decision.status.phase, Some(TaskPhase::Succeeded));
+        let usage = decision.status.usage.expect("usage");
+        assert_eq!(usage.total.total_tokens, 15);
+        assert_eq!(
+            usage.attempts.iter().map(|a| a.attempt).collect::<Vec<_>>(),
+            [1, 2]
+        );
     }
 
     #[test]
