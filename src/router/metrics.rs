@@ -2,7 +2,8 @@
 //! scheme. Labels are provider names, models and failure classes: never a prompt or a key.
 
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
+    CounterVec, Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry,
+    TextEncoder,
 };
 
 pub struct RouterMetrics {
@@ -18,6 +19,8 @@ pub struct RouterMetrics {
     /// The part of `duration` spent in the router rather than awaiting a provider or the agent.
     pub overhead: HistogramVec,
     pub tokens: IntCounterVec,
+    /// What the tokens cost, by the provider's `spec.pricing`.
+    pub cost: CounterVec,
     pub circuit_open: IntGaugeVec,
     pub config_reloads: IntCounterVec,
 }
@@ -80,6 +83,13 @@ impl RouterMetrics {
                 "Tokens the providers reported, by provider, model and kind (prompt, which includes the cached prompt tokens; completion; cache_read and cache_write, the cached part of prompt).",
                 &["provider", "model", "kind"],
             )?,
+            cost: CounterVec::new(
+                Opts::new(
+                    "agent_operator_router_cost_total",
+                    "What the answered requests cost, priced by the LLMProvider's spec.pricing, by provider, model and currency.",
+                ),
+                &["provider", "model", "currency"],
+            )?,
             circuit_open: IntGaugeVec::new(
                 Opts::new(
                     "agent_operator_router_circuit_open",
@@ -114,6 +124,7 @@ impl RouterMetrics {
         metrics
             .registry
             .register(Box::new(metrics.tokens.clone()))?;
+        metrics.registry.register(Box::new(metrics.cost.clone()))?;
         metrics
             .registry
             .register(Box::new(metrics.circuit_open.clone()))?;

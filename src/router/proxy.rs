@@ -341,8 +341,7 @@ pub async fn serve(router: Arc<Router>, inbound: Inbound) -> Response {
                     .unwrap_or_else(|| report.model.clone());
                 return match answered {
                     Answered::Whole { body, usage } => {
-                        held.settle(upstream, &model, &usage);
-                        router.metrics.record_tokens(&upstream.name, &model, &usage);
+                        held.settle(&router, upstream, &model, &usage);
                         report.log(&router, &upstream.name, 200, &usage);
                         drop(admitted);
                         answer::ok(body)
@@ -550,8 +549,8 @@ impl Reservation {
         })
     }
 
-    /// Counts the answer's usage in place of the reservation.
-    pub fn settle(mut self, upstream: &Upstream, model: &str, usage: &Usage) {
+    /// Counts the answer's usage, in place of the reservation and in the metrics.
+    pub fn settle(mut self, router: &Router, upstream: &Upstream, model: &str, usage: &Usage) {
         let cost = upstream.prices.as_ref().and_then(|prices| {
             prices
                 .rates(model)
@@ -561,6 +560,14 @@ impl Reservation {
         self.ledger
             .with(|book| book.settle(estimate, &upstream.name, model, usage, cost));
         self.settled = true;
+        router.metrics.record_tokens(&upstream.name, model, usage);
+        if let Some((currency, nanos)) = cost {
+            router
+                .metrics
+                .cost
+                .with_label_values(&[&upstream.name, model, currency])
+                .inc_by(nanos as f64 / 1e9);
+        }
     }
 
     /// Whether a stream may go on after `streamed` output tokens.

@@ -296,11 +296,7 @@ impl Pump {
         let context = self.context;
         context
             .held
-            .settle(&context.upstream, &context.model, &usage);
-        context
-            .router
-            .metrics
-            .record_tokens(&context.provider, &context.model, &usage);
+            .settle(&context.router, &context.upstream, &context.model, &usage);
         context
             .report
             .log(&context.router, &context.provider, status, &usage);

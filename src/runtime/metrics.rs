@@ -5,8 +5,12 @@ use std::sync::Arc;
 
 use super::census::{Census, CensusCollector};
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
+    CounterVec, Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry,
+    TextEncoder,
 };
+
+/// The `kind` label of `agent_operator_task_tokens_total`.
+const TOKEN_KINDS: [&str; 3] = ["input", "cached_input", "output"];
 
 pub struct Metrics {
     registry: Registry,
@@ -22,6 +26,10 @@ pub struct Metrics {
     pub failovers: IntCounterVec,
     pub task_attempts: IntCounterVec,
     pub task_duration: HistogramVec,
+    /// Tokens the tasks' routers reported, counted when an attempt's usage is recorded.
+    pub task_tokens: IntCounterVec,
+    /// Their cost, in units of each currency.
+    pub task_cost: CounterVec,
     pub api_requests: IntCounterVec,
     /// Objects by kind and condition, tasks by phase: counted from the caches at each scrape.
     pub census: Arc<Census>,
@@ -124,6 +132,20 @@ impl Metrics {
             ]),
             &["namespace", "phase"],
         )?;
+        let task_tokens = IntCounterVec::new(
+            Opts::new(
+                "agent_operator_task_tokens_total",
+                "Tokens AgentTasks spent, by namespace and kind (input, which includes cached_input; cached_input; output), counted once per attempt when its usage is recorded.",
+            ),
+            &["namespace", "kind"],
+        )?;
+        let task_cost = CounterVec::new(
+            Opts::new(
+                "agent_operator_task_cost_total",
+                "What AgentTasks spent, priced by the LLMProviders' spec.pricing, by namespace and currency.",
+            ),
+            &["namespace", "currency"],
+        )?;
         let api_requests = IntCounterVec::new(
             Opts::new(
                 "agent_operator_kubernetes_requests_total",
@@ -136,6 +158,8 @@ impl Metrics {
         registry.register(Box::new(CensusCollector::new(census.clone())?))?;
         registry.register(Box::new(task_attempts.clone()))?;
         registry.register(Box::new(task_duration.clone()))?;
+        registry.register(Box::new(task_tokens.clone()))?;
+        registry.register(Box::new(task_cost.clone()))?;
         registry.register(Box::new(agent_ready_replicas.clone()))?;
         registry.register(Box::new(agent_ready.clone()))?;
         registry.register(Box::new(failovers.clone()))?;
@@ -160,6 +184,8 @@ impl Metrics {
             failovers,
             task_attempts,
             task_duration,
+            task_tokens,
+            task_cost,
             api_requests,
             census,
         })
@@ -180,11 +206,38 @@ impl Metrics {
     /// task to end in a phase shows as an increase (a counter born at 1 has no rate).
     pub fn start_task_namespace(&self, namespace: &str) {
         self.task_attempts.with_label_values(&[namespace]).inc_by(0);
+        for kind in TOKEN_KINDS {
+            self.task_tokens
+                .with_label_values(&[namespace, kind])
+                .inc_by(0);
+        }
         for phase in crate::api::agent_task::TaskPhase::FINAL {
             // The same label as the observation at the end: the phase's name.
             let _ = self
                 .task_duration
                 .with_label_values(&[namespace, &format!("{phase:?}")]);
+        }
+    }
+
+    /// Counts the usage of an attempt just recorded in a task's status.
+    pub fn record_task_usage(&self, namespace: &str, usage: &crate::api::budget::UsageTotals) {
+        let count = |n: i64| u64::try_from(n).unwrap_or(0);
+        let kinds = [
+            usage.input_tokens,
+            usage.cached_input_tokens,
+            usage.output_tokens,
+        ];
+        for (kind, tokens) in TOKEN_KINDS.iter().zip(kinds) {
+            self.task_tokens
+                .with_label_values(&[namespace, kind])
+                .inc_by(count(tokens));
+        }
+        if let (Some(cost), Some(currency)) = (&usage.cost, &usage.currency)
+            && let Some(nanos) = crate::api::budget::parse_amount(cost)
+        {
+            self.task_cost
+                .with_label_values(&[namespace, currency])
+                .inc_by(nanos as f64 / 1e9);
         }
     }
 

@@ -9,6 +9,7 @@ use k8s_openapi::api::batch::v1::Job;
 use serde_json::json;
 
 use super::RealNodeTest;
+use crate::support::fake_provider::{COMPLETION_TOKENS, PROMPT_TOKENS};
 use crate::support::objects::{agent_task, provider};
 use crate::support::wait_until;
 
@@ -77,6 +78,25 @@ async fn a_worker_writes_its_result_and_its_job_completes_beside_the_router() {
         .expect("the provider got the worker's question");
     assert!(question.starts_with("Ticket 4711"), "{question}");
 
+    // The router's report reached the status through its termination message.
+    let usage = status.usage.expect("the attempt's usage");
+    assert_eq!(usage.total.requests, 1);
+    assert_eq!(
+        usage.total.total_tokens as u64,
+        PROMPT_TOKENS + COMPLETION_TOKENS
+    );
+    assert_eq!(usage.attempts.len(), 1);
+    assert_eq!(usage.attempts[0].models[0].provider, "openai");
+    let output = format!(
+        r#"agent_operator_task_tokens_total{{kind="output",namespace="{}"}}"#,
+        test.ns.name
+    );
+    assert_eq!(
+        test.operator.metric(&output).await,
+        Some(COMPLETION_TOKENS as f64),
+        "the operator's metric counts the attempt's tokens once"
+    );
+
     // The Job completed although its router sidecar never exits by itself.
     let job = test
         .ns
@@ -130,4 +150,51 @@ async fn a_failing_worker_is_retried_with_its_exit_code_and_message_recorded() {
     assert_eq!(status.failed_attempts, 2);
     // Each attempt really ran: it asked the provider before failing.
     assert_eq!(test.fake.chats().len(), 2);
+    let usage = status.usage.expect("usage");
+    let numbers: Vec<i32> = usage.attempts.iter().map(|a| a.attempt).collect();
+    assert_eq!(numbers, [1, 2], "each attempt's usage, once");
+    assert_eq!(usage.total.requests, 2);
+}
+
+#[tokio::test]
+async fn a_task_whose_budget_cannot_fit_a_request_ends_budget_exceeded_without_a_retry() {
+    let test = RealNodeTest::start("real-task-budget").await;
+    provider(&test.ns, "openai", &test.fake).await;
+    test.agent("support", json!({})).await;
+    // The reference agent sets no max_tokens: the router reserves its default for the answer,
+    // which 100 tokens cannot hold.
+    agent_task(
+        &test.ns,
+        "frugal",
+        json!({
+            "agentRef": {"name": "support"}, "input": "Ticket 4713",
+            "budget": {"maxTokens": 100}, "backoffLimit": 3
+        }),
+    )
+    .await;
+    let status = finished(&test, "frugal").await;
+    let failed = status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Failed")
+        .expect("Failed");
+    assert_eq!(
+        (failed.status.as_str(), failed.reason.as_str()),
+        ("True", "BudgetExceeded"),
+        "{}",
+        failed.message
+    );
+    assert!(
+        failed.message.contains("spec.budget is spent"),
+        "{}",
+        failed.message
+    );
+    assert_eq!(status.attempts, 1, "not retried");
+    assert!(
+        test.fake.chats().is_empty(),
+        "the refused request never reached the provider"
+    );
+    let usage = status.usage.expect("the attempt's usage");
+    assert!(usage.attempts[0].budget_exceeded);
+    assert_eq!(usage.total.requests, 0);
 }

@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 
 use crate::fake_provider::{Behaviour, COMPLETION_TOKENS, FakeProvider, PROMPT_TOKENS};
 use crate::harness::{
-    Link, RouterProcess, chat_request, messages_request, quick_settings, streamed_content,
+    Link, RouterProcess, chat_request, messages_request, metric, quick_settings, streamed_content,
 };
 
 fn tokens(max_tokens: u64) -> Allowance {
@@ -150,6 +150,14 @@ async fn usage_is_priced_per_model_and_a_cost_budget_refuses_what_it_cannot_pay(
     let report = router.usage_after(1).await;
     assert_eq!(report.total.cost_nanos, answered, "2.50 and 10 per million");
     assert_eq!(report.currency.as_deref(), Some("USD"));
+    let cost = metric(
+        &router.metrics().await,
+        r#"agent_operator_router_cost_total{currency="USD",model="gpt-4o",provider="openai"}"#,
+    );
+    assert!(
+        (cost - answered as f64 / 1e9).abs() < 1e-12,
+        "the metric counts the same cost: {cost}"
+    );
     let (status, refused) = router.chat(&request).await;
     assert_eq!(status, 429, "{refused}");
     assert!(

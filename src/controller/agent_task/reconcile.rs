@@ -628,6 +628,19 @@ async fn report(
     controller.written.remember(uid.clone(), status.clone());
     let metrics = &controller.context.metrics;
     metrics.status_writes.with_label_values(&[CONTROLLER]).inc();
+    // Counted once: an attempt's usage enters the status once, in the write that adds it.
+    let recorded = |s: Option<&AgentTaskStatus>| {
+        s.and_then(|s| s.usage.as_ref())
+            .map(|u| u.attempts.clone())
+            .unwrap_or_default()
+    };
+    let before = recorded(previous);
+    for attempt in recorded(Some(status))
+        .iter()
+        .filter(|a| !before.iter().any(|b| b.attempt == a.attempt))
+    {
+        metrics.record_task_usage(&namespace, &attempt.usage);
+    }
 
     // An Event for what a person must know: a failed attempt, a wait on a provider or a broken
     // reference, the end. Starts and queueing are in status only: at thousands of tasks, an
