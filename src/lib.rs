@@ -42,6 +42,9 @@ pub enum Error {
     )]
     InvalidLogLevel { level: String, reason: String },
 
+    #[error("cannot export traces to --otlp-endpoint {endpoint}: {reason}")]
+    Otlp { endpoint: String, reason: String },
+
     #[error("cannot listen on --metrics-address {address}: {source}; choose a free port")]
     Bind {
         address: SocketAddr,

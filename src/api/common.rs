@@ -352,6 +352,14 @@ pub struct RouterSpec {
     /// CPU and memory of the router container; defaults to a small request and a 64Mi limit.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<ResourceRequirements>,
+    /// Where the router exports its OpenTelemetry spans and GenAI metrics: an OTLP/HTTP base
+    /// URL such as `http://otel-collector.monitoring:4318`. Defaults to the operator's
+    /// `--otlp-endpoint` (the chart's `telemetry.otlpEndpoint`); unset there too, nothing is
+    /// exported.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 2048))]
+    #[x_kube(validation = kube::core::Rule::new("isURL(self) && url(self).getScheme() in ['http', 'https'] && url(self).getHostname() != ''").message("must be an absolute http:// or https:// URL with a host, e.g. http://otel-collector.monitoring:4318"))]
+    pub otlp_endpoint: Option<String>,
 }
 
 impl Default for RouterSpec {
@@ -365,6 +373,7 @@ impl Default for RouterSpec {
             circuit_failure_threshold: default_router_circuit_threshold(),
             circuit_open_duration: default_router_circuit_open(),
             resources: None,
+            otlp_endpoint: None,
         }
     }
 }

@@ -28,6 +28,7 @@ use kube::{Client, Resource};
 use tokio_util::sync::CancellationToken;
 
 use crate::Error;
+use crate::resources::router_sidecar::RouterDefaults;
 use crate::runtime::http::Readiness;
 use crate::runtime::metrics::Metrics;
 use crate::runtime::options::RunOptions;
@@ -43,8 +44,8 @@ pub struct Context {
     pub recorder: Recorder,
     /// Retry delays of objects whose reconcile failed.
     pub error_backoff: backoff::ErrorBackoff,
-    /// Image of the LLM router sidecar in agent pods.
-    pub router_image: String,
+    /// The LLM router sidecar's image and default telemetry endpoint.
+    pub router: RouterDefaults,
 }
 
 impl Context {
@@ -52,7 +53,7 @@ impl Context {
         client: Client,
         metrics: Arc<Metrics>,
         readiness: Arc<Readiness>,
-        router_image: String,
+        router: RouterDefaults,
     ) -> Result<Self, Error> {
         let http = reqwest::Client::builder()
             .user_agent(concat!("agent-operator/", env!("CARGO_PKG_VERSION")))
@@ -72,7 +73,7 @@ impl Context {
             http,
             recorder,
             error_backoff: backoff::ErrorBackoff::default(),
-            router_image,
+            router,
         })
     }
 

@@ -14,7 +14,7 @@ use super::pod::{
     restricted_container_security, restricted_pod_security, tmp_volume,
 };
 use super::provider_config::CONFIG_DIR;
-use super::router_sidecar::provider_wiring;
+use super::router_sidecar::{RouterDefaults, provider_wiring};
 use crate::api::AgentDeployment;
 use crate::api::common::SecretKeyRef;
 
@@ -31,7 +31,7 @@ pub struct DeploymentInputs {
     /// Hash of the validated credentials and extra secrets; changing it rolls the pods.
     pub secrets_hash: String,
     /// Image of the router sidecar: the operator's own.
-    pub router_image: String,
+    pub router: RouterDefaults,
 }
 
 pub fn deployment(agent: &AgentDeployment, name: &str, inputs: &DeploymentInputs) -> Deployment {
@@ -69,7 +69,7 @@ pub fn deployment(agent: &AgentDeployment, name: &str, inputs: &DeploymentInputs
         tmp,
     ];
     let mut mounts = vec![read_only_mount(CONFIG_VOLUME, CONFIG_DIR), tmp_mount];
-    let wiring = provider_wiring(workload, &inputs.credentials, &inputs.router_image);
+    let wiring = provider_wiring(workload, &inputs.credentials, &inputs.router, &agent_name);
     volumes.extend(wiring.volumes);
     mounts.extend(wiring.agent_mounts);
 
@@ -170,7 +170,10 @@ mod tests {
         DeploymentInputs {
             config_map: "support-providers".into(),
             service_account: "support".into(),
-            router_image: "operator:1".into(),
+            router: RouterDefaults {
+                image: "operator:1".into(),
+                otlp_endpoint: None,
+            },
             credentials: vec![(
                 "openai".into(),
                 SecretKeyRef {

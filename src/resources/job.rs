@@ -21,7 +21,7 @@ use super::pod::{
     read_only_mount, restricted_container_security, restricted_pod_security, tmp_volume,
 };
 use super::provider_config::{CONFIG_DIR, CONFIG_FILE};
-use super::router_sidecar::provider_wiring;
+use super::router_sidecar::{RouterDefaults, provider_wiring};
 use super::task_config::{INPUT_KEY, PARAMETERS_KEY, task_config_map_name};
 use crate::api::AgentTask;
 use crate::api::agent_deployment::{AgentSecurity, ImagePullPolicy, PodMetadata};
@@ -65,7 +65,7 @@ pub struct AttemptInputs {
     /// The first Ready provider when the attempt starts.
     pub provider: Option<String>,
     /// Image of the router sidecar: the operator's own.
-    pub router_image: String,
+    pub router: RouterDefaults,
 }
 
 pub fn job(task: &AgentTask, inputs: &AttemptInputs) -> Job {
@@ -105,7 +105,8 @@ pub fn job(task: &AgentTask, inputs: &AttemptInputs) -> Job {
         read_only_mount("task", TASK_DIR),
         tmp_mount,
     ];
-    let wiring = provider_wiring(workload, &inputs.credentials, &inputs.router_image);
+    let service = task.metadata.name.as_deref().unwrap_or_default();
+    let wiring = provider_wiring(workload, &inputs.credentials, &inputs.router, service);
     volumes.extend(wiring.volumes);
     mounts.extend(wiring.agent_mounts);
 
@@ -255,7 +256,10 @@ mod tests {
     fn inputs(attempt: i32) -> AttemptInputs {
         AttemptInputs {
             attempt,
-            router_image: "operator:1".into(),
+            router: RouterDefaults {
+                image: "operator:1".into(),
+                otlp_endpoint: None,
+            },
             worker: Worker {
                 workload: AgentWorkload {
                     image: "agent:1".into(),

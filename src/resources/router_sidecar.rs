@@ -5,8 +5,8 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{
-    Container, EmptyDirVolumeSource, EnvVar, ExecAction, Probe, ResourceRequirements, Volume,
-    VolumeMount,
+    Container, EmptyDirVolumeSource, EnvVar, EnvVarSource, ExecAction, ObjectFieldSelector, Probe,
+    ResourceRequirements, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 
@@ -34,6 +34,14 @@ pub fn router_of(workload: &AgentWorkload) -> Option<&RouterSpec> {
     Some(&workload.router).filter(|r| r.enabled && !workload.providers.is_empty())
 }
 
+/// What the operator's settings give every router: its image (this operator's own), and where
+/// routers export their telemetry unless a workload says otherwise.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RouterDefaults {
+    pub image: String,
+    pub otlp_endpoint: Option<String>,
+}
+
 /// What the provider wiring adds to a pod.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct ProviderWiring {
@@ -49,10 +57,12 @@ pub struct ProviderWiring {
 /// Wires the config volume (named `config_volume`, already in the pod) and the credentials.
 /// With the router, only the router mounts the credentials and the agent gets the OpenAI SDK's
 /// environment; without it, the agent mounts them.
+/// `service` names the pod's workload in its telemetry (`service.name`).
 pub fn provider_wiring(
     workload: &AgentWorkload,
     credentials: &[(String, SecretKeyRef)],
-    router_image: &str,
+    defaults: &RouterDefaults,
+    service: &str,
 ) -> ProviderWiring {
     let credentials = credentials_volume(credentials);
     let mut wiring = ProviderWiring::default();
@@ -87,7 +97,15 @@ pub fn provider_wiring(
                 router_mounts.push(mount);
             }
             wiring.agent_env = router_env();
-            wiring.init_containers = vec![router_container(router_image, router, router_mounts)];
+            let endpoint = router
+                .otlp_endpoint
+                .as_deref()
+                .or(defaults.otlp_endpoint.as_deref());
+            let mut container = router_container(&defaults.image, router, router_mounts);
+            if let Some(endpoint) = endpoint {
+                container.env = Some(telemetry_env(endpoint, service));
+            }
+            wiring.init_containers = vec![container];
         }
     }
     wiring
@@ -106,6 +124,32 @@ pub fn router_env() -> Vec<EnvVar> {
         plain_env("OPENAI_API_KEY", PLACEHOLDER_API_KEY),
         plain_env("ANTHROPIC_BASE_URL", root),
         plain_env("ANTHROPIC_API_KEY", PLACEHOLDER_API_KEY),
+    ]
+}
+
+/// The OpenTelemetry SDK's standard environment: where to export, and what the spans are of.
+fn telemetry_env(endpoint: &str, service: &str) -> Vec<EnvVar> {
+    let field = |name: &str, path: &str| EnvVar {
+        name: name.into(),
+        value_from: Some(EnvVarSource {
+            field_ref: Some(ObjectFieldSelector {
+                field_path: path.into(),
+                ..ObjectFieldSelector::default()
+            }),
+            ..EnvVarSource::default()
+        }),
+        ..EnvVar::default()
+    };
+    vec![
+        plain_env("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.to_string()),
+        plain_env("OTEL_SERVICE_NAME", service.to_string()),
+        field("POD_NAME", "metadata.name"),
+        field("POD_NAMESPACE", "metadata.namespace"),
+        // The kubelet expands $(NAME) from the variables above.
+        plain_env(
+            "OTEL_RESOURCE_ATTRIBUTES",
+            "k8s.pod.name=$(POD_NAME),k8s.namespace.name=$(POD_NAMESPACE)".to_string(),
+        ),
     ]
 }
 
@@ -187,6 +231,13 @@ mod tests {
         }
     }
 
+    fn defaults() -> RouterDefaults {
+        RouterDefaults {
+            image: "operator:1".into(),
+            otlp_endpoint: None,
+        }
+    }
+
     fn credentials() -> Vec<(String, SecretKeyRef)> {
         vec![(
             "openai".into(),
@@ -199,7 +250,7 @@ mod tests {
 
     #[test]
     fn with_the_router_only_the_sidecar_mounts_credentials() {
-        let wiring = provider_wiring(&workload(true), &credentials(), "operator:1");
+        let wiring = provider_wiring(&workload(true), &credentials(), &defaults(), "support");
         assert!(
             wiring.agent_mounts.is_empty(),
             "the agent mounts no credential"
@@ -232,7 +283,7 @@ mod tests {
 
     #[test]
     fn without_the_router_the_agent_mounts_credentials_and_gets_no_openai_env() {
-        let wiring = provider_wiring(&workload(false), &credentials(), "operator:1");
+        let wiring = provider_wiring(&workload(false), &credentials(), &defaults(), "support");
         assert!(wiring.init_containers.is_empty());
         assert!(wiring.agent_env.is_empty());
         assert_eq!(wiring.agent_mounts[0].name, "credentials");
@@ -251,7 +302,7 @@ mod tests {
         w.providers.clear();
         assert!(router_of(&w).is_none());
         assert!(
-            provider_wiring(&w, &[], "operator:1")
+            provider_wiring(&w, &[], &defaults(), "support")
                 .init_containers
                 .is_empty()
         );
@@ -259,7 +310,7 @@ mod tests {
 
     #[test]
     fn the_router_passes_pod_security_restricted_and_listens_on_loopback() {
-        let wiring = provider_wiring(&workload(true), &credentials(), "operator:1");
+        let wiring = provider_wiring(&workload(true), &credentials(), &defaults(), "support");
         let router = &wiring.init_containers[0];
         let security = router.security_context.clone().expect("security context");
         assert_eq!(security.allow_privilege_escalation, Some(false));

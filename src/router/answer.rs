@@ -12,48 +12,80 @@ use super::upstream::Dialect;
 use super::usage::Usage;
 use super::{anthropic, messages};
 
-/// Only the usage of an answer: reading it leaves the answer's bytes as the provider sent them,
-/// with no second serialization.
-#[derive(serde::Deserialize)]
-struct UsageOnly {
-    #[serde(default)]
-    usage: Option<Value>,
+/// What the router reads of an answer: its usage, and for telemetry its id, model and finish
+/// reasons, in the provider's own words.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Facts {
+    pub usage: Usage,
+    pub id: Option<String>,
+    pub model: Option<String>,
+    pub finish_reasons: Vec<String>,
 }
 
-/// A provider's whole answer in the agent's dialect, and its usage; `None` when the body is
-/// not an answer of the provider's dialect.
-pub fn whole(agent: Dialect, provider: Dialect, body: Bytes) -> Option<(Bytes, Usage)> {
-    let counted =
-        |usage: Option<&Value>, read: fn(&Value) -> Usage| usage.map(read).unwrap_or_default();
-    match (agent, provider) {
-        (Dialect::OpenAI, Dialect::OpenAI) => {
-            let usage = serde_json::from_slice::<UsageOnly>(&body).ok()?.usage;
-            let usage = counted(usage.as_ref(), Usage::from_openai);
-            Some((body, usage))
-        }
-        (Dialect::Anthropic, Dialect::Anthropic) => {
-            let usage = serde_json::from_slice::<UsageOnly>(&body).ok()?.usage;
-            let usage = counted(usage.as_ref(), Usage::from_anthropic);
-            Some((body, usage))
-        }
-        (Dialect::OpenAI, Dialect::Anthropic) => {
-            let answer = serde_json::from_slice::<Value>(&body).ok()?;
-            if !answer.is_object() {
-                return None;
-            }
-            let usage = counted(answer.get("usage"), Usage::from_anthropic);
-            let translated = anthropic::response(&answer, super::unix_now());
-            Some((Bytes::from(translated.to_string()), usage))
-        }
-        (Dialect::Anthropic, Dialect::OpenAI) => {
-            let answer = serde_json::from_slice::<Value>(&body).ok()?;
-            if !answer.is_object() {
-                return None;
-            }
-            let usage = counted(answer.get("usage"), Usage::from_openai);
-            Some((Bytes::from(messages::response(&answer).to_string()), usage))
+/// Only those fields of an answer: reading them leaves the answer's bytes as the provider sent
+/// them, with no second serialization.
+#[derive(Default, serde::Deserialize)]
+struct Summary {
+    #[serde(default)]
+    usage: Option<Value>,
+    #[serde(default)]
+    id: Option<String>,
+    #[serde(default)]
+    model: Option<String>,
+    /// OpenAI's.
+    #[serde(default)]
+    choices: Vec<ChoiceSummary>,
+    /// Anthropic's.
+    #[serde(default)]
+    stop_reason: Option<String>,
+}
+
+#[derive(Default, serde::Deserialize)]
+struct ChoiceSummary {
+    #[serde(default)]
+    finish_reason: Option<String>,
+}
+
+impl Summary {
+    fn facts(self, read: fn(&Value) -> Usage) -> Facts {
+        let finish_reasons = self
+            .choices
+            .into_iter()
+            .filter_map(|c| c.finish_reason)
+            .chain(self.stop_reason)
+            .collect();
+        Facts {
+            usage: self.usage.as_ref().map(read).unwrap_or_default(),
+            id: self.id,
+            model: self.model,
+            finish_reasons,
         }
     }
+}
+
+/// A provider's whole answer in the agent's dialect, and what it says of itself; `None` when
+/// the body is not an answer of the provider's dialect.
+pub fn whole(agent: Dialect, provider: Dialect, body: Bytes) -> Option<(Bytes, Facts)> {
+    let read = match provider {
+        Dialect::OpenAI => Usage::from_openai,
+        Dialect::Anthropic => Usage::from_anthropic,
+    };
+    if agent == provider {
+        let facts = serde_json::from_slice::<Summary>(&body).ok()?.facts(read);
+        return Some((body, facts));
+    }
+    let answer = serde_json::from_slice::<Value>(&body).ok()?;
+    if !answer.is_object() {
+        return None;
+    }
+    let facts = <Summary as serde::Deserialize>::deserialize(&answer)
+        .unwrap_or_default()
+        .facts(read);
+    let translated = match agent {
+        Dialect::OpenAI => anthropic::response(&answer, super::unix_now()),
+        Dialect::Anthropic => messages::response(&answer),
+    };
+    Some((Bytes::from(translated.to_string()), facts))
 }
 
 /// A 4xx the provider answered, for the agent: in the agent's error format, and with the
@@ -143,10 +175,12 @@ mod tests {
             "content": [{"type": "text", "text": "Hi"}], "stop_reason": "end_turn",
             "usage": {"input_tokens": 2, "output_tokens": 1, "cache_read_input_tokens": 8}});
         let bytes = Bytes::from(anthropic_answer.to_string());
-        let (same, usage) =
+        let (same, facts) =
             whole(Dialect::Anthropic, Dialect::Anthropic, bytes.clone()).expect("answer");
         assert_eq!(same, bytes, "passed on byte for byte");
-        assert_eq!((usage.prompt, usage.cache_read), (10, 8));
+        assert_eq!((facts.usage.prompt, facts.usage.cache_read), (10, 8));
+        assert_eq!(facts.finish_reasons, ["end_turn"]);
+        assert_eq!(facts.id.as_deref(), Some("msg_1"));
         let (openai, _) = whole(Dialect::OpenAI, Dialect::Anthropic, bytes).expect("answer");
         let openai: Value = serde_json::from_slice(&openai).expect("json");
         assert_eq!(openai["choices"][0]["message"]["content"], "Hi");

@@ -20,6 +20,7 @@ pub mod metrics;
 pub mod proxy;
 pub mod sse;
 pub mod stream;
+pub mod telemetry;
 pub mod upstream;
 pub mod usage;
 
@@ -71,6 +72,15 @@ pub struct RouterOptions {
     #[arg(long, env = "AGENT_OPERATOR_ROUTER_USAGE_FILE")]
     pub usage_file: Option<PathBuf>,
 
+    /// The OTLP/HTTP endpoint (a collector's base URL, e.g. `http://otel-collector:4318`) for
+    /// the router's spans and GenAI metrics. Unset, the router exports nothing.
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT")]
+    pub otlp_endpoint: Option<String>,
+
+    /// How often the GenAI metrics are exported.
+    #[arg(long, env = "AGENT_OPERATOR_ROUTER_METRICS_INTERVAL", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub otlp_metrics_interval: Duration,
+
     /// Where the usage report is also written for the kubelet to copy into the pod's status
     /// when the router stops (the container's `terminationMessagePath`).
     #[arg(long, env = "AGENT_OPERATOR_ROUTER_TERMINATION_LOG")]
@@ -106,6 +116,8 @@ pub enum RouterError {
     Metrics(#[from] prometheus::Error),
     #[error("{0}")]
     Telemetry(#[from] crate::Error),
+    #[error("{0}")]
+    Otlp(#[from] telemetry::TelemetryError),
     #[error("the router at {0} is not healthy")]
     Unhealthy(SocketAddr),
 }
@@ -135,11 +147,19 @@ pub async fn run(options: RouterOptions) -> Result<(), RouterError> {
     // What a previous router of this pod spent is the operator's to read from the start.
     ledger.write();
     tokio::spawn(ledger.clone().write_changes());
+    let telemetry = match options.otlp_endpoint.as_deref().filter(|e| !e.is_empty()) {
+        Some(endpoint) => Some(telemetry::Telemetry::start(
+            endpoint,
+            options.otlp_metrics_interval,
+        )?),
+        None => None,
+    };
     let router = Arc::new(Router::new(
         snapshot,
         http,
         metrics::RouterMetrics::new()?,
         ledger.clone(),
+        telemetry,
         options.limit_wait,
     ));
     tokio::spawn(reload(
@@ -159,20 +179,29 @@ pub async fn run(options: RouterOptions) -> Result<(), RouterError> {
             let _ = connection.set_nodelay(true);
         });
     tracing::info!(address = %options.listen, "router serving");
-    let served = axum::serve(listener, routes(router, options.max_body_bytes))
+    let served = axum::serve(listener, routes(router.clone(), options.max_body_bytes))
         .with_graceful_shutdown(shutdown_signal())
         .await
         .map_err(|source| RouterError::Bind {
             address: options.listen,
             source,
         });
-    // The requests in flight have finished: the report the kubelet reads is complete.
+    // The requests in flight have finished: the report the kubelet reads is complete, and the
+    // last spans and metrics can go.
     ledger.write();
+    // The exporters block while they flush: off the runtime's one thread.
+    let _ = tokio::task::spawn_blocking(move || {
+        if let Some(telemetry) = &router.telemetry {
+            telemetry.shutdown();
+        }
+    })
+    .await;
     served
 }
 
 /// The HTTP surface: the OpenAI and Anthropic endpoints agents use, health and metrics. Of the
-/// agent's headers only `anthropic-beta` is read, so no credential can reach a provider.
+/// agent's headers only `anthropic-beta` and the trace context (`traceparent`, `tracestate`)
+/// are read, so no credential can reach a provider.
 pub fn routes(router: Arc<Router>, max_body_bytes: usize) -> Routes {
     Routes::new()
         .route("/v1/chat/completions", post(chat_completions))
@@ -187,10 +216,17 @@ pub fn routes(router: Arc<Router>, max_body_bytes: usize) -> Routes {
 
 async fn chat_completions(
     State(router): State<Arc<Router>>,
+    headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
     match read_request(body) {
-        Ok((body, size)) => proxy::serve(router, Inbound::chat(body, size)).await,
+        Ok((body, size)) => {
+            let inbound = Inbound {
+                parent: trace_parent(&headers),
+                ..Inbound::chat(body, size)
+            };
+            proxy::serve(router, inbound).await
+        }
         Err((status, message)) => refuse(&router, Dialect::OpenAI, status, &message),
     }
 }
@@ -211,10 +247,25 @@ async fn messages(
                 body,
                 size,
                 anthropic_beta,
+                parent: trace_parent(&headers),
             };
             proxy::serve(router, inbound).await
         }
         Err((status, message)) => refuse(&router, Dialect::Anthropic, status, &message),
+    }
+}
+
+/// The W3C trace context headers the agent sent, if any.
+fn trace_parent(headers: &HeaderMap) -> telemetry::Parent {
+    let text = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+    };
+    telemetry::Parent {
+        traceparent: text("traceparent"),
+        tracestate: text("tracestate"),
     }
 }
 

@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use axum::body::Bytes;
 use axum::http::{HeaderValue, StatusCode, header};
@@ -19,6 +19,7 @@ use super::ledger::{self, Estimate, Ledger, Rates};
 use super::limits::{LimitSettings, Limits};
 use super::metrics::RouterMetrics;
 use super::stream::{self, StreamContext};
+use super::telemetry::{RequestRecord, Telemetry};
 use super::upstream::{Dialect, Inbound, Outbound, outbound};
 use super::usage::Usage;
 use crate::providers::probe::parse_retry_after;
@@ -33,6 +34,8 @@ pub struct Router {
     pub metrics: RouterMetrics,
     /// What the pod spent, and its budget's reservations.
     pub ledger: Arc<Ledger>,
+    /// Spans and GenAI metrics, when an OTLP endpoint is set.
+    pub telemetry: Option<Telemetry>,
     /// Longest wait for room under a provider's limits.
     limit_wait: Duration,
 }
@@ -48,6 +51,7 @@ impl Router {
         http: reqwest::Client,
         metrics: RouterMetrics,
         ledger: Arc<Ledger>,
+        telemetry: Option<Telemetry>,
         limit_wait: Duration,
     ) -> Self {
         Self {
@@ -56,6 +60,7 @@ impl Router {
             http,
             metrics,
             ledger,
+            telemetry,
             limit_wait,
         }
     }
@@ -139,6 +144,10 @@ pub struct Report {
     api: Dialect,
     model: String,
     attempts: Vec<(String, &'static str)>,
+    /// The router's class of an error it answered itself.
+    class: Option<&'static str>,
+    /// What the span and the GenAI metrics say; `None` without telemetry.
+    record: Option<Box<RequestRecord>>,
 }
 
 impl Report {
@@ -149,6 +158,48 @@ impl Report {
             .with_label_values(&[provider, failure.label()])
             .inc();
         self.attempts.push((provider.to_string(), failure.label()));
+        if let Some(record) = &mut self.record {
+            record
+                .failovers
+                .push((SystemTime::now(), provider.to_string(), failure.label()));
+        }
+    }
+
+    /// Notes the provider that answered (or refused), and what its answer says of itself.
+    pub fn answered(&mut self, upstream: &Upstream, facts: Option<answer::Facts>) {
+        let Some(record) = &mut self.record else {
+            return;
+        };
+        record.provider = Some((
+            upstream.name.clone(),
+            upstream.provider_type,
+            upstream.endpoint.clone(),
+        ));
+        record.response_model = upstream.model.clone();
+        if let Some(facts) = facts {
+            self.streamed(facts);
+        }
+    }
+
+    /// What a stream's events said of the answer, once it ended.
+    pub fn streamed(&mut self, facts: answer::Facts) {
+        if let Some(record) = &mut self.record {
+            record.response_model = facts.model.or(record.response_model.take());
+            record.response_id = facts.id;
+            record.finish_reasons = facts.finish_reasons;
+        }
+    }
+
+    /// Counts and logs an error the router answered itself, of class `class`.
+    fn router_error(&mut self, router: &Router, class: &'static str, status: u16) {
+        router.metrics.errors.with_label_values(&[class]).inc();
+        self.class = Some(class);
+        self.log(router, "none", status, &Usage::default());
+    }
+
+    /// Whether the span wants the answer's id, model and finish reasons.
+    pub fn traced(&self) -> bool {
+        self.record.is_some()
     }
 
     fn attempts_text(&self) -> String {
@@ -182,6 +233,22 @@ impl Report {
             .overhead
             .with_label_values(&[provider])
             .observe(elapsed.saturating_sub(self.waited).as_secs_f64());
+        if let (Some(telemetry), Some(record)) = (&router.telemetry, &self.record) {
+            let mut record = (**record).clone();
+            record.duration = elapsed;
+            record.status = status;
+            record.input_tokens = usage.prompt;
+            record.output_tokens = usage.completion;
+            record.cached_input_tokens = usage.cache_read;
+            if !(200..300).contains(&status) {
+                record.error = Some(
+                    self.class
+                        .map(str::to_string)
+                        .unwrap_or_else(|| status.to_string()),
+                );
+            }
+            telemetry.record(&record);
+        }
         tracing::info!(
             provider,
             api = match self.api {
@@ -228,25 +295,26 @@ pub async fn serve(router: Arc<Router>, inbound: Inbound) -> Response {
     };
     let request = &inbound.body;
     let stream = request.get("stream").and_then(Value::as_bool) == Some(true);
+    let model = request
+        .get("model")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string();
     let mut report = Report {
         started,
         waited: Duration::ZERO,
         stream,
         api: inbound.dialect,
-        model: request
-            .get("model")
-            .and_then(Value::as_str)
-            .unwrap_or("")
-            .to_string(),
+        record: router
+            .telemetry
+            .as_ref()
+            .map(|_| Box::new(RequestRecord::of(&inbound, &model))),
+        model,
         attempts: Vec::new(),
+        class: None,
     };
     if snapshot.upstreams.is_empty() {
-        router
-            .metrics
-            .errors
-            .with_label_values(&["no_provider"])
-            .inc();
-        report.log(&router, "none", 503, &Usage::default());
+        report.router_error(&router, "no_provider", 503);
         return answer::error(
             inbound.dialect,
             StatusCode::SERVICE_UNAVAILABLE,
@@ -340,7 +408,9 @@ pub async fn serve(router: Arc<Router>, inbound: Inbound) -> Response {
                     .clone()
                     .unwrap_or_else(|| report.model.clone());
                 return match answered {
-                    Answered::Whole { body, usage } => {
+                    Answered::Whole { body, facts } => {
+                        let usage = facts.usage;
+                        report.answered(upstream, Some(facts));
                         held.settle(&router, upstream, &model, &usage);
                         report.log(&router, &upstream.name, 200, &usage);
                         drop(admitted);
@@ -352,7 +422,10 @@ pub async fn serve(router: Arc<Router>, inbound: Inbound) -> Response {
                             router: router.clone(),
                             provider: upstream.name.clone(),
                             model,
-                            report,
+                            report: {
+                                report.answered(upstream, None);
+                                report
+                            },
                             agent: inbound.dialect,
                             provider_dialect: outbound.dialect,
                             include_usage: request
@@ -383,6 +456,7 @@ pub async fn serve(router: Arc<Router>, inbound: Inbound) -> Response {
                     refusal.get_or_insert(response);
                     continue;
                 }
+                report.answered(upstream, None);
                 report.log(&router, &upstream.name, status.as_u16(), &Usage::default());
                 return response;
             }
@@ -424,12 +498,7 @@ pub async fn serve(router: Arc<Router>, inbound: Inbound) -> Response {
             return refusal;
         }
         if let Some(reason) = untranslatable {
-            router
-                .metrics
-                .errors
-                .with_label_values(&["untranslatable"])
-                .inc();
-            report.log(&router, "none", 400, &Usage::default());
+            report.router_error(&router, "untranslatable", 400);
             return answer::error(
                 inbound.dialect,
                 StatusCode::BAD_REQUEST,
@@ -494,8 +563,8 @@ fn exhausted(
             format!("every provider of the chain failed (tried {tried})"),
         )
     };
-    router.metrics.errors.with_label_values(&[class]).inc();
-    report.log(router, "none", status.as_u16(), &Usage::default());
+    let mut report = report;
+    report.router_error(router, class, status.as_u16());
     let mut response = answer::error(dialect, status, class, &message);
     if let Some(until) = soonest_retry {
         let seconds = until
@@ -628,12 +697,8 @@ fn budget_refused(
     report: Report,
     spent: &ledger::Spent,
 ) -> Response {
-    router
-        .metrics
-        .errors
-        .with_label_values(&[BUDGET_EXCEEDED])
-        .inc();
-    report.log(router, "none", 429, &Usage::default());
+    let mut report = report;
+    report.router_error(router, BUDGET_EXCEEDED, 429);
     let mut response = answer::error(
         dialect,
         StatusCode::TOO_MANY_REQUESTS,
@@ -662,8 +727,8 @@ enum Attempt {
 }
 
 enum Answered {
-    /// A whole answer in the agent's dialect, and its usage.
-    Whole { body: Bytes, usage: Usage },
+    /// A whole answer in the agent's dialect, and what it says of itself.
+    Whole { body: Bytes, facts: answer::Facts },
     /// A stream whose first content has arrived.
     Stream(stream::Opened),
 }
@@ -781,7 +846,7 @@ async fn attempt_timed(
             // Nothing has reached the agent yet: a broken or garbled body still fails over.
             match timed(waited, rest_of_body(response, first, deadline)).await {
                 Ok(body) => match answer::whole(agent, outbound.dialect, body) {
-                    Some((body, usage)) => Attempt::Answered(Answered::Whole { body, usage }),
+                    Some((body, facts)) => Attempt::Answered(Answered::Whole { body, facts }),
                     None => failed(Failure::InvalidResponse),
                 },
                 Err(failure) => failed(failure),

@@ -131,6 +131,49 @@ fn is_content(dialect: Dialect, event: &Event) -> bool {
     }
 }
 
+/// What a provider's event says of the answer: its id and model, and why it stopped. Only the
+/// events that can say it are parsed (OpenAI's last chunk, Anthropic's start and delta).
+fn read_facts(dialect: Dialect, event: &Event, facts: &mut answer::Facts) {
+    let parse = || serde_json::from_str::<Value>(&event.data).ok();
+    match dialect {
+        Dialect::OpenAI => {
+            if !event.data.contains("\"finish_reason\":\"") {
+                return;
+            }
+            let Some(chunk) = parse() else { return };
+            let text = |key: &str| chunk.get(key).and_then(Value::as_str).map(str::to_string);
+            facts.id = facts.id.take().or_else(|| text("id"));
+            facts.model = facts.model.take().or_else(|| text("model"));
+            facts.finish_reasons.extend(
+                chunk["choices"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|c| c["finish_reason"].as_str().map(str::to_string)),
+            );
+        }
+        Dialect::Anthropic => match event.event.as_deref() {
+            Some("message_start") => {
+                if let Some(message) = parse().and_then(|d| d.get("message").cloned()) {
+                    let text = |key: &str| message.get(key).and_then(Value::as_str);
+                    facts.id = text("id").map(str::to_string);
+                    facts.model = text("model").map(str::to_string);
+                }
+            }
+            Some("message_delta") => {
+                if let Some(reason) = parse()
+                    .as_ref()
+                    .and_then(|d| d.pointer("/delta/stop_reason"))
+                    .and_then(Value::as_str)
+                {
+                    facts.finish_reasons.push(reason.to_string());
+                }
+            }
+            _ => {}
+        },
+    }
+}
+
 /// Whether the event carries a piece of the answer (text, a tool call's arguments).
 fn is_delta(dialect: Dialect, event: &Event) -> bool {
     match dialect {
@@ -178,10 +221,12 @@ pub fn respond(opened: Opened, context: StreamContext, admitted: Admitted) -> Re
     };
     let (sender, receiver) = mpsc::channel::<Bytes>(32);
     let pump = Pump {
+        traced: context.report.traced(),
         context,
         conversion,
         usage: Usage::default(),
         streamed: 0,
+        facts: answer::Facts::default(),
         sender,
     };
     tokio::spawn(pump.run(opened, admitted));
@@ -207,6 +252,10 @@ struct Pump {
     /// Content events passed on, each counted as an output token until the provider's usage
     /// says how many there were.
     streamed: u64,
+    /// Whether the request has a span, which wants `facts`.
+    traced: bool,
+    /// The answer's id, model and finish reasons, read from its events for the span.
+    facts: answer::Facts,
     sender: mpsc::Sender<Bytes>,
 }
 
@@ -293,7 +342,8 @@ impl Pump {
             usage.prompt = usage.prompt.max(self.context.held.input_estimate());
             usage.completion = self.streamed;
         }
-        let context = self.context;
+        let mut context = self.context;
+        context.report.streamed(self.facts);
         context
             .held
             .settle(&context.router, &context.upstream, &context.model, &usage);
@@ -332,6 +382,11 @@ impl Pump {
             .iter()
             .filter(|event| is_delta(provider_dialect, event))
             .count() as u64;
+        if self.traced {
+            for event in events {
+                read_facts(provider_dialect, event, &mut self.facts);
+            }
+        }
         let out = match &mut self.conversion {
             Conversion::Same(dialect) => {
                 for event in events {

@@ -2,6 +2,7 @@
 //! credential among them) and its body, with the model mapped to the provider's and the body
 //! translated when the agent's API is not the provider's.
 
+use super::telemetry::Parent;
 use axum::body::Bytes;
 use serde::ser::{Serialize, SerializeMap, Serializer};
 use serde_json::{Map, Value};
@@ -27,6 +28,8 @@ pub struct Inbound {
     /// Bytes of the body as the agent sent it, from which a budget estimates the prompt.
     pub size: usize,
     pub anthropic_beta: Option<String>,
+    /// The agent's trace context, which the request's span continues.
+    pub parent: Parent,
 }
 
 impl Inbound {
@@ -36,6 +39,7 @@ impl Inbound {
             body,
             size,
             anthropic_beta: None,
+            parent: Parent::default(),
         }
     }
 }

@@ -19,13 +19,19 @@ use tokio_util::sync::CancellationToken;
 
 use crate::Error;
 use crate::controller::{self, Context};
+use crate::resources::router_sidecar::RouterDefaults;
 use metrics::Metrics;
 use options::RunOptions;
 
 /// Runs the operator until SIGTERM or SIGINT.
 pub async fn run(options: RunOptions) -> Result<(), Error> {
-    telemetry::init(options.log.log_format, &options.log.log_level)?;
+    // Before the OTLP exporter's HTTP client is built.
     install_crypto_provider();
+    let traces = telemetry::init_traced(
+        options.log.log_format,
+        &options.log.log_level,
+        options.otlp_endpoint.as_deref(),
+    )?;
     let metrics = Arc::new(Metrics::new().map_err(|source| Error::Metrics { source })?);
     let config = kube::Config::infer()
         .await
@@ -61,7 +67,10 @@ pub async fn run(options: RunOptions) -> Result<(), Error> {
         client.clone(),
         metrics,
         readiness.clone(),
-        options.router_image.clone(),
+        RouterDefaults {
+            image: options.router_image.clone(),
+            otlp_endpoint: options.otlp_endpoint.clone(),
+        },
     )?);
     let signal = shutdown.clone();
     tokio::spawn(async move {
@@ -88,6 +97,10 @@ pub async fn run(options: RunOptions) -> Result<(), Error> {
     }
     let _ = server.await;
     tracing::info!("agent-operator stopped");
+    if let Some(traces) = traces {
+        // The exporter blocks while it flushes the last spans.
+        let _ = tokio::task::spawn_blocking(move || traces.shutdown()).await;
+    }
     Ok(())
 }
 

@@ -83,6 +83,12 @@ pub struct RunOptions {
     #[arg(long, env = "AGENT_OPERATOR_ROUTER_IMAGE", default_value = concat!("ghcr.io/agentoperator/agent-operator:", env!("CARGO_PKG_VERSION")))]
     pub router_image: String,
 
+    /// The OTLP/HTTP endpoint (a collector's base URL, e.g. `http://otel-collector.monitoring:4318`)
+    /// for the operator's reconcile spans, and the default of every router's
+    /// (`spec.router.otlpEndpoint` overrides it per workload). Unset, nothing is exported.
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT")]
+    pub otlp_endpoint: Option<String>,
+
     /// Longest time a graceful shutdown waits for in-flight reconciles, in seconds.
     #[arg(long, env = "AGENT_OPERATOR_SHUTDOWN_TIMEOUT", default_value_t = 20, value_parser = clap::value_parser!(u64).range(1..=600))]
     pub shutdown_timeout_seconds: u64,

@@ -1,6 +1,10 @@
 //! Cluster-backed tests: everything here runs against the local control plane that
 //! `e2e/cluster/up` starts. Each test works in its own namespace.
 
+/// The router as a local process, as its own tests run it.
+#[path = "../router/harness.rs"]
+#[allow(dead_code)]
+mod router_harness;
 #[path = "../support/mod.rs"]
 mod support;
 
@@ -16,3 +20,4 @@ mod packaging;
 mod rbac;
 mod router;
 mod runtime;
+mod telemetry;

@@ -6,6 +6,7 @@
 pub mod accounts;
 pub mod admission;
 pub mod api_relay;
+pub mod collector;
 pub mod dashboard;
 pub mod fake_provider;
 pub mod objects;

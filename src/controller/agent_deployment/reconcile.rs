@@ -80,7 +80,7 @@ pub fn child_names(agent: &str) -> ChildNames {
     }
 }
 
-#[instrument(skip_all, fields(kind = "AgentDeployment", namespace = agent.namespace(), name = %agent.name_any(), reconcile_id = %crate::controller::reconcile_id()))]
+#[instrument(skip_all, fields(otel.name = "reconcile AgentDeployment", kind = "AgentDeployment", namespace = agent.namespace(), name = %agent.name_any(), reconcile_id = %crate::controller::reconcile_id()))]
 pub async fn reconcile(
     agent: Arc<AgentDeployment>,
     controller: Arc<AgentController>,
@@ -135,7 +135,7 @@ pub async fn reconcile(
             &namespace,
             current_deployment.as_deref(),
         ),
-        router_image: controller.context.router_image.clone(),
+        router: controller.context.router.clone(),
     };
     // A Deployment created before its providers' first probe would hash credentials not yet
     // judged, and roll every pod again once they are: one apply of an agent with its provider

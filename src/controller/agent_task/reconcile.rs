@@ -83,7 +83,7 @@ impl ReconcileError {
     }
 }
 
-#[instrument(skip_all, fields(kind = "AgentTask", namespace = task.namespace(), name = %task.name_any(), reconcile_id = %crate::controller::reconcile_id()))]
+#[instrument(skip_all, fields(otel.name = "reconcile AgentTask", kind = "AgentTask", namespace = task.namespace(), name = %task.name_any(), reconcile_id = %crate::controller::reconcile_id()))]
 pub async fn reconcile(
     task: Arc<AgentTask>,
     controller: Arc<TaskController>,
@@ -481,7 +481,7 @@ async fn apply_step(
                     .filter_map(|p| p.credential.clone().map(|c| (p.name.clone(), c)))
                     .collect(),
                 provider: provider.clone(),
-                router_image: controller.context.router_image.clone(),
+                router: controller.context.router.clone(),
             };
             let job = job(task, &inputs);
             let name = job.name_any();

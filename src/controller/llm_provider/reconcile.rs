@@ -48,7 +48,7 @@ impl ReconcileError {
     }
 }
 
-#[instrument(skip_all, fields(kind = "LLMProvider", namespace = provider.namespace(), name = %provider.name_any(), reconcile_id = %crate::controller::reconcile_id()))]
+#[instrument(skip_all, fields(otel.name = "reconcile LLMProvider", kind = "LLMProvider", namespace = provider.namespace(), name = %provider.name_any(), reconcile_id = %crate::controller::reconcile_id()))]
 pub async fn reconcile(
     provider: Arc<LLMProvider>,
     controller: Arc<ProviderController>,

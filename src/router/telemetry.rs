@@ -1,0 +1,416 @@
+//! OpenTelemetry for the router, after the GenAI semantic conventions: a `CLIENT` span per
+//! request of the agent's (`chat <model>`), continuing the agent's `traceparent`, with the
+//! answering provider, the request and response models, the usage and finish reasons, and each
+//! abandoned attempt as an event; and the GenAI client metrics `gen_ai.client.token.usage` and
+//! `gen_ai.client.operation.duration`. Exported over OTLP/HTTP when an endpoint is set; without
+//! one nothing is built and a request pays nothing.
+//!
+//! Never recorded: a prompt, an answer, a tool's arguments, a header, a key. There is no switch
+//! to record them.
+
+use std::time::{Duration, SystemTime};
+
+use opentelemetry::metrics::{Histogram, MeterProvider as _};
+use opentelemetry::propagation::{Extractor, TextMapPropagator};
+use opentelemetry::trace::{Span as _, SpanKind, Status, Tracer as _, TracerProvider as _};
+use opentelemetry::{Context, KeyValue, StringValue, Value};
+use opentelemetry_otlp::{WithExportConfig, WithHttpConfig as _};
+use opentelemetry_sdk::metrics::{PeriodicReader, SdkMeterProvider};
+use opentelemetry_sdk::propagation::TraceContextPropagator;
+use opentelemetry_sdk::trace::{SdkTracer, SdkTracerProvider};
+
+use super::upstream::{Dialect, Inbound};
+use crate::api::llm_provider::ProviderType;
+
+/// The semantic conventions' bucket boundaries for `gen_ai.client.token.usage`.
+const TOKEN_BUCKETS: [f64; 14] = [
+    1.0, 4.0, 16.0, 64.0, 256.0, 1024.0, 4096.0, 16384.0, 65536.0, 262144.0, 1048576.0, 4194304.0,
+    16777216.0, 67108864.0,
+];
+/// And for `gen_ai.client.operation.duration`, in seconds.
+const DURATION_BUCKETS: [f64; 14] = [
+    0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24, 20.48, 40.96, 81.92,
+];
+
+#[derive(Debug, thiserror::Error)]
+pub enum TelemetryError {
+    #[error("cannot build the OTLP exporter for {endpoint}: {message}")]
+    Exporter { endpoint: String, message: String },
+}
+
+/// The exporters and instruments, when an endpoint is set.
+pub struct Telemetry {
+    tracer: SdkTracer,
+    tracer_provider: SdkTracerProvider,
+    meter_provider: SdkMeterProvider,
+    token_usage: Histogram<u64>,
+    duration: Histogram<f64>,
+}
+
+/// The trace context an agent sent with its request (W3C `traceparent` and `tracestate`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Parent {
+    pub traceparent: Option<String>,
+    pub tracestate: Option<String>,
+}
+
+impl Extractor for Parent {
+    fn get(&self, key: &str) -> Option<&str> {
+        match key {
+            "traceparent" => self.traceparent.as_deref(),
+            "tracestate" => self.tracestate.as_deref(),
+            _ => None,
+        }
+    }
+
+    fn keys(&self) -> Vec<&str> {
+        vec!["traceparent", "tracestate"]
+    }
+}
+
+/// Everything one request's span and metrics say, gathered by the proxy as it runs.
+#[derive(Clone, Debug, Default)]
+pub struct RequestRecord {
+    pub started: Option<SystemTime>,
+    pub duration: Duration,
+    pub parent: Parent,
+    /// `chat_completions` or `messages`.
+    pub api: &'static str,
+    pub request_model: String,
+    pub max_tokens: Option<u64>,
+    pub temperature: Option<f64>,
+    pub top_p: Option<f64>,
+    pub stream: bool,
+    /// The LLMProvider that answered, its type and endpoint.
+    pub provider: Option<(String, ProviderType, String)>,
+    pub response_model: Option<String>,
+    pub response_id: Option<String>,
+    pub finish_reasons: Vec<String>,
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+    pub cached_input_tokens: u64,
+    pub status: u16,
+    /// The router's class of the failure, for `error.type`.
+    pub error: Option<String>,
+    /// The attempts abandoned for the next provider: when, which provider, why.
+    pub failovers: Vec<(SystemTime, String, &'static str)>,
+}
+
+impl RequestRecord {
+    /// What the request itself says: its model and parameters, and the agent's trace context.
+    pub fn of(inbound: &Inbound, model: &str) -> Self {
+        let body = &inbound.body;
+        Self {
+            started: Some(SystemTime::now()),
+            parent: inbound.parent.clone(),
+            api: match inbound.dialect {
+                Dialect::OpenAI => "chat_completions",
+                Dialect::Anthropic => "messages",
+            },
+            request_model: model.to_string(),
+            max_tokens: ["max_completion_tokens", "max_tokens"]
+                .iter()
+                .find_map(|name| body.get(*name).and_then(serde_json::Value::as_u64)),
+            temperature: body.get("temperature").and_then(serde_json::Value::as_f64),
+            top_p: body.get("top_p").and_then(serde_json::Value::as_f64),
+            stream: body.get("stream").and_then(serde_json::Value::as_bool) == Some(true),
+            ..Self::default()
+        }
+    }
+}
+
+/// The conventions' `gen_ai.provider.name` of a provider type.
+pub fn provider_name(provider_type: ProviderType) -> &'static str {
+    match provider_type {
+        ProviderType::OpenAI => "openai",
+        ProviderType::Anthropic => "anthropic",
+        ProviderType::AzureOpenAI => "azure.ai.openai",
+        ProviderType::Ollama => "ollama",
+        ProviderType::OpenAICompatible => "openai_compatible",
+    }
+}
+
+/// `server.address` and `server.port` of an endpoint URL.
+fn server_of(endpoint: &str) -> Option<(String, i64)> {
+    let url = reqwest::Url::parse(endpoint).ok()?;
+    let host = url.host_str()?.to_string();
+    let port = url.port_or_known_default()?;
+    Some((host, i64::from(port)))
+}
+
+impl RequestRecord {
+    /// The attributes both the span and the metrics carry.
+    fn common_attributes(&self) -> Vec<KeyValue> {
+        let mut attributes = vec![
+            KeyValue::new("gen_ai.operation.name", "chat"),
+            KeyValue::new("gen_ai.request.model", self.request_model.clone()),
+        ];
+        if let Some((_, provider_type, endpoint)) = &self.provider {
+            attributes.push(KeyValue::new(
+                "gen_ai.provider.name",
+                provider_name(*provider_type),
+            ));
+            if let Some((address, port)) = server_of(endpoint) {
+                attributes.push(KeyValue::new("server.address", address));
+                attributes.push(KeyValue::new("server.port", port));
+            }
+        }
+        if let Some(model) = &self.response_model {
+            attributes.push(KeyValue::new("gen_ai.response.model", model.clone()));
+        }
+        if let Some(error) = &self.error {
+            attributes.push(KeyValue::new("error.type", error.clone()));
+        }
+        attributes
+    }
+
+    /// The span's attributes: the common ones, the request's parameters, the answer.
+    pub fn span_attributes(&self) -> Vec<KeyValue> {
+        let mut attributes = self.common_attributes();
+        let signed = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+        if let Some(max_tokens) = self.max_tokens {
+            attributes.push(KeyValue::new(
+                "gen_ai.request.max_tokens",
+                signed(max_tokens),
+            ));
+        }
+        if let Some(temperature) = self.temperature {
+            attributes.push(KeyValue::new("gen_ai.request.temperature", temperature));
+        }
+        if let Some(top_p) = self.top_p {
+            attributes.push(KeyValue::new("gen_ai.request.top_p", top_p));
+        }
+        if let Some(id) = &self.response_id {
+            attributes.push(KeyValue::new("gen_ai.response.id", id.clone()));
+        }
+        if !self.finish_reasons.is_empty() {
+            let reasons: Vec<StringValue> = self
+                .finish_reasons
+                .iter()
+                .map(|r| StringValue::from(r.clone()))
+                .collect();
+            attributes.push(KeyValue::new(
+                "gen_ai.response.finish_reasons",
+                Value::Array(reasons.into()),
+            ));
+        }
+        if self.provider.is_some() && self.error.is_none() {
+            attributes.push(KeyValue::new(
+                "gen_ai.usage.input_tokens",
+                signed(self.input_tokens),
+            ));
+            attributes.push(KeyValue::new(
+                "gen_ai.usage.output_tokens",
+                signed(self.output_tokens),
+            ));
+            if self.cached_input_tokens > 0 {
+                attributes.push(KeyValue::new(
+                    "gen_ai.usage.cache_read.input_tokens",
+                    signed(self.cached_input_tokens),
+                ));
+            }
+        }
+        if let Some((name, _, _)) = &self.provider {
+            attributes.push(KeyValue::new("agent_operator.provider", name.clone()));
+        }
+        attributes.push(KeyValue::new("agent_operator.api", self.api));
+        attributes.push(KeyValue::new("agent_operator.stream", self.stream));
+        attributes.push(KeyValue::new(
+            "http.response.status_code",
+            i64::from(self.status),
+        ));
+        attributes
+    }
+}
+
+impl Telemetry {
+    /// The exporters for `endpoint` (the collector's OTLP/HTTP base URL, as
+    /// `OTEL_EXPORTER_OTLP_ENDPOINT` holds it). The service name and resource attributes come
+    /// from `OTEL_SERVICE_NAME` and `OTEL_RESOURCE_ATTRIBUTES`, which the operator sets.
+    pub fn start(endpoint: &str, metrics_interval: Duration) -> Result<Self, TelemetryError> {
+        let base = endpoint.trim_end_matches('/');
+        let failed = |error: opentelemetry_otlp::ExporterBuildError| TelemetryError::Exporter {
+            endpoint: base.to_string(),
+            message: error.to_string(),
+        };
+        let spans = opentelemetry_otlp::SpanExporter::builder()
+            .with_http()
+            .with_endpoint(format!("{base}/v1/traces"))
+            .with_timeout(Duration::from_secs(10))
+            .build()
+            .map_err(failed)?;
+        let metrics = opentelemetry_otlp::MetricExporter::builder()
+            .with_http()
+            .with_endpoint(format!("{base}/v1/metrics"))
+            .with_timeout(Duration::from_secs(10))
+            .with_headers(Default::default())
+            .build()
+            .map_err(failed)?;
+        let resource = opentelemetry_sdk::Resource::builder()
+            .with_attribute(KeyValue::new("service.version", env!("CARGO_PKG_VERSION")))
+            .build();
+        let tracer_provider = SdkTracerProvider::builder()
+            .with_resource(resource.clone())
+            .with_batch_exporter(spans)
+            .build();
+        let meter_provider = SdkMeterProvider::builder()
+            .with_resource(resource)
+            .with_reader(
+                PeriodicReader::builder(metrics)
+                    .with_interval(metrics_interval)
+                    .build(),
+            )
+            .build();
+        let tracer = tracer_provider.tracer("agent-operator-router");
+        let meter = meter_provider.meter("agent-operator-router");
+        let token_usage = meter
+            .u64_histogram("gen_ai.client.token.usage")
+            .with_unit("{token}")
+            .with_description("Number of input and output tokens used.")
+            .with_boundaries(TOKEN_BUCKETS.to_vec())
+            .build();
+        let duration = meter
+            .f64_histogram("gen_ai.client.operation.duration")
+            .with_unit("s")
+            .with_description("GenAI operation duration.")
+            .with_boundaries(DURATION_BUCKETS.to_vec())
+            .build();
+        Ok(Self {
+            tracer,
+            tracer_provider,
+            meter_provider,
+            token_usage,
+            duration,
+        })
+    }
+
+    /// The span and the metrics of one request.
+    pub fn record(&self, record: &RequestRecord) {
+        let parent = TraceContextPropagator::new().extract(&record.parent);
+        let started = record.started.unwrap_or_else(SystemTime::now);
+        let mut span = self
+            .tracer
+            .span_builder(format!("chat {}", record.request_model))
+            .with_kind(SpanKind::Client)
+            .with_start_time(started)
+            .with_attributes(record.span_attributes())
+            .start_with_context(&self.tracer, &parent);
+        for (at, provider, class) in &record.failovers {
+            span.add_event_with_timestamp(
+                "agent_operator.failover",
+                *at,
+                vec![
+                    KeyValue::new("agent_operator.provider", provider.clone()),
+                    KeyValue::new("error.type", *class),
+                ],
+            );
+        }
+        if let Some(error) = &record.error {
+            span.set_status(Status::error(error.clone()));
+        }
+        span.end_with_timestamp(started + record.duration);
+
+        let common = record.common_attributes();
+        self.duration.record(record.duration.as_secs_f64(), &common);
+        if record.provider.is_some() && record.error.is_none() {
+            for (kind, tokens) in [
+                ("input", record.input_tokens),
+                ("output", record.output_tokens),
+            ] {
+                let mut attributes = common.clone();
+                attributes.push(KeyValue::new("gen_ai.token.type", kind));
+                self.token_usage.record(tokens, &attributes);
+            }
+        }
+    }
+
+    /// Exports what is buffered; the router calls it as it stops.
+    pub fn shutdown(&self) {
+        if let Err(error) = self.tracer_provider.shutdown() {
+            tracing::warn!(%error, "the last spans could not be exported");
+        }
+        if let Err(error) = self.meter_provider.shutdown() {
+            tracing::warn!(%error, "the last metrics could not be exported");
+        }
+    }
+}
+
+/// The parent context an agent's request carries, for tests of the propagation.
+pub fn parent_context(parent: &Parent) -> Context {
+    TraceContextPropagator::new().extract(parent)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use opentelemetry::trace::TraceContextExt;
+
+    #[test]
+    fn the_agents_traceparent_is_continued() {
+        let parent = Parent {
+            traceparent: Some("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".into()),
+            tracestate: None,
+        };
+        let context = parent_context(&parent);
+        let span = context.span();
+        let span_context = span.span_context();
+        assert_eq!(
+            span_context.trace_id().to_string(),
+            "0af7651916cd43dd8448eb211c80319c"
+        );
+        assert!(span_context.is_remote());
+        assert!(!parent_context(&Parent::default()).has_active_span());
+    }
+
+    #[test]
+    fn a_failed_request_has_an_error_type_and_no_usage() {
+        let record = RequestRecord {
+            request_model: "gpt-4o".into(),
+            error: Some("all_failed".into()),
+            status: 502,
+            ..RequestRecord::default()
+        };
+        let attributes = record.span_attributes();
+        let keys: Vec<&str> = attributes.iter().map(|kv| kv.key.as_str()).collect();
+        assert!(keys.contains(&"error.type"));
+        assert!(!keys.contains(&"gen_ai.usage.input_tokens"));
+    }
+
+    #[test]
+    fn the_answering_provider_names_the_system_and_server() {
+        let record = RequestRecord {
+            request_model: "gpt-4o".into(),
+            provider: Some((
+                "azure".into(),
+                ProviderType::AzureOpenAI,
+                "https://acme.openai.azure.com".into(),
+            )),
+            finish_reasons: vec!["stop".into()],
+            input_tokens: 11,
+            output_tokens: 7,
+            status: 200,
+            ..RequestRecord::default()
+        };
+        let attributes = record.span_attributes();
+        let get = |key: &str| {
+            attributes
+                .iter()
+                .find(|kv| kv.key.as_str() == key)
+                .map(|kv| kv.value.to_string())
+        };
+        assert_eq!(
+            get("gen_ai.provider.name").as_deref(),
+            Some("azure.ai.openai")
+        );
+        assert_eq!(
+            get("server.address").as_deref(),
+            Some("acme.openai.azure.com")
+        );
+        assert_eq!(get("server.port").as_deref(), Some("443"));
+        assert_eq!(get("gen_ai.usage.output_tokens").as_deref(), Some("7"));
+        assert_eq!(
+            get("gen_ai.response.finish_reasons").as_deref(),
+            Some("[\"stop\"]")
+        );
+    }
+}
