@@ -9,8 +9,10 @@ use k8s_openapi::api::batch::v1::Job;
 use serde_json::json;
 
 use super::RealNodeTest;
+use crate::support::collector::{Collector, attribute};
 use crate::support::fake_provider::{COMPLETION_TOKENS, PROMPT_TOKENS};
 use crate::support::objects::{agent_task, provider};
+use crate::support::real_node;
 use crate::support::wait_until;
 
 async fn finished(test: &RealNodeTest, name: &str) -> AgentTaskStatus {
@@ -197,4 +199,40 @@ async fn a_task_whose_budget_cannot_fit_a_request_ends_budget_exceeded_without_a
     let usage = status.usage.expect("the attempt's usage");
     assert!(usage.attempts[0].budget_exceeded);
     assert_eq!(usage.total.requests, 0);
+}
+
+#[tokio::test]
+async fn a_workers_router_exports_its_genai_span_named_after_the_task_and_its_pod() {
+    let test = RealNodeTest::start("real-task-traced").await;
+    let collector = Collector::start_on("real-task", &real_node::host_address()).await;
+    provider(&test.ns, "openai", &test.fake).await;
+    test.agent(
+        "support",
+        json!({"router": {"otlpEndpoint": collector.endpoint}}),
+    )
+    .await;
+    agent_task(
+        &test.ns,
+        "traced",
+        json!({"agentRef": {"name": "support"}, "input": "Ticket 4714"}),
+    )
+    .await;
+    let status = finished(&test, "traced").await;
+    let pod_name = status.pod_name.clone().expect("the worker pod");
+    // Exported when the kubelet stopped the router at the end of the attempt.
+    let span = collector
+        .span("the worker's request span", |span| {
+            span["name"]
+                .as_str()
+                .is_some_and(|name| name.starts_with("chat "))
+        })
+        .await;
+    let resource = |key: &str| attribute(&span["resource"], key);
+    assert_eq!(resource("service.name"), Some(json!("traced")), "{span}");
+    assert_eq!(resource("k8s.pod.name"), Some(json!(pod_name)));
+    assert_eq!(resource("k8s.namespace.name"), Some(json!(test.ns.name)));
+    assert_eq!(
+        attribute(&span["attributes"], "gen_ai.usage.output_tokens"),
+        Some(json!(COMPLETION_TOKENS))
+    );
 }

@@ -25,7 +25,13 @@ fn free_port() -> u16 {
 }
 
 impl Collector {
+    /// A collector on loopback.
     pub async fn start(name: &str) -> Self {
+        Self::start_on(name, "127.0.0.1").await
+    }
+
+    /// A collector listening on `host` (the real node's pods reach the host's bridge address).
+    pub async fn start_on(name: &str, host: &str) -> Self {
         let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
             .join(format!("collector-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
@@ -37,7 +43,7 @@ receivers:
   otlp:
     protocols:
       http:
-        endpoint: 127.0.0.1:{port}
+        endpoint: {host}:{port}
 exporters:
   file/traces:
     path: {traces}
@@ -71,7 +77,7 @@ service:
             .stdin(Stdio::null())
             .spawn()
             .expect("the collector starts");
-        let address = format!("127.0.0.1:{port}");
+        let address = format!("{host}:{port}");
         for _ in 0..300 {
             if tokio::net::TcpStream::connect(&address).await.is_ok() {
                 return Self {
