@@ -16,9 +16,12 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use agent_operator::api::budget::{ModelPrice, Pricing};
 use agent_operator::api::common::RouterSpec;
 use agent_operator::api::llm_provider::ProviderType;
-use agent_operator::resources::provider_config::{ProviderApi, ResolvedProvider, provider_config};
+use agent_operator::resources::provider_config::{
+    Allowance, ProviderApi, ResolvedProvider, provider_config,
+};
 use clap::Parser;
 use serde_json::{Value, json};
 
@@ -36,6 +39,29 @@ struct Args {
     /// Where to write the Markdown results.
     #[arg(long)]
     out: PathBuf,
+    /// What to measure: every path (`paths`), the router with a budget and tracing against the
+    /// same router without (`instrumented`), or both.
+    #[arg(long, value_enum, default_value = "all")]
+    part: Part,
+    /// An OpenTelemetry Collector binary (`e2e/tools/otelcol`), which the instrumented router
+    /// exports its spans and metrics to; required by `instrumented`.
+    #[arg(long)]
+    collector: Option<PathBuf>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum Part {
+    All,
+    Paths,
+    Instrumented,
+}
+
+/// What a router under test runs with beyond its provider.
+#[derive(Default)]
+struct Extras {
+    allowance: Option<Allowance>,
+    pricing: Option<Pricing>,
+    args: Vec<String>,
 }
 
 /// A path through the router: the agent's API and the provider's.
@@ -131,6 +157,7 @@ impl RouterUnderTest {
         provider: ProviderType,
         endpoint: String,
         port: u16,
+        extras: &Extras,
     ) -> Self {
         let chain = [ResolvedProvider {
             name: "fake".into(),
@@ -140,9 +167,13 @@ impl RouterUnderTest {
             ready: true,
             reason: None,
             credential: None,
-            api: ProviderApi::default(),
+            api: ProviderApi {
+                pricing: extras.pricing.clone(),
+                ..ProviderApi::default()
+            },
         }];
-        let config = provider_config(&chain, &[], Some(&RouterSpec::default()));
+        let mut config = provider_config(&chain, &[], Some(&RouterSpec::default()));
+        config.allowance = extras.allowance.clone();
         let file = dir.join(format!("providers-{port}.json"));
         std::fs::write(&file, serde_json::to_string(&config).expect("json")).expect("config");
         let address = format!("127.0.0.1:{port}");
@@ -156,6 +187,7 @@ impl RouterUnderTest {
                 "--config",
             ])
             .arg(&file)
+            .args(&extras.args)
             .stdout(Stdio::null())
             .spawn()
             .expect("the router starts");
@@ -192,26 +224,49 @@ async fn main() {
     .await;
     let dir = std::env::temp_dir().join(format!("router-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("temp dir");
-    let mut openai = RouterUnderTest::start(
-        &args,
-        &dir,
-        ProviderType::OpenAICompatible,
-        fake.openai_endpoint(),
-        18790,
-    )
-    .await;
-    let mut anthropic = RouterUnderTest::start(
-        &args,
-        &dir,
-        ProviderType::Anthropic,
-        fake.root_endpoint(),
-        18791,
-    )
-    .await;
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(256)
         .build()
         .expect("client");
+    if args.part != Part::Paths {
+        let section = instrumented(&args, &dir, &fake, &http).await;
+        report::write_section(&args.out, "router-instrumented", &section);
+        println!("{section}");
+    }
+    if args.part != Part::Instrumented {
+        let section = paths(&args, &dir, &fake, &http).await;
+        report::write_section(&args.out, "router", &section);
+        println!("{section}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Every path through the router, against the provider called directly.
+async fn paths(
+    args: &Args,
+    dir: &std::path::Path,
+    fake: &fake_provider::FakeProvider,
+    http: &reqwest::Client,
+) -> String {
+    let mut openai = RouterUnderTest::start(
+        args,
+        dir,
+        ProviderType::OpenAICompatible,
+        fake.openai_endpoint(),
+        18790,
+        &Extras::default(),
+    )
+    .await;
+    let mut anthropic = RouterUnderTest::start(
+        args,
+        dir,
+        ProviderType::Anthropic,
+        fake.root_endpoint(),
+        18791,
+        &Extras::default(),
+    )
+    .await;
+    let http = http.clone();
 
     let mut rows = Vec::new();
     for path in PATHS {
@@ -276,10 +331,182 @@ async fn main() {
         let _ = router.child.kill();
         let _ = router.child.wait();
     }
-    let _ = std::fs::remove_dir_all(&dir);
-    let section = markdown(&args, &rows, &footprints, overhead);
-    report::write_section(&args.out, "router", &section);
-    println!("{section}");
+    markdown(args, &rows, &footprints, overhead)
+}
+
+/// One router configuration's measurement against the same requests.
+struct Measured {
+    cpu_per_request_us: f64,
+    added_p50: f64,
+    added_p99: f64,
+}
+
+/// The OpenAI-compatible path with a budget (every request reserved and settled, the usage
+/// report written after each answer) and tracing (a span and the GenAI metrics per request,
+/// exported to a real collector), against the same router with neither.
+async fn instrumented(
+    args: &Args,
+    dir: &std::path::Path,
+    fake: &fake_provider::FakeProvider,
+    http: &reqwest::Client,
+) -> String {
+    let collector_binary = args
+        .collector
+        .as_ref()
+        .expect("--collector: the instrumented router exports to a real collector");
+    let collector_port = 18799;
+    let config = dir.join("collector.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "receivers:\n  otlp:\n    protocols:\n      http:\n        endpoint: 127.0.0.1:{collector_port}\nexporters:\n  file:\n    path: {}\nservice:\n  telemetry:\n    metrics:\n      level: none\n  pipelines:\n    traces: {{receivers: [otlp], exporters: [file]}}\n    metrics: {{receivers: [otlp], exporters: [file]}}\n",
+            dir.join("telemetry.jsonl").display()
+        ),
+    )
+    .expect("collector config");
+    let mut collector = Command::new(collector_binary)
+        .arg("--config")
+        .arg(format!("file:{}", config.display()))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("the collector starts");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let mut plain = RouterUnderTest::start(
+        args,
+        dir,
+        ProviderType::OpenAICompatible,
+        fake.openai_endpoint(),
+        18792,
+        &Extras::default(),
+    )
+    .await;
+    let endpoint = format!("http://127.0.0.1:{collector_port}");
+    let budget = || Extras {
+        allowance: Some(Allowance {
+            max_tokens: Some(u64::MAX / 2),
+            max_cost_nanos: Some(u64::MAX / 2),
+            currency: "USD".into(),
+        }),
+        pricing: Some(Pricing {
+            currency: "USD".into(),
+            models: vec![ModelPrice {
+                model: "gpt-4o".into(),
+                input: "2.50".into(),
+                output: "10".into(),
+                cached_input: None,
+                cache_write: None,
+            }],
+        }),
+        args: [
+            "--usage-file",
+            &dir.join("usage.json").display().to_string(),
+            "--termination-log",
+            &dir.join("termination-log").display().to_string(),
+        ]
+        .iter()
+        .map(|a| a.to_string())
+        .collect(),
+    };
+    let budgeted = RouterUnderTest::start(
+        args,
+        dir,
+        ProviderType::OpenAICompatible,
+        fake.openai_endpoint(),
+        18793,
+        &budget(),
+    )
+    .await;
+    let mut with_tracing = budget();
+    with_tracing
+        .args
+        .extend(["--otlp-endpoint".to_string(), endpoint.clone()]);
+    // Its own usage files.
+    for path in with_tracing.args.iter_mut().filter(|a| a.starts_with('/')) {
+        path.push_str(".traced");
+    }
+    let traced = RouterUnderTest::start(
+        args,
+        dir,
+        ProviderType::OpenAICompatible,
+        fake.openai_endpoint(),
+        18794,
+        &with_tracing,
+    )
+    .await;
+    let direct_url = format!("http://{}/v1/chat/completions", fake.address);
+    let mut out = format!(
+        "## LLM router with a budget and tracing\n\nGenerated by `e2e/bench/router --part instrumented`. Machine: {}; release build. The OpenAI-compatible path, {} requests per row measured twice, interleaved, through three routers: as above; with a task budget (each request reserved and settled, the usage report written to its two files, at most every 200 ms); and with the budget and OpenTelemetry (a span and the GenAI metrics per request, batched to a real collector on the same machine). CPU is each router process's, its exporter threads included. The target: with both, within 10% of the router's cost without.\n\n| streamed | clients | CPU per request, without | with a budget | with a budget and tracing | ratio | added p50, without | with both | added p99, without | with both |\n|---|---|---|---|---|---|---|---|---|---|\n",
+        report::machine(),
+        args.requests
+    );
+    for stream in [false, true] {
+        for &concurrency in &args.concurrency {
+            let request = body("/v1/chat/completions", stream);
+            let mut direct = Samples::default();
+            let mut runs: [(Samples, u64); 3] = Default::default();
+            let routers = [&plain, &budgeted, &traced];
+            for router in routers {
+                let url = format!("http://{}/v1/chat/completions", router.address);
+                measure(http, &url, &request, concurrency, 200).await;
+            }
+            for _ in 0..2 {
+                direct
+                    .extend(measure(http, &direct_url, &request, concurrency, args.requests).await);
+                for (run, router) in runs.iter_mut().zip(routers) {
+                    let url = format!("http://{}/v1/chat/completions", router.address);
+                    let before = report::cpu_nanos(router.pid());
+                    run.0
+                        .extend(measure(http, &url, &request, concurrency, args.requests).await);
+                    run.1 += report::cpu_nanos(router.pid()) - before;
+                }
+            }
+            let direct = quantiles(&mut direct.latency);
+            let [without, budgeted_only, with] = runs.map(|(mut samples, cpu)| {
+                let requests = samples.latency.len() as f64;
+                let routed = quantiles(&mut samples.latency);
+                Measured {
+                    cpu_per_request_us: cpu as f64 / 1000.0 / requests,
+                    added_p50: routed.0 - direct.0,
+                    added_p99: routed.1 - direct.1,
+                }
+            });
+            eprintln!(
+                "instrumented stream={stream} concurrency={concurrency}: {:.1} → {:.1} → {:.1} µs/request",
+                without.cpu_per_request_us,
+                budgeted_only.cpu_per_request_us,
+                with.cpu_per_request_us
+            );
+            out.push_str(&format!(
+                "| {} | {concurrency} | {:.1} µs | {:.1} µs | {:.1} µs | {:.2} | {:+.3} ms | {:+.3} ms | {:+.3} ms | {:+.3} ms |\n",
+                if stream { "yes" } else { "no" },
+                without.cpu_per_request_us,
+                budgeted_only.cpu_per_request_us,
+                with.cpu_per_request_us,
+                with.cpu_per_request_us / without.cpu_per_request_us,
+                without.added_p50,
+                with.added_p50,
+                without.added_p99,
+                with.added_p99,
+            ));
+        }
+    }
+    let footprints: Vec<String> = [&plain, &budgeted, &traced]
+        .iter()
+        .map(|r| format!("{:.1} MiB", report::footprint(r.pid()).0))
+        .collect();
+    out.push_str(&format!(
+        "\nPeak RSS of the three: {}.\n\nRerun: `e2e/bench/router --part instrumented`.\n",
+        footprints.join(", ")
+    ));
+    let (mut budgeted, mut traced) = (budgeted, traced);
+    for router in [&mut plain, &mut budgeted, &mut traced] {
+        let _ = router.child.kill();
+        let _ = router.child.wait();
+    }
+    let _ = collector.kill();
+    let _ = collector.wait();
+    out
 }
 
 /// `requests` requests sent by `concurrency` clients, each reading the whole answer.

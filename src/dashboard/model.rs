@@ -12,6 +12,7 @@ use kube::ResourceExt;
 
 use crate::api::agent_deployment::condition as agent_condition;
 use crate::api::agent_task::TaskPhase;
+use crate::api::budget::{Budget, TaskUsage, UsageTotals};
 use crate::api::llm_provider::condition as provider_condition;
 use crate::api::{AgentDeployment, AgentTask, LLMProvider};
 
@@ -182,6 +183,13 @@ pub struct TaskView {
     pub started: Option<Timestamp>,
     pub completed: Option<Timestamp>,
     pub next_attempt: Option<Timestamp>,
+    /// Tokens over all attempts, as their routers counted them.
+    pub tokens: Option<i64>,
+    /// Their cost with its currency (`0.001234 USD`).
+    pub cost: Option<String>,
+    /// `spec.budget` in words (`20000 tokens, 0.50 USD`).
+    pub budget: Option<String>,
+    pub usage: Option<TaskUsage>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -416,7 +424,33 @@ pub fn task(task: &AgentTask) -> TaskView {
         started: status.start_time.map(|t| t.0),
         completed: status.completion_time.map(|t| t.0),
         next_attempt: status.next_attempt_time.map(|t| t.0),
+        tokens: status.usage.as_ref().map(|u| u.total.total_tokens),
+        cost: status.usage.as_ref().and_then(|u| cost_text(&u.total)),
+        budget: task.spec.budget.as_ref().map(budget_text),
+        usage: status.usage.clone(),
     }
+}
+
+/// A cost with its currency, when priced.
+pub fn cost_text(usage: &UsageTotals) -> Option<String> {
+    Some(format!(
+        "{} {}",
+        usage.cost.as_deref()?,
+        usage.currency.as_deref()?
+    ))
+}
+
+fn budget_text(budget: &Budget) -> String {
+    let tokens = budget.max_tokens.map(|max| format!("{max} tokens"));
+    let cost = budget
+        .max_cost
+        .as_ref()
+        .map(|max| format!("{max} {}", budget.currency));
+    [tokens, cost]
+        .into_iter()
+        .flatten()
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// The tasks a filter admits, newest first, at most `limit` of them, and how many it admits.

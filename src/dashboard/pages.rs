@@ -13,6 +13,7 @@ use super::model::{
     self, AgentView, Attention, CacheState, ConditionView, EventView, Filter, Health,
     NamespaceSummary, ProviderView, QueueCounts, QueueView, Snapshot, TaskView,
 };
+use crate::api::budget::TaskUsage;
 use crate::api::{AgentDeployment, AgentTask, LLMProvider};
 
 /// Tasks listed on one page at most; the filters narrow the rest down.
@@ -524,7 +525,7 @@ fn tasks(snapshot: &Snapshot, filter: &Filter) -> Markup {
                 }
                 div.table {
                     table.tasks {
-                        thead { tr { th { "Task" } th { "Namespace" } th { "Agent" } th { "Phase" } th.num { "Attempts" } th { "Duration" } th { "Reason" } th { "Result" } th { "Age" } } }
+                        thead { tr { th { "Task" } th { "Namespace" } th { "Agent" } th { "Phase" } th.num { "Attempts" } th { "Duration" } th.num { "Tokens" } th.num { "Cost" } th { "Reason" } th { "Result" } th { "Age" } } }
                         tbody { @for view in &views { (task_row(view, snapshot.now)) } }
                     }
                 }
@@ -568,6 +569,8 @@ fn task_row(view: &TaskView, now: Timestamp) -> Markup {
             td { span class={ "badge " (view.health.class()) } { (view.phase) } }
             td.num { (view.attempts) }
             td { (view.duration.as_deref().unwrap_or("–")) }
+            td.num { @match view.tokens { Some(tokens) => (tokens), None => "–" } }
+            td.num { (view.cost.as_deref().unwrap_or("–")) }
             td { span title=(view.message) { (view.reason) } }
             td.result { @if let Some(result) = &view.result { (shorten(&result.summary, 120)) } }
             td { (age(view.created, now)) }
@@ -604,6 +607,9 @@ fn task_page(snapshot: &Snapshot, task: &Arc<AgentTask>) -> Markup {
             dt { "Started" } dd { (moment(view.started, snapshot.now)) }
             dt { "Finished" } dd { (moment(view.completed, snapshot.now)) }
             dt { "Duration" } dd { (view.duration.as_deref().unwrap_or("–")) }
+            dt { "Tokens" } dd.tokens { @match view.tokens { Some(tokens) => (tokens), None => "–" } }
+            dt { "Cost" } dd.cost { (view.cost.as_deref().unwrap_or("–")) }
+            @if let Some(budget) = &view.budget { dt { "Budget" } dd.budget { (budget) } }
             @if let Some(next) = view.next_attempt { dt { "Next attempt" } dd { (moment(Some(next), snapshot.now)) } }
             @if let Some(job) = &status.job_name { dt { "Job" } dd { code { (job) } } }
             @if let Some(pod) = &status.pod_name { dt { "Pod" } dd { code { (pod) } } }
@@ -625,9 +631,41 @@ fn task_page(snapshot: &Snapshot, task: &Arc<AgentTask>) -> Markup {
                 None => p.empty { "No result yet." },
             }
         }
+        (usage_section(view.usage.as_ref()))
         (conditions_section(&conditions, snapshot.now))
         (events_section(snapshot, &uid))
         (yaml_section(&model::yaml(task.as_ref())))
+    }
+}
+
+/// What each attempt spent, per provider and model, as its router counted it.
+fn usage_section(usage: Option<&TaskUsage>) -> Markup {
+    html! {
+        section aria-labelledby="usage" {
+            h2 #usage { "Usage per attempt" }
+            @match usage {
+                None => p.empty { "No attempt has ended with a usage report yet." },
+                Some(usage) => div.table {
+                    table.usage {
+                        thead { tr { th.num { "Attempt" } th { "Provider / model" } th.num { "Requests" } th.num { "Input" } th.num { "Cached" } th.num { "Output" } th.num { "Cost" } th { "Budget" } } }
+                        tbody {
+                            @for attempt in &usage.attempts {
+                                tr {
+                                    td.num { (attempt.attempt) }
+                                    td { (attempt.models.iter().map(|m| format!("{}/{}", m.provider, m.model)).collect::<Vec<_>>().join(", ")) }
+                                    td.num { (attempt.usage.requests) }
+                                    td.num { (attempt.usage.input_tokens) }
+                                    td.num { (attempt.usage.cached_input_tokens) }
+                                    td.num { (attempt.usage.output_tokens) }
+                                    td.num { (model::cost_text(&attempt.usage).unwrap_or_else(|| "–".into())) }
+                                    td { @if attempt.budget_exceeded { span.badge.bad { "exceeded" } } }
+                                }
+                            }
+                        }
+                    }
+                },
+            }
+        }
     }
 }
 

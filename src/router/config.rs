@@ -46,6 +46,8 @@ pub struct Upstream {
     pub api: ProviderApi,
     /// `api.pricing`, parsed.
     pub prices: Option<PriceList>,
+    /// The endpoint's host and port, for telemetry.
+    pub server: Option<(String, u16)>,
 }
 
 /// Everything the router needs from the files, at one instant.
@@ -141,6 +143,7 @@ pub fn load(path: &Path) -> Result<Snapshot, ConfigError> {
             ready: entry.ready,
             credential,
             prices: entry.api.pricing.as_ref().map(PriceList::of),
+            server: super::telemetry::server_of(&endpoint),
             api: entry.api,
         });
     }
@@ -167,6 +170,7 @@ mod tests {
             credential: Some(Credential::new(key)),
             api: ProviderApi::default(),
             prices: None,
+            server: None,
         }
     }
 

@@ -344,6 +344,9 @@ fn add(a: Estimate, b: Estimate) -> Estimate {
     }
 }
 
+/// The shortest time between two writes of the report while requests are answered.
+pub const WRITE_INTERVAL: std::time::Duration = std::time::Duration::from_millis(200);
+
 /// Where the report is written: the usage volume's file, renamed into place so a reader
 /// never sees half of it, and the termination message, which the kubelet reads when the
 /// router stops.
@@ -395,13 +398,15 @@ impl Ledger {
         self.with(|book| book.report.clone())
     }
 
-    /// Writes the report after each change; changes that come while one is written are
-    /// written together next.
+    /// Writes the report after a change, at most once per `WRITE_INTERVAL`: the changes of a
+    /// busy pod are written together. A router killed outright (SIGKILL, an OOM kill) loses
+    /// at most that interval's usage; one that is stopped writes everything (see `write`).
     pub async fn write_changes(self: Arc<Self>) {
         loop {
             self.changed.notified().await;
             let ledger = self.clone();
             let _ = tokio::task::spawn_blocking(move || ledger.write()).await;
+            tokio::time::sleep(WRITE_INTERVAL).await;
         }
     }
 

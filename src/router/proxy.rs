@@ -170,11 +170,11 @@ impl Report {
         let Some(record) = &mut self.record else {
             return;
         };
-        record.provider = Some((
-            upstream.name.clone(),
-            upstream.provider_type,
-            upstream.endpoint.clone(),
-        ));
+        record.provider = Some(super::telemetry::Answerer {
+            name: upstream.name.clone(),
+            provider_type: upstream.provider_type,
+            server: upstream.server.clone(),
+        });
         record.response_model = upstream.model.clone();
         if let Some(facts) = facts {
             self.streamed(facts);
@@ -211,7 +211,7 @@ impl Report {
     }
 
     /// The one log line per request: never the prompt, the answer or a key.
-    pub fn log(&self, router: &Router, provider: &str, status: u16, usage: &Usage) {
+    pub fn log(&mut self, router: &Router, provider: &str, status: u16, usage: &Usage) {
         let outcome = match status {
             200..=299 => "success",
             400..=499 if provider != "none" => "client_error",
@@ -233,8 +233,7 @@ impl Report {
             .overhead
             .with_label_values(&[provider])
             .observe(elapsed.saturating_sub(self.waited).as_secs_f64());
-        if let (Some(telemetry), Some(record)) = (&router.telemetry, &self.record) {
-            let mut record = (**record).clone();
+        if let (Some(telemetry), Some(mut record)) = (&router.telemetry, self.record.take()) {
             record.duration = elapsed;
             record.status = status;
             record.input_tokens = usage.prompt;
@@ -433,6 +432,7 @@ pub async fn serve(router: Arc<Router>, inbound: Inbound) -> Response {
                                 .and_then(|o| o.get("include_usage"))
                                 .and_then(Value::as_bool)
                                 == Some(true),
+                            strip_usage: outbound.usage_added,
                             idle: settings.stream_idle_timeout.as_std(),
                             deadline,
                             held,

@@ -174,6 +174,14 @@ fn read_facts(dialect: Dialect, event: &Event, facts: &mut answer::Facts) {
     }
 }
 
+/// OpenAI's last chunk with `stream_options.include_usage`: no choices, only the usage.
+fn is_usage_chunk(event: &Event) -> bool {
+    event.data.contains("\"choices\":[]")
+        && serde_json::from_str::<Value>(&event.data).is_ok_and(|chunk| {
+            chunk["choices"].as_array().is_some_and(Vec::is_empty) && chunk["usage"].is_object()
+        })
+}
+
 /// Whether the event carries a piece of the answer (text, a tool call's arguments).
 fn is_delta(dialect: Dialect, event: &Event) -> bool {
     match dialect {
@@ -202,6 +210,8 @@ pub struct StreamContext {
     pub provider_dialect: Dialect,
     /// The agent asked for OpenAI's usage chunk (`stream_options.include_usage`).
     pub include_usage: bool,
+    /// The router asked for that chunk itself: it is counted, and left out.
+    pub strip_usage: bool,
     pub idle: Duration,
     pub deadline: Instant,
     /// The request's hold on the budget, settled when the stream ends.
@@ -392,7 +402,18 @@ impl Pump {
                 for event in events {
                     count_usage(*dialect, event, &mut self.usage);
                 }
-                bytes
+                if self.context.strip_usage {
+                    // Events, not the bytes as they came: a chunk may end inside an event,
+                    // and the reader holds that part until the rest arrives.
+                    let out: String = events
+                        .iter()
+                        .filter(|event| !is_usage_chunk(event))
+                        .map(|event| format!("data: {}\n\n", event.data))
+                        .collect();
+                    Bytes::from(out)
+                } else {
+                    bytes
+                }
             }
             Conversion::ToOpenAI(translator) => {
                 let mut out = String::new();

@@ -81,8 +81,8 @@ pub struct RequestRecord {
     pub temperature: Option<f64>,
     pub top_p: Option<f64>,
     pub stream: bool,
-    /// The LLMProvider that answered, its type and endpoint.
-    pub provider: Option<(String, ProviderType, String)>,
+    /// The LLMProvider that answered.
+    pub provider: Option<Answerer>,
     pub response_model: Option<String>,
     pub response_id: Option<String>,
     pub finish_reasons: Vec<String>,
@@ -119,6 +119,14 @@ impl RequestRecord {
     }
 }
 
+/// The provider that answered a request: its LLMProvider, type, and endpoint's host and port.
+#[derive(Clone, Debug)]
+pub struct Answerer {
+    pub name: String,
+    pub provider_type: ProviderType,
+    pub server: Option<(String, u16)>,
+}
+
 /// The conventions' `gen_ai.provider.name` of a provider type.
 pub fn provider_name(provider_type: ProviderType) -> &'static str {
     match provider_type {
@@ -130,12 +138,12 @@ pub fn provider_name(provider_type: ProviderType) -> &'static str {
     }
 }
 
-/// `server.address` and `server.port` of an endpoint URL.
-fn server_of(endpoint: &str) -> Option<(String, i64)> {
+/// `server.address` and `server.port` of an endpoint URL, found once per config load.
+pub fn server_of(endpoint: &str) -> Option<(String, u16)> {
     let url = reqwest::Url::parse(endpoint).ok()?;
     let host = url.host_str()?.to_string();
     let port = url.port_or_known_default()?;
-    Some((host, i64::from(port)))
+    Some((host, port))
 }
 
 impl RequestRecord {
@@ -145,14 +153,14 @@ impl RequestRecord {
             KeyValue::new("gen_ai.operation.name", "chat"),
             KeyValue::new("gen_ai.request.model", self.request_model.clone()),
         ];
-        if let Some((_, provider_type, endpoint)) = &self.provider {
+        if let Some(answerer) = &self.provider {
             attributes.push(KeyValue::new(
                 "gen_ai.provider.name",
-                provider_name(*provider_type),
+                provider_name(answerer.provider_type),
             ));
-            if let Some((address, port)) = server_of(endpoint) {
-                attributes.push(KeyValue::new("server.address", address));
-                attributes.push(KeyValue::new("server.port", port));
+            if let Some((address, port)) = &answerer.server {
+                attributes.push(KeyValue::new("server.address", address.clone()));
+                attributes.push(KeyValue::new("server.port", i64::from(*port)));
             }
         }
         if let Some(model) = &self.response_model {
@@ -210,8 +218,11 @@ impl RequestRecord {
                 ));
             }
         }
-        if let Some((name, _, _)) = &self.provider {
-            attributes.push(KeyValue::new("agent_operator.provider", name.clone()));
+        if let Some(answerer) = &self.provider {
+            attributes.push(KeyValue::new(
+                "agent_operator.provider",
+                answerer.name.clone(),
+            ));
         }
         attributes.push(KeyValue::new("agent_operator.api", self.api));
         attributes.push(KeyValue::new("agent_operator.stream", self.stream));
@@ -380,11 +391,11 @@ mod tests {
     fn the_answering_provider_names_the_system_and_server() {
         let record = RequestRecord {
             request_model: "gpt-4o".into(),
-            provider: Some((
-                "azure".into(),
-                ProviderType::AzureOpenAI,
-                "https://acme.openai.azure.com".into(),
-            )),
+            provider: Some(Answerer {
+                name: "azure".into(),
+                provider_type: ProviderType::AzureOpenAI,
+                server: server_of("https://acme.openai.azure.com"),
+            }),
             finish_reasons: vec!["stop".into()],
             input_tokens: 11,
             output_tokens: 7,

@@ -53,6 +53,9 @@ pub struct Outbound {
     pub body: Bytes,
     /// The provider's dialect, which its answer is in.
     pub dialect: Dialect,
+    /// The router asked for OpenAI's usage chunk the agent did not ask for: the stream must
+    /// leave it out.
+    pub usage_added: bool,
 }
 
 impl std::fmt::Debug for Outbound {
@@ -84,11 +87,28 @@ pub fn outbound(
     let base = upstream.endpoint.as_str();
     let key = upstream.credential.as_ref().map(|c| c.expose().to_string());
     let mut headers = Vec::new();
+    // OpenAI's API reports a stream's usage only in a last chunk the agent must ask for; the
+    // router asks for it whenever the provider's documented API has it, so budgets and traces
+    // count what was spent rather than an estimate.
+    let streamed = request.get("stream").and_then(Value::as_bool) == Some(true);
+    let agent_asked = request
+        .get("stream_options")
+        .and_then(|o| o.get("include_usage"))
+        .and_then(Value::as_bool)
+        == Some(true);
+    let stream_usage = inbound.dialect == Dialect::OpenAI
+        && streamed
+        && matches!(
+            upstream.provider_type,
+            ProviderType::OpenAI | ProviderType::AzureOpenAI
+        );
+    let usage_added = stream_usage && !agent_asked;
     // The agent's own API: its body with the model replaced, written without a copy of it.
     let same_body = || {
         json_bytes(&WithModel {
             body: request,
             model: &model,
+            stream_usage,
         })
     };
     let openai_body = |length| match inbound.dialect {
@@ -114,6 +134,7 @@ pub fn outbound(
                     _ => LengthParameter::MaxTokens,
                 })?,
                 dialect: Dialect::OpenAI,
+                usage_added,
             }
         }
         ProviderType::Ollama => {
@@ -125,6 +146,7 @@ pub fn outbound(
                 headers,
                 body: openai_body(LengthParameter::MaxTokens)?,
                 dialect: Dialect::OpenAI,
+                usage_added,
             }
         }
         ProviderType::AzureOpenAI => {
@@ -145,6 +167,7 @@ pub fn outbound(
                 headers,
                 body: openai_body(LengthParameter::MaxCompletionTokens)?,
                 dialect: Dialect::OpenAI,
+                usage_added,
             }
         }
         ProviderType::Anthropic => {
@@ -175,6 +198,7 @@ pub fn outbound(
                     Dialect::Anthropic => same_body(),
                 },
                 dialect: Dialect::Anthropic,
+                usage_added: false,
             }
         }
     };
@@ -186,25 +210,40 @@ fn json_bytes(value: &impl Serialize) -> Bytes {
     Bytes::from(serde_json::to_vec(value).unwrap_or_default())
 }
 
-/// A request body as the agent sent it, but for its `model`.
+/// A request body as the agent sent it, but for its `model` and, with `stream_usage`,
+/// `stream_options.include_usage` set.
 struct WithModel<'a> {
     body: &'a Map<String, Value>,
     model: &'a str,
+    stream_usage: bool,
 }
 
 impl Serialize for WithModel<'_> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         let has_model = self.body.contains_key("model");
-        let mut map = serializer.serialize_map(Some(self.body.len() + usize::from(!has_model)))?;
+        let add_options = self.stream_usage && !self.body.contains_key("stream_options");
+        let mut map = serializer.serialize_map(Some(
+            self.body.len() + usize::from(!has_model) + usize::from(add_options),
+        ))?;
         for (key, value) in self.body {
             if key == "model" {
                 map.serialize_entry(key, self.model)?;
+            } else if key == "stream_options" && self.stream_usage {
+                let mut options = value.as_object().cloned().unwrap_or_default();
+                options.insert("include_usage".into(), Value::Bool(true));
+                map.serialize_entry(key, &options)?;
             } else {
                 map.serialize_entry(key, value)?;
             }
         }
         if !has_model {
             map.serialize_entry("model", self.model)?;
+        }
+        if add_options {
+            map.serialize_entry(
+                "stream_options",
+                &serde_json::json!({"include_usage": true}),
+            )?;
         }
         map.end()
     }
@@ -227,6 +266,7 @@ mod tests {
             credential: Some(Credential::new("sk-test")),
             api: ProviderApi::default(),
             prices: None,
+            server: None,
         }
     }
 

@@ -194,3 +194,45 @@ async fn usage_survives_a_killed_router_and_is_counted_once() {
     assert_eq!(report.refused, 1);
     assert_eq!(fake.requests(), 3);
 }
+
+#[tokio::test]
+async fn a_streams_usage_is_the_providers_count_even_when_the_agent_did_not_ask_for_it() {
+    let fake = FakeProvider::start(Behaviour::default()).await;
+    let openai = Link::new("openai", ProviderType::OpenAI, fake.openai_endpoint());
+    let router = RouterProcess::start(&[openai], &quick_settings()).await;
+
+    let (status, events) = router.stream(&chat_request(true)).await;
+    assert_eq!(status, 200);
+    let sent = &fake.chats()[0].body;
+    assert_eq!(
+        sent["stream_options"]["include_usage"], true,
+        "the router asks for the usage chunk: {sent}"
+    );
+    let chunks: Vec<Value> = events
+        .iter()
+        .filter_map(|e| serde_json::from_str(e).ok())
+        .collect();
+    assert!(
+        chunks.iter().all(|c| !c["usage"].is_object()),
+        "the agent, which did not ask, gets no usage chunk: {events:?}"
+    );
+    assert_eq!(events.last().map(String::as_str), Some("[DONE]"));
+    let report = router.usage_after(1).await;
+    assert_eq!(
+        (report.total.input_tokens, report.total.output_tokens),
+        (PROMPT_TOKENS, COMPLETION_TOKENS),
+        "counted from the provider's usage, not estimated"
+    );
+
+    // An agent that asks gets the chunk, and its own other stream options are kept.
+    let mut asking = chat_request(true);
+    asking["stream_options"] = json!({"include_usage": true});
+    let (_, events) = router.stream(&asking).await;
+    assert!(
+        events
+            .iter()
+            .filter_map(|e| serde_json::from_str::<Value>(e).ok())
+            .any(|c| c["usage"]["completion_tokens"] == COMPLETION_TOKENS),
+        "{events:?}"
+    );
+}
