@@ -703,6 +703,34 @@ mod tests {
     }
 
     #[test]
+    fn a_task_shows_what_it_spent_and_its_budget_in_words() {
+        let mut value = task("team", "t", "support", "Failed", "2026-11-25T10:00:00Z");
+        value["spec"]["budget"] = json!({"maxTokens": 1000, "maxCost": "0.50", "currency": "EUR"});
+        value["status"]["usage"] = json!({
+            "requests": 2, "inputTokens": 700, "outputTokens": 300, "totalTokens": 1000,
+            "cost": "0.004000", "currency": "EUR",
+            "attempts": [{"attempt": 1, "requests": 2, "inputTokens": 700, "outputTokens": 300,
+                          "totalTokens": 1000, "budgetExceeded": true}]
+        });
+        let task: AgentTask = serde_json::from_value(value).expect("task");
+        let view = super::task(&task);
+        assert_eq!(view.tokens, Some(1000));
+        assert_eq!(view.cost.as_deref(), Some("0.004000 EUR"));
+        assert_eq!(view.budget.as_deref(), Some("1000 tokens, 0.50 EUR"));
+        assert!(view.usage.expect("usage").attempts[0].budget_exceeded);
+        let unpriced =
+            super::task(&serde_json::from_value(task_value_without_usage()).expect("task"));
+        assert_eq!(
+            (unpriced.tokens, unpriced.cost, unpriced.budget),
+            (None, None, None)
+        );
+    }
+
+    fn task_value_without_usage() -> Value {
+        task("team", "u", "support", "Running", "2026-11-25T10:00:00Z")
+    }
+
+    #[test]
     fn an_agent_shows_its_chain_its_active_provider_and_its_queue() {
         let failed_over = json!({
             "conditions": [condition("Ready", "True", "Available"), condition("Progressing", "False", "RolloutComplete")],

@@ -3,6 +3,7 @@
 //! (`e2e/tools/health`). Each kind in each state: healthy, progressing, broken, and for tasks
 //! running, succeeded and failed.
 
+use crate::support::net::closed_endpoint;
 use std::io::Write;
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -85,15 +86,6 @@ where
 }
 
 const WAIT: Duration = Duration::from_secs(60);
-
-/// A loopback URL where nothing listens.
-fn closed_endpoint() -> String {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port");
-    format!("http://127.0.0.1:{port}/v1")
-}
 
 #[tokio::test]
 async fn providers_read_healthy_probing_and_broken_in_kstatus_and_argo_cd() {

@@ -1,10 +1,11 @@
 //! Cluster-backed tests: everything here runs against the local control plane that
 //! `e2e/cluster/up` starts. Each test works in its own namespace.
 
-/// The router as a local process, as its own tests run it.
+/// The router as a local process, as its own tests run it; it finds its ports in `crate::net`.
 #[path = "../router/harness.rs"]
 #[allow(dead_code)]
 mod router_harness;
+use support::net;
 #[path = "../support/mod.rs"]
 mod support;
 

@@ -5,6 +5,7 @@
 //! evaluates the chart's PrometheusRule. Each alert is brought about by the state it describes
 //! and must name the object at fault; every dashboard query must evaluate and show series.
 
+use crate::support::net::closed_endpoint;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -293,14 +294,6 @@ async fn refuse_status_updates(client: &kube::Client, namespace: &str) -> [Api<D
         .await
         .expect("the binding");
     [policies, bindings]
-}
-
-fn closed_endpoint() -> String {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port");
-    format!("http://127.0.0.1:{port}/v1")
 }
 
 /// Every dashboard query with the dashboard's `job` variable set to the operator's job.

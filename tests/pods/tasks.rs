@@ -12,6 +12,7 @@ use super::RealNodeTest;
 use crate::support::collector::{Collector, attribute};
 use crate::support::fake_provider::{COMPLETION_TOKENS, PROMPT_TOKENS};
 use crate::support::objects::{agent_task, provider};
+use crate::support::operator::OperatorProcess;
 use crate::support::real_node;
 use crate::support::wait_until;
 
@@ -235,4 +236,62 @@ async fn a_workers_router_exports_its_genai_span_named_after_the_task_and_its_po
         attribute(&span["attributes"], "gen_ai.usage.output_tokens"),
         Some(json!(COMPLETION_TOKENS))
     );
+}
+
+#[tokio::test]
+async fn usage_is_recorded_once_across_operator_restarts() {
+    let mut test = RealNodeTest::start("real-task-restarts").await;
+    provider(&test.ns, "openai", &test.fake).await;
+    test.agent("support", json!({})).await;
+    agent_task(
+        &test.ns,
+        "counted",
+        json!({"agentRef": {"name": "support"}, "input": "Ticket 4715"}),
+    )
+    .await;
+    // The operator dies as soon as the attempt's Job exists; the attempt ends without it.
+    let tasks = test.ns.api::<AgentTask>();
+    let job_name = wait_until(Duration::from_secs(120), "the attempt's Job", || async {
+        tasks.get("counted").await.ok()?.status?.job_name
+    })
+    .await;
+    test.operator.kill();
+    let jobs = test.ns.api::<Job>();
+    wait_until(Duration::from_secs(120), "the Job to complete", || async {
+        let job = jobs.get(&job_name).await.ok()?;
+        (job.status?.succeeded? == 1).then_some(())
+    })
+    .await;
+
+    test.operator = restarted(&test).await;
+    let status = finished(&test, "counted").await;
+    let usage = status.usage.expect("usage");
+    assert_eq!(usage.attempts.len(), 1);
+    assert_eq!(usage.total.requests, 1, "counted once");
+    let output = format!(
+        r#"agent_operator_task_tokens_total{{kind="output",namespace="{}"}}"#,
+        test.ns.name
+    );
+    let counted = test.operator.metric(&output).await.unwrap_or(0.0);
+
+    // Another restart reads the recorded usage and adds nothing.
+    test.operator.kill();
+    test.operator = restarted(&test).await;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let again = tasks
+        .get("counted")
+        .await
+        .expect("task")
+        .status
+        .expect("status");
+    assert_eq!(again.usage, Some(usage), "the status is not rewritten");
+    assert_eq!(
+        test.operator.metric(&output).await.unwrap_or(0.0),
+        0.0,
+        "a restarted operator does not count a recorded attempt again (the first counted {counted})"
+    );
+}
+
+async fn restarted(test: &RealNodeTest) -> OperatorProcess {
+    OperatorProcess::start_with(&test.ns.name, "", &real_node::operator_args()).await
 }

@@ -9,9 +9,10 @@ use serde_json::Value;
 
 use crate::fake_provider::{Behaviour, FakeProvider};
 use crate::harness::{
-    Link, RouterProcess, chat_request, closed_endpoint, content, quick_settings,
-    resetting_endpoint, streamed_content,
+    Link, RouterProcess, chat_request, content, quick_settings, resetting_endpoint,
+    streamed_content,
 };
+use crate::net::closed_endpoint;
 
 /// A healthy fallback of another type, so every failover also crosses provider types.
 async fn fallback() -> (FakeProvider, Link) {

@@ -16,6 +16,8 @@ use agent_operator::resources::provider_config::{
 use agent_operator::resources::usage_report::UsageReport;
 use serde_json::Value;
 
+use crate::net::free_port;
+
 /// One link of the chain under test.
 #[derive(Clone, Debug)]
 pub struct Link {
@@ -64,13 +66,6 @@ pub struct RouterProcess {
     http: reqwest::Client,
     /// Every key ever written, to check none leaks.
     keys: Mutex<Vec<String>>,
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
 }
 
 /// Renders the chain with the operator's own function, as the mounted ConfigMap holds it, with
@@ -430,11 +425,6 @@ pub fn streamed_content(events: &[String]) -> String {
                 .map(str::to_string)
         })
         .collect()
-}
-
-/// A loopback port where nothing listens.
-pub fn closed_endpoint() -> String {
-    format!("http://127.0.0.1:{}/v1", free_port())
 }
 
 /// A server that accepts connections, reads the request and drops the connection unanswered.

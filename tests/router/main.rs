@@ -6,6 +6,8 @@
 mod fake_provider;
 #[allow(dead_code)]
 mod harness;
+#[path = "../support/net.rs"]
+mod net;
 
 mod budget;
 mod failover;

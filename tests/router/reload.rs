@@ -7,7 +7,8 @@ use std::time::Duration;
 use agent_operator::api::llm_provider::ProviderType;
 
 use crate::fake_provider::{Behaviour, FakeProvider};
-use crate::harness::{Link, RouterProcess, chat_request, closed_endpoint, quick_settings};
+use crate::harness::{Link, RouterProcess, chat_request, quick_settings};
+use crate::net::closed_endpoint;
 
 #[tokio::test]
 async fn a_rotated_key_and_a_reordered_chain_apply_with_no_failed_request() {

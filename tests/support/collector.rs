@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
+use super::net::free_port;
 use super::wait_until;
 
 pub struct Collector {
@@ -15,13 +16,6 @@ pub struct Collector {
     /// The OTLP/HTTP base URL to export to.
     pub endpoint: String,
     dir: PathBuf,
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
 }
 
 impl Collector {

@@ -9,6 +9,7 @@ pub mod api_relay;
 pub mod collector;
 pub mod dashboard;
 pub mod fake_provider;
+pub mod net;
 pub mod objects;
 pub mod operator;
 pub mod real_node;

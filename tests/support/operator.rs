@@ -1,6 +1,7 @@
 //! The operator as a real process, as it runs in production: its own binary, a kubeconfig,
 //! watching the test's namespace. Killed when the handle drops; its log is kept for inspection.
 
+use super::net::free_port;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -192,13 +193,6 @@ impl Drop for OperatorProcess {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
 }
 
 /// A minimal HTTP GET on loopback: status code and body.
