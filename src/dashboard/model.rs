@@ -718,16 +718,12 @@ mod tests {
         assert_eq!(view.cost.as_deref(), Some("0.004000 EUR"));
         assert_eq!(view.budget.as_deref(), Some("1000 tokens, 0.50 EUR"));
         assert!(view.usage.expect("usage").attempts[0].budget_exceeded);
-        let unpriced =
-            super::task(&serde_json::from_value(task_value_without_usage()).expect("task"));
+        let running = self::task("team", "u", "support", "Running", "2026-11-25T10:00:00Z");
+        let unpriced = super::task(&serde_json::from_value(running).expect("task"));
         assert_eq!(
             (unpriced.tokens, unpriced.cost, unpriced.budget),
             (None, None, None)
         );
-    }
-
-    fn task_value_without_usage() -> Value {
-        task("team", "u", "support", "Running", "2026-11-25T10:00:00Z")
     }
 
     #[test]

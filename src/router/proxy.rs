@@ -654,11 +654,6 @@ impl Reservation {
         })
     }
 
-    /// Whether anything limits this request's spending.
-    pub fn limited(&self) -> bool {
-        self.allowance.is_some()
-    }
-
     /// What was held for the prompt, counted when a cut stream reports no usage.
     pub fn input_estimate(&self) -> u64 {
         self.estimate.input_tokens

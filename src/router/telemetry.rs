@@ -14,7 +14,7 @@ use opentelemetry::metrics::{Histogram, MeterProvider as _};
 use opentelemetry::propagation::{Extractor, TextMapPropagator};
 use opentelemetry::trace::{Span as _, SpanKind, Status, Tracer as _, TracerProvider as _};
 use opentelemetry::{Context, KeyValue, StringValue, Value};
-use opentelemetry_otlp::{WithExportConfig, WithHttpConfig as _};
+use opentelemetry_otlp::WithExportConfig;
 use opentelemetry_sdk::metrics::{PeriodicReader, SdkMeterProvider};
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::{SdkTracer, SdkTracerProvider};
@@ -254,7 +254,6 @@ impl Telemetry {
             .with_http()
             .with_endpoint(format!("{base}/v1/metrics"))
             .with_timeout(Duration::from_secs(10))
-            .with_headers(Default::default())
             .build()
             .map_err(failed)?;
         let resource = opentelemetry_sdk::Resource::builder()
@@ -297,7 +296,7 @@ impl Telemetry {
 
     /// The span and the metrics of one request.
     pub fn record(&self, record: &RequestRecord) {
-        let parent = TraceContextPropagator::new().extract(&record.parent);
+        let parent = parent_context(&record.parent);
         let started = record.started.unwrap_or_else(SystemTime::now);
         let mut span = self
             .tracer
@@ -346,8 +345,8 @@ impl Telemetry {
     }
 }
 
-/// The parent context an agent's request carries, for tests of the propagation.
-pub fn parent_context(parent: &Parent) -> Context {
+/// The agent's trace context, the parent of the request's span (none without `traceparent`).
+fn parent_context(parent: &Parent) -> Context {
     TraceContextPropagator::new().extract(parent)
 }
 
