@@ -1,5 +1,6 @@
 //! The usage report: what a pod's router spent, as it hands it to the operator. The router
-//! writes it after every answer to two places the operator can read without giving the pod any
+//! writes it after answers (at most every 200 ms) and when it stops, to two places the
+//! operator can read without giving the pod any
 //! Kubernetes credential: a file on an `emptyDir` (so a restarted router continues from it) and
 //! its termination message (so the kubelet copies it into the pod's status when the router
 //! stops). The counts are cumulative for the pod, so reading one twice never counts it twice.
