@@ -40,6 +40,11 @@ impl Default for LeaseTiming {
 /// reconciles that must not write, because another replica may lead by now. Writes are allowed
 /// only within `renew_deadline` of the last successful renewal, by the monotonic clock, which
 /// keeps running while the process is stopped.
+///
+/// A renewal counts from when its round began, not from when its answer arrived: a process
+/// stopped while the answer was on its way reads a success on resuming that may be many
+/// seconds old, and counting from the arrival would reopen the fence for a Lease another
+/// replica has taken since.
 #[derive(Debug)]
 pub struct WriteFence {
     renewed_at: Mutex<Option<Instant>>,
@@ -62,8 +67,9 @@ impl WriteFence {
         *renewed_at = value;
     }
 
-    pub fn renewed(&self) {
-        self.set(Some(Instant::now()));
+    /// The Lease was renewed by a round that began at `round_began`.
+    pub fn renewed(&self, round_began: Instant) {
+        self.set(Some(round_began));
     }
 
     pub fn revoke(&self) {
@@ -144,13 +150,14 @@ impl LeaderElector {
     /// Competes for the Lease until `shutdown`, publishing whether we lead. On shutdown a held
     /// Lease is released so a successor need not wait for it to expire.
     pub async fn run(self, leading: watch::Sender<bool>, shutdown: CancellationToken) {
-        let mut last_renewal = tokio::time::Instant::now();
+        let mut last_renewal = Instant::now();
         loop {
+            let round_began = Instant::now();
             let held = self.try_acquire_or_renew().await;
             match held {
                 Ok(true) => {
-                    last_renewal = tokio::time::Instant::now();
-                    self.fence.renewed();
+                    last_renewal = round_began;
+                    self.fence.renewed(round_began);
                     if !*leading.borrow() {
                         tracing::info!(identity = %self.identity, lease = %self.name, "became the leader");
                         let _ = leading.send(true);
@@ -270,13 +277,23 @@ mod tests {
     fn the_fence_allows_writes_only_within_the_deadline_of_a_renewal() {
         let fence = WriteFence::new(Duration::from_millis(50));
         assert!(!fence.allows_writes(), "never renewed");
-        fence.renewed();
+        fence.renewed(Instant::now());
         assert!(fence.allows_writes());
         std::thread::sleep(Duration::from_millis(60));
         assert!(!fence.allows_writes(), "a paused leader resumes fenced");
-        fence.renewed();
+        fence.renewed(Instant::now());
         fence.revoke();
         assert!(!fence.allows_writes(), "another replica holds the Lease");
+    }
+
+    #[test]
+    fn a_renewal_answered_while_the_process_was_stopped_does_not_reopen_the_fence() {
+        let fence = WriteFence::new(Duration::from_millis(50));
+        let round_began = Instant::now();
+        // The process stops with the answer in flight and resumes later than the deadline.
+        std::thread::sleep(Duration::from_millis(60));
+        fence.renewed(round_began);
+        assert!(!fence.allows_writes());
     }
 
     fn spec(holder: Option<&str>, renewed_secs_ago: i64, duration: i32) -> LeaseSpec {
