@@ -10,6 +10,7 @@ use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use super::budget::{AgentBudget, AgentBudgetStatus};
 use super::common::{AgentWorkload, Tool};
 
 /// AgentDeployment runs an agent as a long-lived service. The operator creates and owns its
@@ -52,6 +53,26 @@ use super::common::{AgentWorkload, Tool};
         priority = 1
     ),
     printcolumn(
+        name = "Tokens",
+        type_ = "integer",
+        description = "Tokens used in the budget's current window",
+        json_path = ".status.budget.usage.totalTokens",
+        priority = 1
+    ),
+    printcolumn(
+        name = "Cost",
+        type_ = "string",
+        description = "Cost in the budget's current window",
+        json_path = ".status.budget.usage.cost",
+        priority = 1
+    ),
+    printcolumn(
+        name = "Budget",
+        type_ = "string",
+        json_path = r#".status.conditions[?(@.type=="BudgetExceeded")].reason"#,
+        priority = 1
+    ),
+    printcolumn(
         name = "Age",
         type_ = "date",
         json_path = ".metadata.creationTimestamp"
@@ -63,6 +84,8 @@ use super::common::{AgentWorkload, Tool};
 #[x_kube(validation = kube::core::Rule::new("!has(self.ports) || (has(self.router) && !self.router.enabled) || self.ports.all(p, p.containerPort != 8790)").message("port 8790 is the LLM router's inside the pod: choose another spec.ports[].containerPort, or turn the router off with spec.router.enabled: false").field_path(".ports"))]
 #[x_kube(validation = kube::core::Rule::new("!has(self.ports) || self.ports.all(p, self.ports.exists_one(q, q.name == p.name))").message("spec.ports has two ports with the same name: port names must be unique").field_path(".ports"))]
 #[x_kube(validation = kube::core::Rule::new("!has(self.ports) || self.ports.all(p, self.ports.exists_one(q, q.containerPort == p.containerPort && (has(q.protocol) ? q.protocol : 'TCP') == (has(p.protocol) ? p.protocol : 'TCP')))").message("spec.ports lists the same containerPort and protocol twice: each port number must be unique").field_path(".ports"))]
+#[x_kube(validation = kube::core::Rule::new("!has(self.budget) || !has(self.router) || self.router.enabled").message("spec.budget is enforced by the LLM router: remove spec.budget, or turn the router on with spec.router.enabled: true").field_path(".budget"))]
+#[x_kube(validation = kube::core::Rule::new("!has(self.budget) || !has(self.ports) || self.ports.all(p, p.containerPort != 8791)").message("port 8791 is where the operator leases the budget to the LLM router: choose another spec.ports[].containerPort").field_path(".ports"))]
 pub struct AgentDeploymentSpec {
     /// Image, command, env, resources, failover chain and the other fields shared with an
     /// AgentTask's template.
@@ -147,6 +170,11 @@ pub struct AgentDeploymentSpec {
     /// Scale the agent to zero while keeping every other object.
     #[serde(default)]
     pub suspend: bool,
+
+    /// Limits on what the agent's pods spend per day, week or month, enforced by their
+    /// routers before each request and during streams. Needs the router.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub budget: Option<AgentBudget>,
 }
 
 /// Image pull policy of the agent container.
@@ -352,6 +380,9 @@ pub struct AgentDeploymentStatus {
     /// Each provider of the failover chain, in chain order, with its readiness.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub providers: Vec<ProviderState>,
+    /// With `spec.budget`: the usage of the current window and the pods' leases.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub budget: Option<AgentBudgetStatus>,
 }
 
 /// The state of one provider of a failover chain, as the AgentDeployment sees it.
@@ -376,4 +407,6 @@ pub mod condition {
     pub const PROGRESSING: &str = "Progressing";
     pub const DEGRADED: &str = "Degraded";
     pub const PROVIDERS_READY: &str = "ProvidersReady";
+    /// With `spec.budget`: True while the window's budget is spent.
+    pub const BUDGET_EXCEEDED: &str = "BudgetExceeded";
 }

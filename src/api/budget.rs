@@ -110,6 +110,83 @@ pub struct Budget {
     pub currency: String,
 }
 
+/// How long an AgentDeployment's budget lasts before it starts again.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum BudgetPeriod {
+    /// From midnight to midnight.
+    #[default]
+    Day,
+    /// From Monday's midnight to the next Monday's.
+    Week,
+    /// From the first of the month's midnight to the next month's.
+    Month,
+}
+
+/// The window an AgentDeployment's budget counts over: whole days, weeks or months, in a
+/// time zone.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BudgetWindow {
+    /// Day, Week or Month.
+    #[serde(default)]
+    pub period: BudgetPeriod,
+    /// The IANA time zone whose midnights start the windows (`Europe/Paris`,
+    /// `America/New_York`). A zone the operator does not know is reported by the
+    /// `BudgetExceeded` condition with reason `InvalidTimeZone`, and nothing is spent.
+    #[serde(default = "default_time_zone")]
+    #[schemars(length(min = 1, max = 64))]
+    #[schemars(regex(pattern = r"^[A-Za-z][A-Za-z0-9_+/-]*$"))]
+    pub time_zone: String,
+}
+
+impl Default for BudgetWindow {
+    fn default() -> Self {
+        Self {
+            period: BudgetPeriod::Day,
+            time_zone: default_time_zone(),
+        }
+    }
+}
+
+fn default_time_zone() -> String {
+    "UTC".into()
+}
+
+fn default_alert_percent() -> i32 {
+    80
+}
+
+/// An AgentDeployment's budget: limits per window over all its pods, enforced by their
+/// routers.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = kube::core::Rule::new("has(self.maxTokens) || has(self.maxCost)").message("a budget needs spec.budget.maxTokens, spec.budget.maxCost or both"))]
+pub struct AgentBudget {
+    /// Most tokens per window, input and output together (cached input included), over all
+    /// the agent's pods.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub max_tokens: Option<i64>,
+    /// Most cost per window, in `currency`, priced by the LLMProviders' `spec.pricing`.
+    /// Usage of a model without a price counts for its tokens only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^[0-9]{1,12}(\.[0-9]{1,9})?$"))]
+    pub max_cost: Option<String>,
+    /// The currency of `maxCost`. Only usage priced in it counts against `maxCost`.
+    #[serde(default = "default_currency")]
+    #[schemars(length(min = 3, max = 3))]
+    #[x_kube(validation = kube::core::Rule::new(format!("self.matches('{CURRENCY_PATTERN}')")).message("must be an ISO 4217 currency code in capitals, e.g. USD or EUR"))]
+    pub currency: String,
+    /// The window the limits count over. Defaults to a day in UTC.
+    #[serde(default)]
+    pub window: BudgetWindow,
+    /// The share of a limit, in percent, whose crossing sends a `BudgetAlert` event and sets
+    /// the `agent_operator_agent_budget_used_ratio` metric's alert in the chart's rules.
+    #[serde(default = "default_alert_percent")]
+    #[schemars(range(min = 1, max = 100))]
+    pub alert_at_percent: i32,
+}
+
 /// Requests and tokens counted by the router from the usage the providers report, and their
 /// cost. Cached input tokens are part of `inputTokens`.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -180,6 +257,81 @@ pub struct TaskUsage {
     /// One entry per finished attempt whose router reported its usage.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub attempts: Vec<AttemptUsage>,
+}
+
+/// What an AgentDeployment spent in its current budget window, and what its pods' routers
+/// were leased.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AgentBudgetStatus {
+    /// When the current window began (RFC 3339).
+    pub window_start: String,
+    /// When it ends and the limits start again (RFC 3339).
+    pub window_end: String,
+    /// The usage counted in this window; its cost is `costNanos` rounded for display.
+    pub usage: UsageTotals,
+    /// The exact cost counted in this window, in nano-units of the budget's currency.
+    #[serde(default)]
+    pub cost_nanos: i64,
+    /// Each running pod's router: what of its usage is counted, and how far it may spend.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["pod"]))]
+    pub leases: Vec<PodLease>,
+}
+
+/// One pod's router in an AgentDeployment's budget. Its counters are cumulative for the pod,
+/// so `counted` is the part of them already in the window's usage: a reading is counted once
+/// however often it is read, and across restarts of the operator.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PodLease {
+    /// The pod's name.
+    pub pod: String,
+    /// The router's counters as last counted.
+    pub counted: RouterCounters,
+    /// The counters the router may reach before the next lease: it refuses a request that
+    /// could take it past them.
+    pub granted: LeasedLimits,
+}
+
+/// The allowance leased to a router, in its counters' values; a limit the budget does not set
+/// is absent.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct LeasedLimits {
+    /// The most input plus output tokens the router's counters may reach.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tokens: Option<i64>,
+    /// The most cost, in nano-units of the budget's currency, they may reach.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cost_nanos: Option<i64>,
+}
+
+/// A router's cumulative counters: requests, tokens, and cost in the budget's currency.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RouterCounters {
+    /// Requests a provider answered.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub requests: i64,
+    /// Input tokens, cached ones included.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub input_tokens: i64,
+    /// Input tokens read from a provider's prompt cache.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub cached_input_tokens: i64,
+    /// Output tokens, reasoning tokens included.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub output_tokens: i64,
+    /// In nano-units of the budget's currency.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub cost_nanos: i64,
+}
+
+impl RouterCounters {
+    pub fn tokens(&self) -> i64 {
+        self.input_tokens.saturating_add(self.output_tokens)
+    }
 }
 
 #[cfg(test)]

@@ -10,9 +10,10 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
 
+use crate::api::agent_deployment::AgentDeploymentStatus;
 use crate::api::agent_deployment::condition as agent_condition;
 use crate::api::agent_task::TaskPhase;
-use crate::api::budget::{Budget, TaskUsage, UsageTotals};
+use crate::api::budget::{AgentBudget, Budget, TaskUsage, UsageTotals};
 use crate::api::llm_provider::condition as provider_condition;
 use crate::api::{AgentDeployment, AgentTask, LLMProvider};
 
@@ -144,6 +145,19 @@ pub struct AgentView {
     pub tasks: QueueCounts,
     pub max_concurrent_tasks: Option<i32>,
     pub created: Option<Timestamp>,
+    pub budget: Option<AgentBudgetView>,
+}
+
+/// An agent's budget and what its current window used of it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AgentBudgetView {
+    /// `spec.budget` in words (`20000 tokens, 5 USD per Day in Europe/Paris`).
+    pub limits: String,
+    /// The window's usage in words, once the operator counted it (`1200 tokens, 0.3 USD`).
+    pub used: Option<String>,
+    pub window_end: Option<String>,
+    /// The `BudgetExceeded` condition is True: its message says why.
+    pub exceeded: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -315,8 +329,42 @@ pub fn agent(agent: &AgentDeployment, tasks: &[Arc<AgentTask>]) -> AgentView {
         tasks: counts,
         max_concurrent_tasks: agent.spec.max_concurrent_tasks,
         created: agent.creation_timestamp().map(|t| t.0),
+        budget: agent
+            .spec
+            .budget
+            .as_ref()
+            .map(|budget| agent_budget(budget, &status)),
         namespace,
         name,
+    }
+}
+
+fn agent_budget(budget: &AgentBudget, status: &AgentDeploymentStatus) -> AgentBudgetView {
+    let limits = budget_text(&Budget {
+        max_tokens: budget.max_tokens,
+        max_cost: budget.max_cost.clone(),
+        currency: budget.currency.clone(),
+    });
+    let window = status.budget.as_ref();
+    let exceeded = status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == agent_condition::BUDGET_EXCEEDED && c.status == "True")
+        .map(|c| c.message.clone());
+    AgentBudgetView {
+        limits: format!(
+            "{limits} per {:?} in {}",
+            budget.window.period, budget.window.time_zone
+        ),
+        used: window.map(|w| {
+            let tokens = format!("{} tokens", w.usage.total_tokens);
+            match cost_text(&w.usage) {
+                Some(cost) => format!("{tokens}, {cost}"),
+                None => tokens,
+            }
+        }),
+        window_end: window.map(|w| w.window_end.clone()),
+        exceeded,
     }
 }
 
@@ -755,6 +803,41 @@ mod tests {
         assert_eq!(chain, [("first", false, false), ("second", true, true)]);
         // The task in another namespace belongs to another agent of the same name.
         assert_eq!((view.tasks.running, view.tasks.queued), (1, 1));
+    }
+
+    #[test]
+    fn an_agent_shows_its_budget_what_its_window_used_and_whether_it_is_spent() {
+        let mut value = agent(
+            "team-a",
+            "support",
+            json!({
+                "conditions": [condition("BudgetExceeded", "True", "WindowSpent")],
+                "budget": {"windowStart": "2026-12-01T00:00:00Z", "windowEnd": "2026-12-02T00:00:00Z",
+                           "usage": {"requests": 3, "inputTokens": 900, "outputTokens": 100, "totalTokens": 1000,
+                                     "cost": "0.010000", "currency": "EUR"},
+                           "costNanos": 10000000}
+            }),
+        );
+        value["spec"]["budget"] = json!({"maxTokens": 1000, "maxCost": "5", "currency": "EUR",
+                                         "window": {"period": "Month", "timeZone": "Europe/Paris"}});
+        let snapshot = snapshot(vec![value], vec![], vec![]);
+        let budget = agents(&snapshot, &Filter::default())[0]
+            .budget
+            .clone()
+            .expect("a budget");
+        assert_eq!(
+            budget.limits,
+            "1000 tokens, 5 EUR per Month in Europe/Paris"
+        );
+        assert_eq!(budget.used.as_deref(), Some("1000 tokens, 0.010000 EUR"));
+        assert_eq!(budget.window_end.as_deref(), Some("2026-12-02T00:00:00Z"));
+        assert!(budget.exceeded.is_some());
+        let plain = snapshot_of_one(agent("team-a", "plain", json!(null)));
+        assert_eq!(agents(&plain, &Filter::default())[0].budget, None);
+    }
+
+    fn snapshot_of_one(agent: Value) -> Snapshot {
+        snapshot(vec![agent], vec![], vec![])
     }
 
     #[test]

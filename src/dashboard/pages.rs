@@ -371,6 +371,19 @@ fn agent_page(snapshot: &Snapshot, agent: &Arc<AgentDeployment>) -> Markup {
                 }
                 @if let Some(limit) = view.max_concurrent_tasks { " (at most " (limit) " at once)" }
             }
+            @if let Some(budget) = &view.budget {
+                dt { "Budget" } dd.budget { (budget.limits) }
+                dt { "Used this window" } dd.budget-used {
+                    @if let Some(exceeded) = &budget.exceeded {
+                        span.badge.bad { "Spent" } " " span.message { (exceeded) }
+                    } @else if let Some(used) = &budget.used {
+                        (used)
+                        @if let Some(end) = &budget.window_end { " until " (end) }
+                    } @else {
+                        "not counted yet"
+                    }
+                }
+            }
             dt { "Created" } dd { (age(view.created, snapshot.now)) " ago" }
         }
         section aria-labelledby="chain" {

@@ -14,7 +14,7 @@ use super::pod::{
     restricted_container_security, restricted_pod_security, tmp_volume,
 };
 use super::provider_config::CONFIG_DIR;
-use super::router_sidecar::{RouterDefaults, provider_wiring};
+use super::router_sidecar::{RouterDefaults, add_budget_lease, provider_wiring};
 use crate::api::AgentDeployment;
 use crate::api::common::SecretKeyRef;
 
@@ -32,6 +32,8 @@ pub struct DeploymentInputs {
     pub secrets_hash: String,
     /// Image of the router sidecar: the operator's own.
     pub router: RouterDefaults,
+    /// With `spec.budget`: the lease Secret the router serves the budget lease with.
+    pub lease_secret: Option<String>,
 }
 
 pub fn deployment(agent: &AgentDeployment, name: &str, inputs: &DeploymentInputs) -> Deployment {
@@ -69,7 +71,10 @@ pub fn deployment(agent: &AgentDeployment, name: &str, inputs: &DeploymentInputs
         tmp,
     ];
     let mut mounts = vec![read_only_mount(CONFIG_VOLUME, CONFIG_DIR), tmp_mount];
-    let wiring = provider_wiring(workload, &inputs.credentials, &inputs.router, &agent_name);
+    let mut wiring = provider_wiring(workload, &inputs.credentials, &inputs.router, &agent_name);
+    if let Some(secret) = &inputs.lease_secret {
+        add_budget_lease(&mut wiring, secret);
+    }
     volumes.extend(wiring.volumes);
     mounts.extend(wiring.agent_mounts);
 
@@ -182,6 +187,7 @@ mod tests {
                 },
             )],
             secrets_hash: "abc".into(),
+            lease_secret: None,
         }
     }
 

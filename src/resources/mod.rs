@@ -1,6 +1,7 @@
 //! Pure builders of the child objects the controllers own. Each takes plain data and returns the
 //! object to server-side apply: no client, no clock.
 
+pub mod budget_lease;
 pub mod deployment;
 pub mod hpa;
 pub mod job;

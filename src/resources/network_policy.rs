@@ -64,16 +64,21 @@ pub fn network_policy(
         ..NetworkPolicyPort::default()
     };
 
-    let ingress = (!agent.spec.ports.is_empty()).then(|| {
+    // The router's budget lease is token-protected, and the operator calls it from wherever
+    // it runs: the port is open to any source, like the agent's own.
+    let leased = agent.spec.budget.is_some()
+        && super::router_sidecar::router_of(&agent.spec.workload).is_some();
+    let ingress_ports: Vec<NetworkPolicyPort> = agent
+        .spec
+        .ports
+        .iter()
+        .map(|p| p.container_port)
+        .chain(leased.then_some(i32::from(super::budget_lease::LEASE_PORT)))
+        .map(tcp_port)
+        .collect();
+    let ingress = (!ingress_ports.is_empty()).then(|| {
         vec![NetworkPolicyIngressRule {
-            ports: Some(
-                agent
-                    .spec
-                    .ports
-                    .iter()
-                    .map(|p| tcp_port(p.container_port))
-                    .collect(),
-            ),
+            ports: Some(ingress_ports),
             from: None,
         }]
     });

@@ -5,11 +5,12 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{
-    Container, EmptyDirVolumeSource, EnvVar, EnvVarSource, ExecAction, ObjectFieldSelector, Probe,
-    ResourceRequirements, Volume, VolumeMount,
+    Container, ContainerPort, EmptyDirVolumeSource, EnvVar, EnvVarSource, ExecAction, KeyToPath,
+    ObjectFieldSelector, Probe, ResourceRequirements, SecretVolumeSource, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 
+use super::budget_lease::{LEASE_PORT, LEASE_TOKEN_DIR, LEASE_TOKEN_KEY, LEASE_VOLUME};
 use super::pod::{
     CONFIG_VOLUME, credentials_volume, plain_env, read_only_mount, restricted_container_security,
 };
@@ -109,6 +110,49 @@ pub fn provider_wiring(
         }
     }
     wiring
+}
+
+/// Has the router serve the agent's budget lease on the pod's address, with the token of the
+/// lease Secret `secret`, which only the router mounts. A pod without the router is left as
+/// it is (the API refuses a budget without the router).
+pub fn add_budget_lease(wiring: &mut ProviderWiring, secret: &str) {
+    let Some(router) = wiring
+        .init_containers
+        .iter_mut()
+        .find(|c| c.name == ROUTER_CONTAINER)
+    else {
+        return;
+    };
+    wiring.volumes.push(Volume {
+        name: LEASE_VOLUME.into(),
+        secret: Some(SecretVolumeSource {
+            secret_name: Some(secret.to_string()),
+            items: Some(vec![KeyToPath {
+                key: LEASE_TOKEN_KEY.into(),
+                path: LEASE_TOKEN_KEY.into(),
+                ..KeyToPath::default()
+            }]),
+            default_mode: Some(0o440),
+            ..SecretVolumeSource::default()
+        }),
+        ..Volume::default()
+    });
+    router
+        .volume_mounts
+        .get_or_insert_with(Vec::new)
+        .push(read_only_mount(LEASE_VOLUME, LEASE_TOKEN_DIR));
+    router.args.get_or_insert_with(Vec::new).extend([
+        "--lease-listen".to_string(),
+        format!("0.0.0.0:{LEASE_PORT}"),
+        "--lease-token-file".to_string(),
+        format!("{LEASE_TOKEN_DIR}/{LEASE_TOKEN_KEY}"),
+    ]);
+    router.ports = Some(vec![ContainerPort {
+        name: Some("budget-lease".into()),
+        container_port: i32::from(LEASE_PORT),
+        protocol: Some("TCP".into()),
+        ..ContainerPort::default()
+    }]);
 }
 
 /// The OpenAI and Anthropic SDKs' environment, pointing at the router. `OPENAI_API_BASE` is the
@@ -287,6 +331,36 @@ mod tests {
         assert!(wiring.init_containers.is_empty());
         assert!(wiring.agent_env.is_empty());
         assert_eq!(wiring.agent_mounts[0].name, "credentials");
+    }
+
+    #[test]
+    fn only_the_router_mounts_the_lease_token_and_serves_the_lease() {
+        let mut wiring = provider_wiring(&workload(true), &credentials(), &defaults(), "support");
+        add_budget_lease(&mut wiring, "agent-router-lease");
+        let router = &wiring.init_containers[0];
+        let args = router.args.clone().unwrap_or_default().join(" ");
+        assert!(args.contains("--lease-listen 0.0.0.0:8791"), "{args}");
+        assert!(
+            router
+                .volume_mounts
+                .iter()
+                .flatten()
+                .any(|m| m.name == LEASE_VOLUME && m.read_only == Some(true))
+        );
+        assert!(
+            !wiring.agent_mounts.iter().any(|m| m.name == LEASE_VOLUME),
+            "the agent container never sees the token"
+        );
+        assert!(wiring.agent_env.iter().all(|e| e.value_from.is_none()));
+        let mut without_router =
+            provider_wiring(&workload(false), &credentials(), &defaults(), "support");
+        add_budget_lease(&mut without_router, "agent-router-lease");
+        assert!(
+            !without_router
+                .volumes
+                .iter()
+                .any(|v| v.name == LEASE_VOLUME)
+        );
     }
 
     #[test]

@@ -15,6 +15,7 @@ use serde_json::{Map, Value};
 use super::anthropic::DEFAULT_MAX_TOKENS;
 use super::usage::Usage;
 use crate::api::budget::{Pricing, cost_of, format_amount, parse_amount};
+use crate::resources::budget_lease::{Grant, GrantMode, LeaseReading, LeaseRequest, Refused};
 use crate::resources::provider_config::Allowance;
 use crate::resources::usage_report::{MAX_MODELS, ModelTally, Tally, UsageReport};
 
@@ -185,6 +186,8 @@ pub struct Book {
     pub report: UsageReport,
     /// Held by requests in flight.
     reserved: Estimate,
+    /// The most a refused request needed, since the last lease.
+    largest_refused: Refused,
 }
 
 impl Book {
@@ -192,6 +195,59 @@ impl Book {
         Self {
             report,
             reserved: Estimate::default(),
+            largest_refused: Refused::default(),
+        }
+    }
+
+    fn refused(&mut self, needed: Estimate) {
+        self.report.refused = self.report.refused.saturating_add(1);
+        self.largest_refused = Refused {
+            tokens: self.largest_refused.tokens.max(needed.tokens()),
+            cost_nanos: self.largest_refused.cost_nanos.max(needed.cost_nanos),
+        };
+    }
+
+    /// What the operator's lease call reads, with the allowance now in force.
+    fn reading(&self, allowance: Option<Allowance>) -> LeaseReading {
+        LeaseReading {
+            usage: self.report.total,
+            reserved: Refused {
+                tokens: self.reserved.tokens(),
+                cost_nanos: self.reserved.cost_nanos,
+            },
+            allowance,
+            currency: self.report.currency.clone(),
+            largest_refused: self.largest_refused,
+        }
+    }
+
+    /// The allowance `grant` makes of `current` (`None` before the first grant).
+    fn allowance_after(&self, current: Option<&Allowance>, grant: &Grant) -> Allowance {
+        let cost_used = if self.report.currency.as_deref() == Some(grant.currency.as_str()) {
+            self.report.total.cost_nanos
+        } else {
+            0
+        };
+        let held_tokens = self
+            .report
+            .total
+            .tokens()
+            .saturating_add(self.reserved.tokens());
+        let held_cost = cost_used.saturating_add(self.reserved.cost_nanos);
+        let apply = |current: Option<u64>, held: u64, room: u64| match (grant.mode, current) {
+            (GrantMode::Add, Some(current)) => current.saturating_add(room),
+            (GrantMode::Add, None) => held.saturating_add(room),
+            (GrantMode::Limit, Some(current)) => current.min(held.saturating_add(room)),
+            (GrantMode::Limit, None) => held.saturating_add(room),
+        };
+        Allowance {
+            max_tokens: grant
+                .tokens
+                .map(|room| apply(current.and_then(|a| a.max_tokens), held_tokens, room)),
+            max_cost_nanos: grant
+                .cost_nanos
+                .map(|room| apply(current.and_then(|a| a.max_cost_nanos), held_cost, room)),
+            currency: grant.currency.clone(),
         }
     }
 
@@ -248,7 +304,7 @@ impl Book {
                 self.report.currency = Some(allowance.currency.clone());
             }
             if let Err(spent) = self.check(allowance, estimate) {
-                self.report.refused = self.report.refused.saturating_add(1);
+                self.refused(estimate);
                 return Err(spent);
             }
         }
@@ -274,9 +330,8 @@ impl Book {
             output_tokens: excess,
             cost_nanos: rates.map_or(0, |r| cost_of(excess, r.output)),
         };
-        self.check(allowance, extra).inspect_err(|_| {
-            self.report.refused = self.report.refused.saturating_add(1);
-        })
+        self.check(allowance, extra)
+            .inspect_err(|_| self.refused(extra))
     }
 
     /// Replaces a request's reservation by its reported usage. `cost` is in `currency`.
@@ -356,11 +411,43 @@ pub struct ReportFiles {
     pub termination_log: Option<PathBuf>,
 }
 
+/// The allowance of a pod whose router is leased its budget by the operator.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum Leased {
+    /// Nothing is leased: the config's allowance, if any, limits the pod.
+    #[default]
+    NotLeased,
+    /// The router waits for its first lease, and refuses until then.
+    Waiting,
+    Granted {
+        allowance: Allowance,
+        /// The call that granted it, for what a refusal tells the agent.
+        terms: LeaseRequest,
+    },
+}
+
+impl Leased {
+    /// What limits a request: the config's allowance, the lease's, or nothing at all while
+    /// the router waits for its first grant.
+    pub fn allowance(&self, configured: Option<&Allowance>) -> Option<Allowance> {
+        match self {
+            Leased::NotLeased => configured.cloned(),
+            Leased::Waiting => Some(Allowance {
+                max_tokens: Some(0),
+                max_cost_nanos: None,
+                currency: String::new(),
+            }),
+            Leased::Granted { allowance, .. } => Some(allowance.clone()),
+        }
+    }
+}
+
 /// The book shared by the requests of the pod, and its writer.
 pub struct Ledger {
     book: Mutex<Book>,
     files: ReportFiles,
     changed: tokio::sync::Notify,
+    lease: Mutex<Leased>,
 }
 
 impl Ledger {
@@ -377,7 +464,55 @@ impl Ledger {
             book: Mutex::new(Book::from_report(report)),
             files,
             changed: tokio::sync::Notify::new(),
+            lease: Mutex::new(Leased::NotLeased),
         }
+    }
+
+    /// Makes the pod's spending wait for the operator's lease.
+    pub fn expect_lease(&self) {
+        *self.lease_state() = Leased::Waiting;
+    }
+
+    fn lease_state(&self) -> std::sync::MutexGuard<'_, Leased> {
+        self.lease
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    pub fn leased(&self) -> Leased {
+        self.lease_state().clone()
+    }
+
+    /// Answers the operator's lease call: applies its grant, if it brings one, and reads the
+    /// counters, under one lock so that no request falls between the two.
+    pub fn lease(&self, request: LeaseRequest) -> LeaseReading {
+        let mut book = self
+            .book
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut state = self.lease_state();
+        let current = match &*state {
+            Leased::Granted { allowance, .. } => Some(allowance.clone()),
+            _ => None,
+        };
+        // A call without a grant only reads: the terms stay those of the last grant.
+        if let Some(grant) = &request.grant {
+            if grant.cost_nanos.is_some() && book.report.currency.is_none() {
+                // Cost is counted in the budget's currency, whatever is priced first.
+                book.report.currency = Some(grant.currency.clone());
+            }
+            let allowance = book.allowance_after(current.as_ref(), grant);
+            book.largest_refused = Refused::default();
+            *state = Leased::Granted {
+                allowance,
+                terms: request,
+            };
+        }
+        let allowance = match &*state {
+            Leased::Granted { allowance, .. } => Some(allowance.clone()),
+            _ => None,
+        };
+        book.reading(allowance)
     }
 
     /// Runs `f` on the book, and has the report written when `f` changed it.

@@ -13,6 +13,7 @@ pub mod answer;
 pub mod anthropic;
 pub mod config;
 pub mod failover;
+pub mod lease;
 pub mod ledger;
 pub mod limits;
 pub mod messages;
@@ -86,6 +87,16 @@ pub struct RouterOptions {
     #[arg(long, env = "AGENT_OPERATOR_ROUTER_TERMINATION_LOG")]
     pub termination_log: Option<PathBuf>,
 
+    /// Serve the operator's budget lease on this address (the pod's, port 8791): the router
+    /// then spends only what the operator grants it. Unset, no lease is served and only the
+    /// config's allowance, if any, limits the pod.
+    #[arg(long, env = "AGENT_OPERATOR_ROUTER_LEASE_LISTEN")]
+    pub lease_listen: Option<SocketAddr>,
+
+    /// The lease token the operator presents, as mounted from the agent's lease Secret.
+    #[arg(long, env = "AGENT_OPERATOR_ROUTER_LEASE_TOKEN_FILE", default_value = DEFAULT_LEASE_TOKEN_PATH)]
+    pub lease_token_file: PathBuf,
+
     #[command(flatten)]
     pub log: LogOptions,
 
@@ -96,6 +107,8 @@ pub struct RouterOptions {
 
 /// Where the operator mounts the config: `CONFIG_DIR`/`CONFIG_FILE`, which a test checks.
 const DEFAULT_CONFIG_PATH: &str = "/etc/agentoperator/providers.json";
+/// Where the operator mounts the lease token: `LEASE_TOKEN_DIR`/`LEASE_TOKEN_KEY`.
+const DEFAULT_LEASE_TOKEN_PATH: &str = "/var/run/agentoperator/lease/token";
 
 #[derive(Debug, thiserror::Error)]
 pub enum RouterError {
@@ -147,6 +160,19 @@ pub async fn run(options: RouterOptions) -> Result<(), RouterError> {
     // What a previous router of this pod spent is the operator's to read from the start.
     ledger.write();
     tokio::spawn(ledger.clone().write_changes());
+    if let Some(address) = options.lease_listen {
+        ledger.expect_lease();
+        let listener = tokio::net::TcpListener::bind(address)
+            .await
+            .map_err(|source| RouterError::Bind { address, source })?;
+        // Served until the process exits, past SIGTERM: the operator reads a draining pod's
+        // last counters from it.
+        tokio::spawn(lease::serve(
+            listener,
+            options.lease_token_file.clone(),
+            ledger.clone(),
+        ));
+    }
     let telemetry = match options.otlp_endpoint.as_deref().filter(|e| !e.is_empty()) {
         Some(endpoint) => Some(telemetry::Telemetry::start(
             endpoint,

@@ -599,7 +599,7 @@ impl Reservation {
         model: &str,
     ) -> Result<Self, ledger::Spent> {
         let ledger = router.ledger.clone();
-        let Some(allowance) = snapshot.allowance.clone() else {
+        let Some(allowance) = ledger.leased().allowance(snapshot.allowance.as_ref()) else {
             return Ok(Self {
                 ledger,
                 estimate: Estimate::default(),
@@ -684,8 +684,10 @@ fn dearest_rates(snapshot: &Snapshot, model: &str, currency: &str) -> Option<Rat
         .max_by_key(|rates| rates.input.saturating_add(rates.output))
 }
 
-/// The answer to a request the budget has no room for. Retrying cannot help until the budget
-/// is raised, so the SDKs are told not to (`x-should-retry: false`).
+/// The answer to a request the budget has no room for. When the budget itself is spent,
+/// retrying cannot help until it is raised or its window turns, so the SDKs are told not to
+/// (`x-should-retry: false`). When only this pod's share of a leased budget is spent, the
+/// operator's next lease may bring more: the SDKs are told when to retry.
 fn budget_refused(
     router: &Router,
     dialect: Dialect,
@@ -694,15 +696,47 @@ fn budget_refused(
 ) -> Response {
     let mut report = report;
     report.router_error(router, BUDGET_EXCEEDED, 429);
+    let (message, retry_after) = match router.ledger.leased() {
+        ledger::Leased::NotLeased => (spent.describe(), None),
+        ledger::Leased::Waiting => (
+            "the agent's budget is leased to its pods by the operator, and this pod has not been leased its share yet; retry shortly".to_string(),
+            Some(1),
+        ),
+        ledger::Leased::Granted { terms, .. } if terms.window_spent => (
+            format!(
+                "the agent's budget for this window is spent{}; raise spec.budget or wait for the window to turn",
+                terms
+                    .window_end
+                    .as_deref()
+                    .map(|end| format!(" until {end}"))
+                    .unwrap_or_default()
+            ),
+            None,
+        ),
+        ledger::Leased::Granted { terms, .. } => (
+            format!(
+                "this pod's share of the agent's budget is spent until the operator's next lease: {}",
+                spent.describe()
+            ),
+            Some(terms.retry_after_seconds.max(1)),
+        ),
+    };
     let mut response = answer::error(
         dialect,
         StatusCode::TOO_MANY_REQUESTS,
         BUDGET_EXCEEDED,
-        &spent.describe(),
+        &message,
     );
-    response
-        .headers_mut()
-        .insert("x-should-retry", HeaderValue::from_static("false"));
+    let headers = response.headers_mut();
+    match retry_after {
+        Some(seconds) => {
+            headers.insert("x-should-retry", HeaderValue::from_static("true"));
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        }
+        None => {
+            headers.insert("x-should-retry", HeaderValue::from_static("false"));
+        }
+    }
     response
 }
 

@@ -5,8 +5,8 @@ use std::sync::Arc;
 
 use super::census::{Census, CensusCollector};
 use prometheus::{
-    CounterVec, Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry,
-    TextEncoder,
+    CounterVec, Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts,
+    Registry, TextEncoder,
 };
 
 /// The `kind` label of `agent_operator_task_tokens_total`.
@@ -23,6 +23,10 @@ pub struct Metrics {
     pub provider_probe_failures: IntCounterVec,
     pub agent_ready_replicas: IntGaugeVec,
     pub agent_ready: IntGaugeVec,
+    /// Share of each limit of an AgentDeployment's budget used in the current window.
+    pub agent_budget_used: GaugeVec,
+    /// The share at which the budget alerts (`spec.budget.alertAtPercent`).
+    pub agent_budget_alert: GaugeVec,
     pub failovers: IntCounterVec,
     pub task_attempts: IntCounterVec,
     pub task_duration: HistogramVec,
@@ -108,6 +112,20 @@ impl Metrics {
             ),
             &["namespace", "name"],
         )?;
+        let agent_budget_used = GaugeVec::new(
+            Opts::new(
+                "agent_operator_agent_budget_used_ratio",
+                "Share of each limit of an AgentDeployment's budget (limit=tokens|cost) used in the current window, from 0 to 1.",
+            ),
+            &["namespace", "name", "limit"],
+        )?;
+        let agent_budget_alert = GaugeVec::new(
+            Opts::new(
+                "agent_operator_agent_budget_alert_ratio",
+                "The share of an AgentDeployment's budget whose use alerts (spec.budget.alertAtPercent / 100).",
+            ),
+            &["namespace", "name"],
+        )?;
         let failovers = IntCounterVec::new(
             Opts::new(
                 "agent_operator_failovers_total",
@@ -162,6 +180,8 @@ impl Metrics {
         registry.register(Box::new(task_cost.clone()))?;
         registry.register(Box::new(agent_ready_replicas.clone()))?;
         registry.register(Box::new(agent_ready.clone()))?;
+        registry.register(Box::new(agent_budget_used.clone()))?;
+        registry.register(Box::new(agent_budget_alert.clone()))?;
         registry.register(Box::new(failovers.clone()))?;
         registry.register(Box::new(reconciles.clone()))?;
         registry.register(Box::new(reconcile_errors.clone()))?;
@@ -181,6 +201,8 @@ impl Metrics {
             provider_probe_failures,
             agent_ready_replicas,
             agent_ready,
+            agent_budget_used,
+            agent_budget_alert,
             failovers,
             task_attempts,
             task_duration,

@@ -46,11 +46,13 @@ pub const CONTROLLER_PERMISSIONS: &[Permission] = &[
         ],
         verbs: &["patch"],
     },
-    // `get` reads a task's `inputFrom` Secret; list and watch feed the credential caches.
+    // `get` reads a task's `inputFrom` Secret; list and watch feed the credential caches;
+    // `create`, `patch` and `delete` keep the lease Secret of an agent with a budget, the
+    // only Secret the operator writes.
     Permission {
         group: "",
         resources: &["secrets"],
-        verbs: &["get", "list", "watch"],
+        verbs: &["get", "list", "watch", "create", "patch", "delete"],
     },
     // `get` reads a task's `inputFrom` ConfigMap.
     Permission {

@@ -4,6 +4,9 @@
 //! Service's name, its `namespace` the operator's, and the ServiceMonitor's `honorLabels`), and
 //! evaluates the chart's PrometheusRule. Each alert is brought about by the state it describes
 //! and must name the object at fault; every dashboard query must evaluate and show series.
+//! One exception: `AgentBudgetNearlySpent` needs routers that spend, which only the real node
+//! runs, so here it is only evaluated; `tests/pods/budgets.rs` brings about the two series it
+//! compares.
 
 use crate::support::net::closed_endpoint;
 use std::path::{Path, PathBuf};

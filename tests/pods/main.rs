@@ -8,6 +8,7 @@
 mod support;
 
 mod agents;
+mod budgets;
 mod image;
 mod operator;
 mod tasks;

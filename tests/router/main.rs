@@ -13,6 +13,7 @@ mod budget;
 mod failover;
 mod fidelity;
 mod guards;
+mod lease;
 mod messages;
 mod reload;
 mod sdk;

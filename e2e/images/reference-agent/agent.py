@@ -17,6 +17,8 @@ Parameters a task may set, to exercise the operator's handling of failing worker
   exitCode  exit with this code after writing `message` (or the answer) as the result
   message   the result text written before a forced exit
 
+AGENT_MAX_TOKENS=N sets max_tokens on every request (the SDK's default sends none).
+
 AGENT_LOAD=N makes a served agent ask the router N times a second in the background and count
 each outcome; on exit the counts become the container's termination message, so that a test can
 see whether any request failed across a rollout.
@@ -38,6 +40,7 @@ import openai
 
 PROVIDERS_FILE = os.environ.get("AGENT_OPERATOR_PROVIDERS_FILE", "/etc/agentoperator/providers.json")
 MODEL = os.environ.get("AGENT_MODEL", "gpt-4o-mini")
+MAX_TOKENS = int(os.environ["AGENT_MAX_TOKENS"]) if os.environ.get("AGENT_MAX_TOKENS") else None
 EX_DATAERR = 65
 EX_UNAVAILABLE = 69
 
@@ -57,12 +60,14 @@ def client():
 
 
 def ask(question):
+    limits = {"max_tokens": MAX_TOKENS} if MAX_TOKENS else {}
     answer = client().chat.completions.create(
         model=MODEL,
         messages=[
             {"role": "system", "content": "You are a support agent. Answer briefly."},
             {"role": "user", "content": question},
         ],
+        **limits,
     )
     return answer.choices[0].message.content or "", answer.model
 

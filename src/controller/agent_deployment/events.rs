@@ -81,6 +81,53 @@ pub fn events_for(
     events
 }
 
+/// Events of an agent's budget: a limit crossing its alert share, the window spent, and the
+/// budget back after the window turned or the limit was raised.
+pub fn budget_events(
+    previous: Option<&AgentDeploymentStatus>,
+    next: &AgentDeploymentStatus,
+    alert_percent: Option<i32>,
+    outcome: Option<&super::lease::Outcome>,
+) -> Vec<AgentEvent> {
+    let mut events = Vec::new();
+    let (Some(alert_percent), Some(outcome)) = (alert_percent, outcome) else {
+        return events;
+    };
+    let was = condition_of(previous, condition::BUDGET_EXCEEDED).map(|c| c.0);
+    let now = condition_of(Some(next), condition::BUDGET_EXCEEDED);
+    let threshold = f64::from(alert_percent);
+    for (limit, percent) in &outcome.used_percent {
+        let before = outcome
+            .used_percent_before
+            .iter()
+            .find(|(l, _)| l == limit)
+            .map_or(0.0, |(_, p)| *p);
+        if before < threshold && *percent >= threshold {
+            events.push(AgentEvent {
+                warning: true,
+                reason: "BudgetAlert",
+                note: format!(
+                    "{percent:.0}% of the {limit} budget is used (alert at {alert_percent}%)"
+                ),
+            });
+        }
+    }
+    match (was, now) {
+        (was, Some(("True", message))) if was != Some("True") => events.push(AgentEvent {
+            warning: true,
+            reason: "BudgetExceeded",
+            note: message.to_string(),
+        }),
+        (Some("True"), Some(("False", message))) => events.push(AgentEvent {
+            warning: false,
+            reason: "BudgetRestored",
+            note: message.to_string(),
+        }),
+        _ => {}
+    }
+    events
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,7 +1,9 @@
 //! The AgentDeployment controller: keeps each agent's children as its spec and its providers'
 //! health say, and reports truthful status.
 
+mod budget;
 pub mod events;
+mod lease;
 pub mod reconcile;
 pub mod status;
 pub mod watches;
@@ -157,6 +159,17 @@ pub fn forget_metrics(metrics: &Metrics, agent: &AgentDeployment) {
     let _ = metrics.agent_ready_replicas.remove_label_values(&labels);
     let _ = metrics.agent_ready.remove_label_values(&labels);
     let _ = metrics.failovers.remove_label_values(&labels);
+    forget_budget_metrics(metrics, &labels);
+}
+
+/// Removes the budget's series, when the agent or its budget is gone.
+pub fn forget_budget_metrics(metrics: &Metrics, labels: &[&str; 2]) {
+    let _ = metrics.agent_budget_alert.remove_label_values(labels);
+    for limit in ["tokens", "cost"] {
+        let _ = metrics
+            .agent_budget_used
+            .remove_label_values(&[labels[0], labels[1], limit]);
+    }
 }
 
 fn error_policy(

@@ -13,13 +13,16 @@ use kube::{Resource, ResourceExt};
 use tracing::instrument;
 
 use super::AgentController;
-use super::events::events_for;
+use super::events::{budget_events, events_for};
 use super::status::{BrokenReference, StatusInputs, desired_status, pod_problems};
 use crate::api::AgentDeployment;
 use crate::api::conditions::is_condition_true;
 use crate::api::llm_provider::{LLMProvider, condition as provider_condition};
 use crate::controller::apply::{apply_if_changed, delete_if_present};
 use crate::controller::chain::resolve_chain;
+use crate::resources::budget_lease::{
+    LEASE_INTERVAL, LEASE_TOKEN_KEY, lease_secret, lease_secret_name, new_token,
+};
 use crate::resources::deployment::{DeploymentInputs, SECRETS_HASH_ANNOTATION, deployment};
 use crate::resources::labels::selector_string;
 use crate::resources::names::{DNS_SUBDOMAIN_MAX, child_name, service_name};
@@ -69,6 +72,7 @@ pub struct ChildNames {
     pub service: String,
     pub service_account: String,
     pub config_map: String,
+    pub lease_secret: String,
 }
 
 pub fn child_names(agent: &str) -> ChildNames {
@@ -77,6 +81,7 @@ pub fn child_names(agent: &str) -> ChildNames {
         service: service_name(agent),
         service_account: child_name(agent, "", DNS_SUBDOMAIN_MAX),
         config_map: child_name(agent, "providers", DNS_SUBDOMAIN_MAX),
+        lease_secret: lease_secret_name(agent),
     }
 }
 
@@ -115,6 +120,13 @@ pub async fn reconcile(
         .deployments
         .get(&ObjectRef::new(&names.deployment).within(&namespace));
 
+    // With a budget, the routers are leased it with the token of the agent's lease Secret,
+    // made once and kept: a new token would refuse the operator until every pod restarted.
+    let leased = agent.spec.budget.is_some() && router_of(&agent.spec.workload).is_some();
+    let lease_token = leased.then(|| {
+        lease_token(&controller, &namespace, &names.lease_secret).unwrap_or_else(new_token)
+    });
+
     // Build the desired children.
     let credentials: Vec<_> = chain
         .iter()
@@ -136,6 +148,7 @@ pub async fn reconcile(
             current_deployment.as_deref(),
         ),
         router: controller.context.router.clone(),
+        lease_secret: leased.then(|| names.lease_secret.clone()),
     };
     // A Deployment created before its providers' first probe would hash credentials not yet
     // judged, and roll every pod again once they are: one apply of an agent with its provider
@@ -182,6 +195,26 @@ pub async fn reconcile(
                 name: names.service_account.clone(),
                 source,
             })?;
+        }
+        match &lease_token {
+            Some(token) => {
+                apply_if_changed(
+                    client,
+                    &caches.secrets,
+                    lease_secret(&agent, &names.lease_secret, token),
+                )
+                .await
+                .map_err(apply_err("Secret", &names.lease_secret))?;
+            }
+            None => {
+                delete_if_present(client, &caches.secrets, &namespace, &names.lease_secret)
+                    .await
+                    .map_err(|source| ReconcileError::Delete {
+                        kind: "Secret",
+                        name: names.lease_secret.clone(),
+                        source,
+                    })?;
+            }
         }
         let config_map = config_map(&agent, &names.config_map, &config);
         let config_hash = config_hash(&config_map);
@@ -255,6 +288,28 @@ pub async fn reconcile(
     let pods = running_pods(&controller, &namespace, &name);
     let agent_pods: Vec<&Pod> = pods.iter().map(|p| p.as_ref()).collect();
     let problems = pod_problems(&agent_pods);
+    // Counting, events and the write decision compare against the status we last wrote.
+    let uid = agent.uid().unwrap_or_default();
+    let previous = controller.written.previous(&uid, agent.status.as_ref());
+    let budget = match (&agent.spec.budget, &lease_token) {
+        (Some(budget), Some(token)) => Some(
+            super::lease::round(
+                &controller.context.http,
+                token,
+                budget,
+                previous.as_ref().and_then(|s| s.budget.as_ref()),
+                previous
+                    .as_ref()
+                    .map(|s| s.conditions.as_slice())
+                    .unwrap_or_default(),
+                agent.meta().generation,
+                &leased_pods(&agent_pods),
+                Timestamp::now(),
+            )
+            .await,
+        ),
+        _ => None,
+    };
     let inputs = StatusInputs {
         pod_problems: &problems,
         generation: agent.meta().generation,
@@ -264,10 +319,8 @@ pub async fn reconcile(
         unjudged_credentials: &unjudged_credentials,
         suspended: agent.spec.suspend,
         selector: selector_string(&name),
+        budget: budget.as_ref(),
     };
-    // Counting, events and the write decision compare against the status we last wrote.
-    let uid = agent.uid().unwrap_or_default();
-    let previous = controller.written.previous(&uid, agent.status.as_ref());
     let status = desired_status(previous.as_ref(), &inputs, Timestamp::now());
     let metrics = &controller.context.metrics;
     let labels = [namespace.as_str(), name.as_str()];
@@ -295,6 +348,25 @@ pub async fn reconcile(
             .with_label_values(&[namespace.as_str(), name.as_str()])
             .inc();
     }
+    match (&budget, &agent.spec.budget) {
+        (Some(outcome), Some(spec)) => {
+            for (limit, percent) in &outcome.used_percent {
+                metrics
+                    .agent_budget_used
+                    .with_label_values(&[namespace.as_str(), name.as_str(), limit])
+                    .set(percent / 100.0);
+            }
+            metrics
+                .agent_budget_alert
+                .with_label_values(&labels)
+                .set(f64::from(spec.alert_at_percent) / 100.0);
+        }
+        _ => super::forget_budget_metrics(metrics, &labels),
+    }
+    let alert_percent = agent.spec.budget.as_ref().map(|b| b.alert_at_percent);
+    for event in budget_events(previous.as_ref(), &status, alert_percent, budget.as_ref()) {
+        controller.context.publish_event(&agent, event).await;
+    }
     for event in events_for(previous.as_ref(), &status, &chain) {
         controller.context.publish_event(&agent, event).await;
     }
@@ -321,9 +393,42 @@ pub async fn reconcile(
         // does not.
         return Ok(Action::requeue(CREDENTIAL_GRACE - age));
     }
+    if budget.is_some() {
+        // The next lease round: the routers' usage reaches the operator only by being read.
+        return Ok(Action::requeue(LEASE_INTERVAL));
+    }
     // Owned objects, providers and Secrets all trigger reconciles through watches; the periodic
     // requeue only repairs drift nobody announced.
     Ok(Action::requeue(std::time::Duration::from_secs(600)))
+}
+
+/// The pods whose routers are leased the budget: those the kubelet runs, with their
+/// addresses; a terminating pod still counts, for its last readings.
+fn leased_pods(pods: &[&Pod]) -> Vec<super::lease::LeasedPod> {
+    pods.iter()
+        .filter(|pod| {
+            pod.status
+                .as_ref()
+                .and_then(|s| s.phase.as_deref())
+                .is_some_and(|phase| phase == "Running" || phase == "Pending")
+        })
+        .map(|pod| super::lease::LeasedPod {
+            name: pod.name_any(),
+            address: pod.status.as_ref().and_then(|s| s.pod_ip.clone()),
+        })
+        .collect()
+}
+
+/// The token of the agent's lease Secret, if it exists and has one.
+fn lease_token(controller: &AgentController, namespace: &str, secret: &str) -> Option<String> {
+    let secret = controller
+        .caches
+        .secrets
+        .get(&ObjectRef::new(secret).within(namespace))?;
+    let token = secret.data.as_ref()?.get(LEASE_TOKEN_KEY)?;
+    String::from_utf8(token.0.clone())
+        .ok()
+        .filter(|t| !t.is_empty())
 }
 
 /// The agent's pods in the cache.

@@ -119,6 +119,8 @@ pub struct StatusInputs<'a> {
     pub unjudged_credentials: &'a [String],
     pub suspended: bool,
     pub selector: String,
+    /// With `spec.budget`: this round's lease.
+    pub budget: Option<&'a super::lease::Outcome>,
 }
 
 /// Facts of the Deployment's rollout.
@@ -428,6 +430,9 @@ pub fn desired_status(
         .map(|s| s.conditions.as_slice())
         .unwrap_or_default();
     let mut desired_conditions = vec![ready, progressing, degraded, providers_ready];
+    if let Some(budget) = inputs.budget {
+        desired_conditions.push(budget.condition.clone());
+    }
     desired_conditions.extend(progress.conditions());
     let conditions = merge_conditions(existing, &desired_conditions, inputs.generation, now);
     let (replicas, ready_replicas, updated_replicas, desired) = rollout
@@ -453,6 +458,12 @@ pub fn desired_status(
                 reason: p.reason.clone(),
             })
             .collect(),
+        budget: inputs.budget.and_then(|budget| {
+            budget
+                .status
+                .clone()
+                .or_else(|| previous.and_then(|p| p.budget.clone()))
+        }),
     }
 }
 
@@ -503,6 +514,7 @@ mod tests {
             unjudged_credentials: &[],
             suspended: false,
             selector: "s=a".into(),
+            budget: None,
         };
         desired_status(None, &inputs, Timestamp::from_second(1).expect("ts"))
     }
@@ -681,6 +693,7 @@ mod tests {
                 unjudged_credentials: &["a".to_string()],
                 suspended: false,
                 selector: "s=a".into(),
+                budget: None,
             };
             let s = desired_status(None, &inputs, Timestamp::from_second(1).expect("ts"));
             assert_eq!(
@@ -724,6 +737,7 @@ mod tests {
             unjudged_credentials: &[],
             suspended: false,
             selector: "s".into(),
+            budget: None,
         };
         desired_status(None, &inputs, Timestamp::from_second(1).expect("ts"))
     }
@@ -843,6 +857,7 @@ mod tests {
             unjudged_credentials: &[],
             suspended: false,
             selector: "s".into(),
+            budget: None,
         };
         let first = desired_status(None, &inputs, Timestamp::from_second(1).expect("ts"));
         let second = desired_status(

@@ -1,0 +1,215 @@
+//! One round of an AgentDeployment's budget lease: read every running pod's router, count
+//! what they spent, take back room from pods holding too much, then give room to pods
+//! holding too little. Two calls per pod per round, on the pods' own addresses: no request to
+//! the API server, whatever the agent's traffic. The arithmetic is in `budget`.
+
+use std::time::Duration;
+
+use jiff::Timestamp;
+
+use super::budget::{Accounts, Limits, window};
+use crate::api::agent_deployment::condition;
+use crate::api::budget::{AgentBudget, AgentBudgetStatus};
+use crate::api::conditions::{ConditionStatus, DesiredCondition};
+use crate::resources::budget_lease::{
+    Grant, GrantMode, LEASE_INTERVAL, LEASE_PATH, LEASE_PORT, LeaseReading, LeaseRequest,
+};
+
+/// Longest wait for one router's answer: a router that takes longer keeps its room until the
+/// next round.
+const CALL_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// A running pod whose router is leased the budget.
+#[derive(Clone, Debug)]
+pub struct LeasedPod {
+    pub name: String,
+    /// `None` before the pod has an address.
+    pub address: Option<String>,
+}
+
+/// What a round found.
+#[derive(Clone, Debug)]
+pub struct Outcome {
+    /// `None` when the window cannot be computed: the last status is kept.
+    pub status: Option<AgentBudgetStatus>,
+    pub condition: DesiredCondition,
+    /// The share of each limit used, in percent, for the metrics and alerts.
+    pub used_percent: Vec<(&'static str, f64)>,
+    /// The same, as the last status left it in this window: an alert fires on the crossing.
+    pub used_percent_before: Vec<(&'static str, f64)>,
+}
+
+/// Whether the last status said the window was spent, for the same window and spec: a spent
+/// window stays spent while nothing changes, though the agent, told not to retry, no longer
+/// asks.
+pub fn was_spent(
+    previous: Option<&AgentBudgetStatus>,
+    conditions: &[k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition],
+    generation: Option<i64>,
+    window_start: &str,
+) -> bool {
+    previous.is_some_and(|p| p.window_start == window_start)
+        && conditions.iter().any(|c| {
+            c.type_ == condition::BUDGET_EXCEEDED
+                && c.status == "True"
+                && c.reason == SPENT
+                && c.observed_generation == generation
+        })
+}
+
+const SPENT: &str = "WindowSpent";
+
+/// Runs one round for `pods`.
+#[allow(clippy::too_many_arguments)]
+pub async fn round(
+    http: &reqwest::Client,
+    token: &str,
+    budget: &AgentBudget,
+    previous: Option<&AgentBudgetStatus>,
+    conditions: &[k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition],
+    generation: Option<i64>,
+    pods: &[LeasedPod],
+    now: Timestamp,
+) -> Outcome {
+    let window = match window(&budget.window, now) {
+        Ok(window) => window,
+        Err(message) => {
+            return Outcome {
+                status: None,
+                condition: DesiredCondition::new(
+                    condition::BUDGET_EXCEEDED,
+                    ConditionStatus::True,
+                    "InvalidTimeZone",
+                    format!("{message}; the routers spend nothing until it is fixed"),
+                ),
+                used_percent: Vec::new(),
+                used_percent_before: Vec::new(),
+            };
+        }
+    };
+    let spent_before = was_spent(previous, conditions, generation, &window.start.to_string());
+    let names: Vec<String> = pods.iter().map(|p| p.name.clone()).collect();
+    let mut accounts = Accounts::open(Limits::of(budget), window, previous, &names);
+    accounts.stay_spent(spent_before);
+    let used_percent_before = accounts.used_percent();
+    let client = LeaseClient { http, token };
+    for pod in pods {
+        if let Some(reading) = client.call(pod, &LeaseRequest::default()).await {
+            accounts.read(&pod.name, &reading);
+        }
+    }
+    let spent = accounts.spent();
+    let terms = LeaseRequest {
+        grant: None,
+        window_spent: spent.is_some(),
+        window_end: Some(accounts.window().end.to_string()),
+        retry_after_seconds: LEASE_INTERVAL.as_secs(),
+    };
+    let mut answered: Vec<String> = Vec::new();
+    for (pod, grant) in accounts.lowerings() {
+        if let Some(reading) = client.grant(pods, &pod, grant, &terms).await {
+            accounts.read(&pod, &reading);
+        }
+        answered.push(pod);
+    }
+    for (pod, grant) in accounts.additions() {
+        if let Some(reading) = client.grant(pods, &pod, grant, &terms).await {
+            accounts.read(&pod, &reading);
+        }
+        answered.push(pod);
+    }
+    // Every other router hears the terms (and that its refusals were seen) with an empty
+    // addition, which changes no allowance.
+    let limits = Limits::of(budget);
+    for pod in accounts.reached() {
+        if answered.contains(&pod) {
+            continue;
+        }
+        let nothing = Grant {
+            mode: GrantMode::Add,
+            tokens: limits.tokens.map(|_| 0),
+            cost_nanos: limits.cost_nanos.map(|_| 0),
+            currency: limits.currency.clone(),
+        };
+        if let Some(reading) = client.grant(pods, &pod, nothing, &terms).await {
+            accounts.read(&pod, &reading);
+        }
+    }
+    let condition = match &spent {
+        Some(why) => DesiredCondition::new(
+            condition::BUDGET_EXCEEDED,
+            ConditionStatus::True,
+            SPENT,
+            format!("{why}; the routers refuse LLM calls until then"),
+        ),
+        None => DesiredCondition::new(
+            condition::BUDGET_EXCEEDED,
+            ConditionStatus::False,
+            "WithinBudget",
+            accounts.summary(),
+        ),
+    };
+    Outcome {
+        used_percent: accounts.used_percent(),
+        used_percent_before,
+        status: Some(accounts.status()),
+        condition,
+    }
+}
+
+struct LeaseClient<'a> {
+    http: &'a reqwest::Client,
+    token: &'a str,
+}
+
+impl LeaseClient<'_> {
+    async fn grant(
+        &self,
+        pods: &[LeasedPod],
+        pod: &str,
+        grant: Grant,
+        terms: &LeaseRequest,
+    ) -> Option<LeaseReading> {
+        let pod = pods.iter().find(|p| p.name == pod)?;
+        let request = LeaseRequest {
+            grant: Some(grant),
+            ..terms.clone()
+        };
+        self.call(pod, &request).await
+    }
+
+    /// One call; `None` when the router did not answer, which the round survives.
+    async fn call(&self, pod: &LeasedPod, request: &LeaseRequest) -> Option<LeaseReading> {
+        let address = pod.address.as_deref()?;
+        let host = if address.contains(':') {
+            format!("[{address}]")
+        } else {
+            address.to_string()
+        };
+        let url = format!("http://{host}:{LEASE_PORT}{LEASE_PATH}");
+        let answer = self
+            .http
+            .post(&url)
+            .bearer_auth(self.token)
+            .json(request)
+            .timeout(CALL_TIMEOUT)
+            .send()
+            .await
+            .and_then(reqwest::Response::error_for_status);
+        match answer {
+            Ok(response) => match response.json::<LeaseReading>().await {
+                Ok(reading) => Some(reading),
+                Err(error) => {
+                    tracing::warn!(pod = %pod.name, %error, "the router's lease answer is not readable");
+                    None
+                }
+            },
+            Err(error) => {
+                // A pod still starting has no router listening yet: expected, and retried
+                // next round.
+                tracing::debug!(pod = %pod.name, %error, "cannot reach the router's lease");
+                None
+            }
+        }
+    }
+}
