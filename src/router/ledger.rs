@@ -448,6 +448,9 @@ pub struct Ledger {
     files: ReportFiles,
     changed: tokio::sync::Notify,
     lease: Mutex<Leased>,
+    /// Set once the last request has finished: the next lease call reads the final counters.
+    stopping: std::sync::atomic::AtomicBool,
+    final_read: tokio::sync::Notify,
 }
 
 impl Ledger {
@@ -465,7 +468,19 @@ impl Ledger {
             files,
             changed: tokio::sync::Notify::new(),
             lease: Mutex::new(Leased::NotLeased),
+            stopping: std::sync::atomic::AtomicBool::new(false),
+            final_read: tokio::sync::Notify::new(),
         }
+    }
+
+    /// Waits, at most `patience`, for the operator to read the counters as the router stops
+    /// with them: what the pod spent since the last lease round is then counted, not lost with
+    /// the pod. Called after the last request finished.
+    pub async fn await_final_read(&self, patience: std::time::Duration) -> bool {
+        let read = self.final_read.notified();
+        self.stopping
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        tokio::time::timeout(patience, read).await.is_ok()
     }
 
     /// Makes the pod's spending wait for the operator's lease.
@@ -512,6 +527,10 @@ impl Ledger {
             Leased::Granted { allowance, .. } => Some(allowance.clone()),
             _ => None,
         };
+        if self.stopping.load(std::sync::atomic::Ordering::SeqCst) {
+            // `notify_one` keeps the permit if the waiter is not polled yet.
+            self.final_read.notify_one();
+        }
         book.reading(allowance)
     }
 

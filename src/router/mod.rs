@@ -93,6 +93,12 @@ pub struct RouterOptions {
     #[arg(long, env = "AGENT_OPERATOR_ROUTER_LEASE_LISTEN")]
     pub lease_listen: Option<SocketAddr>,
 
+    /// How long a leased router, asked to stop, waits for the operator to read its final
+    /// counters. Within the pod's termination grace period (30 s by default), and longer than
+    /// one lease interval (10 s).
+    #[arg(long, env = "AGENT_OPERATOR_ROUTER_FINAL_READ_WAIT", default_value = "15s", value_parser = humantime::parse_duration)]
+    pub final_read_wait: Duration,
+
     /// The lease token the operator presents, as mounted from the agent's lease Secret.
     #[arg(long, env = "AGENT_OPERATOR_ROUTER_LEASE_TOKEN_FILE", default_value = DEFAULT_LEASE_TOKEN_PATH)]
     pub lease_token_file: PathBuf,
@@ -215,6 +221,14 @@ pub async fn run(options: RouterOptions) -> Result<(), RouterError> {
     // The requests in flight have finished: the report the kubelet reads is complete, and the
     // last spans and metrics can go.
     ledger.write();
+    if options.lease_listen.is_some() {
+        // A leased pod's usage since the last round reaches the operator only by being read.
+        if ledger.await_final_read(options.final_read_wait).await {
+            tracing::info!("the operator read the final counters");
+        } else {
+            tracing::warn!(waited = ?options.final_read_wait, "no final lease reading; the usage since the last one is not counted");
+        }
+    }
     // The exporters block while they flush: off the runtime's one thread.
     let _ = tokio::task::spawn_blocking(move || {
         if let Some(telemetry) = &router.telemetry {

@@ -218,6 +218,18 @@ impl RouterProcess {
         let _ = self.child.wait();
     }
 
+    /// Sends SIGTERM, as the kubelet does, without waiting for the router to exit.
+    pub fn ask_to_stop(&self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+    }
+
+    /// Whether the process has exited.
+    pub fn exited(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(Some(_)))
+    }
+
     /// The report once it counts `requests` answered requests, in the router's usage file
     /// (as on the pod's usage volume) and, the same, in its termination message: both are
     /// written just after each answer.

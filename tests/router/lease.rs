@@ -188,3 +188,36 @@ async fn a_pod_spends_only_what_it_is_granted_and_a_spent_window_says_not_to_ret
     );
     assert_eq!(leased.fake.requests(), 2 + fits, "nothing more was sent");
 }
+
+#[tokio::test]
+async fn a_stopping_router_waits_for_the_operator_to_read_its_last_counters() {
+    let mut leased = Leased::start().await;
+    leased.lease(&grant(GrantMode::Add, 100_000, false)).await;
+    for _ in 0..3 {
+        assert_eq!(
+            leased.router.post(&small_request()).await.status().as_u16(),
+            200
+        );
+    }
+    leased.router.ask_to_stop();
+    // Past the agent endpoint's shutdown, the router is still there for the lease.
+    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    assert!(!leased.router.exited(), "it waits for a last reading");
+    let last = leased.lease(&LeaseRequest::default()).await;
+    assert_eq!(last.usage.requests, 3, "the final counters");
+    let mut exited = false;
+    for _ in 0..50 {
+        if leased.router.exited() {
+            exited = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(exited, "read, it stops: {}", leased.router.logs());
+    assert!(
+        leased
+            .router
+            .logs()
+            .contains("the operator read the final counters")
+    );
+}

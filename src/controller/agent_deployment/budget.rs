@@ -146,6 +146,8 @@ struct PodAccount {
     /// What the last readings added, to share the free budget by load.
     recent_tokens: u64,
     reached: bool,
+    /// Being deleted: it is read to the end, and gets no more room.
+    stopping: bool,
     largest_refused: Amount,
 }
 
@@ -253,6 +255,13 @@ impl Accounts {
     /// agent not to retry, and see no more refusals because it obeys.
     pub fn stay_spent(&mut self, spent_before: bool) {
         self.spent_before = spent_before;
+    }
+
+    /// Marks a pod being deleted: its room is taken back, and its last readings still count.
+    pub fn stopping(&mut self, pod: &str) {
+        if let Some(account) = self.pods.iter_mut().find(|p| p.pod == pod) {
+            account.stopping = true;
+        }
     }
 
     /// The pods whose routers answered this round.
@@ -392,7 +401,7 @@ impl Accounts {
     /// `unspent` shared among the reached pods, half evenly and half by recent load.
     fn shares(&self, unspent: Amount) -> Vec<(usize, Amount)> {
         let reached: Vec<usize> = (0..self.pods.len())
-            .filter(|&i| self.pods[i].reached)
+            .filter(|&i| self.pods[i].reached && !self.pods[i].stopping)
             .collect();
         let count = reached.len() as u128;
         let load: u128 = reached
@@ -431,20 +440,28 @@ impl Accounts {
     /// are computed from their answers.
     pub fn lowerings(&self) -> Vec<(String, Grant)> {
         let spent = self.spent().is_some();
+        let stopping = (0..self.pods.len())
+            .filter(|&i| self.pods[i].reached && self.pods[i].stopping)
+            .map(|i| (i, Amount::default()));
         self.targets()
             .into_iter()
+            .chain(stopping)
             .filter(|(i, target)| {
                 let room = self.pods[*i].room;
                 let over = |room: u64, target: u64| room > target.saturating_mul(2);
-                spent
-                    && ((self.limits.tokens.is_some() && room.tokens > 0)
-                        || (self.limits.cost_nanos.is_some() && room.cost_nanos > 0))
+                let holds = (self.limits.tokens.is_some() && room.tokens > 0)
+                    || (self.limits.cost_nanos.is_some() && room.cost_nanos > 0);
+                (spent || self.pods[*i].stopping) && holds
                     || (self.limits.tokens.is_some() && over(room.tokens, target.tokens))
                     || (self.limits.cost_nanos.is_some()
                         && over(room.cost_nanos, target.cost_nanos))
             })
             .map(|(i, target)| {
-                let target = if spent { Amount::default() } else { target };
+                let target = if spent || self.pods[i].stopping {
+                    Amount::default()
+                } else {
+                    target
+                };
                 (
                     self.pods[i].pod.clone(),
                     self.limits.grant(GrantMode::Limit, target),
@@ -885,6 +902,29 @@ mod tests {
         let additions = accounts.additions();
         assert_eq!(additions.len(), 1, "{additions:?}");
         assert_eq!(additions[0].1.tokens, Some(120), "all that is free");
+    }
+
+    #[test]
+    fn a_pod_being_deleted_gives_its_room_back_and_its_share_goes_to_the_others() {
+        let names = pods(&["a", "b"]);
+        let mut accounts = Accounts::open(limits(1_000), the_day(), None, &names);
+        accounts.read("a", &reading(0, Some(500)));
+        accounts.read("b", &reading(0, Some(500)));
+        accounts.stopping("b");
+        let lowerings = accounts.lowerings();
+        assert_eq!(lowerings.len(), 1);
+        assert_eq!(lowerings[0].0, "b");
+        assert_eq!(lowerings[0].1.tokens, Some(0));
+        accounts.read("b", &reading(0, Some(0)));
+        let additions = accounts.additions();
+        assert_eq!(
+            additions.len(),
+            0,
+            "a holds 500 of its 1000 share: not under half"
+        );
+        let targets = accounts.targets();
+        assert_eq!(targets.len(), 1, "only a has a share");
+        assert_eq!(targets[0].1.tokens, 1_000);
     }
 
     #[test]

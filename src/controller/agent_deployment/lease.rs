@@ -25,6 +25,8 @@ pub struct LeasedPod {
     pub name: String,
     /// `None` before the pod has an address.
     pub address: Option<String>,
+    /// Being deleted: read until it is gone, and given no more room.
+    pub stopping: bool,
 }
 
 /// What a round found.
@@ -91,6 +93,9 @@ pub async fn round(
     let names: Vec<String> = pods.iter().map(|p| p.name.clone()).collect();
     let mut accounts = Accounts::open(Limits::of(budget), window, previous, &names);
     accounts.stay_spent(spent_before);
+    for pod in pods.iter().filter(|p| p.stopping) {
+        accounts.stopping(&pod.name);
+    }
     let used_percent_before = accounts.used_percent();
     let client = LeaseClient { http, token };
     for pod in pods {

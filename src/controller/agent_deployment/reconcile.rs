@@ -415,6 +415,7 @@ fn leased_pods(pods: &[&Pod]) -> Vec<super::lease::LeasedPod> {
         .map(|pod| super::lease::LeasedPod {
             name: pod.name_any(),
             address: pod.status.as_ref().and_then(|s| s.pod_ip.clone()),
+            stopping: pod.metadata.deletion_timestamp.is_some(),
         })
         .collect()
 }
