@@ -8,6 +8,9 @@
 use std::collections::HashMap;
 use std::sync::Mutex;
 
+use serde::Serialize;
+use serde_json::{Map, Value};
+
 pub struct WrittenStatus<S> {
     by_uid: Mutex<HashMap<String, S>>,
 }
@@ -44,9 +47,63 @@ impl<S: Clone> WrittenStatus<S> {
     }
 }
 
+/// The JSON merge patch (RFC 7386) that turns the status `old` into `new`, as `{"status": …}`.
+/// Optional fields are left out of a serialized status when they are unset, and a merge patch
+/// keeps what it does not mention: without an explicit `null`, a fact that ceased to be true
+/// (an active provider, a budget taken off) would stay in the status.
+pub fn status_patch<S: Serialize>(old: Option<&S>, new: &S) -> Value {
+    let new = serde_json::to_value(new).unwrap_or(Value::Null);
+    let old = old.and_then(|old| serde_json::to_value(old).ok());
+    serde_json::json!({ "status": merge_diff(old.as_ref(), new) })
+}
+
+fn merge_diff(old: Option<&Value>, new: Value) -> Value {
+    match (old, new) {
+        (Some(Value::Object(old)), Value::Object(new)) => {
+            let mut patch = Map::new();
+            for key in old.keys() {
+                if !new.contains_key(key) {
+                    patch.insert(key.clone(), Value::Null);
+                }
+            }
+            for (key, value) in new {
+                let diff = merge_diff(old.get(&key), value);
+                patch.insert(key, diff);
+            }
+            Value::Object(patch)
+        }
+        (_, new) => new,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_field_that_is_gone_is_nulled_however_deep_and_arrays_are_replaced() {
+        let old = serde_json::json!({
+            "activeProvider": "openai",
+            "budget": {"windowStart": "a", "usage": {"cost": "0.1", "requests": 1}},
+            "conditions": [{"type": "Ready"}, {"type": "BudgetExceeded"}]
+        });
+        let new = serde_json::json!({
+            "budget": {"windowStart": "b", "usage": {"requests": 2}},
+            "conditions": [{"type": "Ready"}]
+        });
+        assert_eq!(
+            status_patch(Some(&old), &new),
+            serde_json::json!({"status": {
+                "activeProvider": null,
+                "budget": {"windowStart": "b", "usage": {"cost": null, "requests": 2}},
+                "conditions": [{"type": "Ready"}]
+            }})
+        );
+        assert_eq!(
+            status_patch(None, &new),
+            serde_json::json!({ "status": new })
+        );
+    }
 
     #[test]
     fn the_last_write_wins_over_the_cache() {

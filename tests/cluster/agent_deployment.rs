@@ -301,6 +301,16 @@ async fn failover_moves_the_active_provider_without_restarting_pods() {
         generation_after, generation_before,
         "failover changed the config file, not the pod template"
     );
+
+    // With no provider left the status names none: a merge patch that left the field out
+    // would keep the last one there.
+    first.set(|b| b.status = Some(503));
+    second.set(|b| b.status = Some(503));
+    wait_until(WAIT, "no provider to be active", || async {
+        let status = agents.get("support").await.ok()?.status?;
+        status.active_provider.is_none().then_some(())
+    })
+    .await;
 }
 
 #[tokio::test]
@@ -842,4 +852,133 @@ async fn an_agent_applied_with_its_provider_rolls_out_once() {
         .await
         .expect("ReplicaSets");
     assert_eq!(replica_sets.items.len(), 1, "one rollout");
+}
+
+#[tokio::test]
+async fn a_budget_is_a_condition_its_lease_secret_is_owned_and_an_idle_round_writes_nothing() {
+    let (_, ns) = support::namespace_with_crds("agent-budget").await;
+    let fake = FakeProvider::start(Behaviour::default()).await;
+    provider(&ns, "openai", &fake).await;
+    // The pattern admits the name; only the time zone database can say it is none.
+    agent(&ns, "support", json!({
+        "image": "registry.example/agent:1", "providers": [{"name": "openai"}],
+        "budget": {"maxTokens": 100000, "window": {"period": "Week", "timeZone": "Mars/Olympus"}}
+    }))
+    .await;
+    let _operator = OperatorProcess::start(&ns.name).await;
+    let agents = ns.api::<AgentDeployment>();
+    let budget_condition = |reason: &'static str| {
+        let agents = agents.clone();
+        async move {
+            wait_until(WAIT, &format!("BudgetExceeded {reason}"), || async {
+                let agent = agents.get("support").await.ok()?;
+                let condition = agent
+                    .status?
+                    .conditions
+                    .into_iter()
+                    .find(|c| c.type_ == "BudgetExceeded" && c.reason == reason)?;
+                (condition.observed_generation == agent.metadata.generation).then_some(condition)
+            })
+            .await
+        }
+    };
+    let invalid = budget_condition("InvalidTimeZone").await;
+    assert_eq!(invalid.status, "True");
+    assert!(
+        invalid.message.contains("Mars/Olympus") && invalid.message.contains("IANA"),
+        "{}",
+        invalid.message
+    );
+    let secret = ns
+        .api::<Secret>()
+        .get("support-router-lease")
+        .await
+        .expect("the lease Secret");
+    assert_eq!(
+        secret.metadata.owner_references.expect("owned")[0].name,
+        "support"
+    );
+    let router = ns
+        .api::<Deployment>()
+        .get("support")
+        .await
+        .expect("d")
+        .spec
+        .template
+        .spec
+        .and_then(|s| s.init_containers)
+        .and_then(|c| c.into_iter().next())
+        .expect("the router");
+    assert!(
+        router
+            .args
+            .unwrap_or_default()
+            .join(" ")
+            .contains("--lease-listen 0.0.0.0:8791")
+    );
+
+    agents
+        .patch(
+            "support",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"budget": {"window": {"timeZone": "Asia/Tokyo"}}}})),
+        )
+        .await
+        .expect("fix the zone");
+    let within = budget_condition("WithinBudget").await;
+    assert_eq!(within.status, "False");
+    let status = agents
+        .get("support")
+        .await
+        .expect("a")
+        .status
+        .expect("status");
+    let window = status.budget.expect("the window");
+    // Weeks start on Monday at midnight in Tokyo, which is 15:00 UTC on Sunday.
+    assert!(window.window_start.ends_with("T15:00:00Z"), "{window:?}");
+
+    // Rounds run every 10 s; with nothing spent they write nothing.
+    let before = agents
+        .get("support")
+        .await
+        .expect("a")
+        .metadata
+        .resource_version;
+    tokio::time::sleep(Duration::from_secs(25)).await;
+    let after = agents
+        .get("support")
+        .await
+        .expect("a")
+        .metadata
+        .resource_version;
+    assert_eq!(before, after, "an idle budget's rounds wrote the status");
+
+    // Without a budget, the Secret and the condition go.
+    agents
+        .patch(
+            "support",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"budget": null}})),
+        )
+        .await
+        .expect("remove the budget");
+    wait_until(WAIT, "the lease Secret to go", || async {
+        ns.api::<Secret>()
+            .get_opt("support-router-lease")
+            .await
+            .ok()?
+            .is_none()
+            .then_some(())
+    })
+    .await;
+    wait_until(WAIT, "the condition to go", || async {
+        let status = agents.get("support").await.ok()?.status?;
+        (!status
+            .conditions
+            .iter()
+            .any(|c| c.type_ == "BudgetExceeded")
+            && status.budget.is_none())
+        .then_some(())
+    })
+    .await;
 }

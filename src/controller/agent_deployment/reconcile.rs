@@ -20,6 +20,7 @@ use crate::api::conditions::is_condition_true;
 use crate::api::llm_provider::{LLMProvider, condition as provider_condition};
 use crate::controller::apply::{apply_if_changed, delete_if_present};
 use crate::controller::chain::resolve_chain;
+use crate::controller::written_status::status_patch;
 use crate::resources::budget_lease::{
     LEASE_INTERVAL, LEASE_TOKEN_KEY, lease_secret, lease_secret_name, new_token,
 };
@@ -375,7 +376,7 @@ pub async fn reconcile(
         api.patch_status(
             &name,
             &PatchParams::default(),
-            &Patch::Merge(serde_json::json!({ "status": status })),
+            &Patch::Merge(status_patch(previous.as_ref(), &status)),
         )
         .await
         .map_err(|source| ReconcileError::UpdateStatus { source })?;

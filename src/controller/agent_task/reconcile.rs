@@ -610,7 +610,9 @@ async fn report(
         .patch_status(
             &name,
             &PatchParams::default(),
-            &Patch::Merge(serde_json::json!({ "status": status })),
+            &Patch::Merge(crate::controller::written_status::status_patch(
+                previous, status,
+            )),
         )
         .await;
     let uid = task.uid().unwrap_or_default();

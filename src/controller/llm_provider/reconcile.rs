@@ -88,7 +88,7 @@ pub async fn reconcile(
             },
             Timestamp::now(),
         );
-        write_status(&controller, &namespace, &name, uid.clone(), first).await?;
+        write_status(&controller, &namespace, &name, uid.clone(), None, first).await?;
     }
 
     // Probe.
@@ -152,7 +152,15 @@ pub async fn reconcile(
                 .publish(provider.as_ref(), event.warning, &event.reason, event.note)
                 .await;
         }
-        write_status(&controller, &namespace, &name, uid, status).await?;
+        write_status(
+            &controller,
+            &namespace,
+            &name,
+            uid,
+            previous.as_ref(),
+            status,
+        )
+        .await?;
     } else {
         debug!("status unchanged");
     }
@@ -171,10 +179,11 @@ async fn write_status(
     namespace: &str,
     name: &str,
     uid: String,
+    previous: Option<&LLMProviderStatus>,
     status: LLMProviderStatus,
 ) -> Result<(), ReconcileError> {
     let api: Api<LLMProvider> = Api::namespaced(controller.context.client.clone(), namespace);
-    let patch = serde_json::json!({ "status": status });
+    let patch = crate::controller::written_status::status_patch(previous, &status);
     api.patch_status(name, &PatchParams::default(), &Patch::Merge(&patch))
         .await
         .map_err(|source| ReconcileError::UpdateStatus {
