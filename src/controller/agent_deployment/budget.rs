@@ -438,17 +438,30 @@ impl Accounts {
     /// Pods holding more than twice their fair room, with the grant that lowers them to it.
     /// Sent before any addition, so that the room they give back is free when the additions
     /// are computed from their answers.
+    /// Also lowered to their share: pods holding more than it, when the free budget cannot
+    /// give the pods under their share what they need (a new pod beside one that holds it all).
     pub fn lowerings(&self) -> Vec<(String, Grant)> {
         let spent = self.spent().is_some();
+        let targets = self.targets();
+        let wanted = targets
+            .iter()
+            .filter(|(i, target)| self.needs_room(*i, *target))
+            .fold(Amount::default(), |wanted, (i, target)| {
+                wanted.saturating_add(target.saturating_sub(self.pods[*i].room))
+            });
+        let free = self.free();
+        let short = (self.limits.tokens.is_some() && wanted.tokens > free.tokens)
+            || (self.limits.cost_nanos.is_some() && wanted.cost_nanos > free.cost_nanos);
         let stopping = (0..self.pods.len())
             .filter(|&i| self.pods[i].reached && self.pods[i].stopping)
             .map(|i| (i, Amount::default()));
-        self.targets()
+        targets
             .into_iter()
             .chain(stopping)
             .filter(|(i, target)| {
                 let room = self.pods[*i].room;
-                let over = |room: u64, target: u64| room > target.saturating_mul(2);
+                let factor = if short { 1 } else { 2 };
+                let over = |room: u64, target: u64| room > target.saturating_mul(factor);
                 let holds = (self.limits.tokens.is_some() && room.tokens > 0)
                     || (self.limits.cost_nanos.is_some() && room.cost_nanos > 0);
                 (spent || self.pods[*i].stopping) && holds
@@ -479,19 +492,10 @@ impl Accounts {
         let mut free = self.free();
         let mut grants = Vec::new();
         for (i, target) in self.targets() {
-            let room = self.pods[i].room;
-            let refused = self.pods[i].largest_refused;
-            // Too little room: under half its share, or less than what it was refused.
-            let under = |room: u64, target: u64, refused: u64| {
-                room < target.div_ceil(2) || (refused > room && target > room)
-            };
-            let needs = (self.limits.tokens.is_some()
-                && under(room.tokens, target.tokens, refused.tokens))
-                || (self.limits.cost_nanos.is_some()
-                    && under(room.cost_nanos, target.cost_nanos, refused.cost_nanos));
-            if !needs {
+            if !self.needs_room(i, target) {
                 continue;
             }
+            let room = self.pods[i].room;
             let add = target.saturating_sub(room).min(free);
             if add == Amount::default() {
                 continue;
@@ -503,6 +507,19 @@ impl Accounts {
             ));
         }
         grants
+    }
+
+    /// Whether pod `i` holds too little beside `target`, its share: under half of it, or less
+    /// than what it was refused.
+    fn needs_room(&self, i: usize, target: Amount) -> bool {
+        let room = self.pods[i].room;
+        let refused = self.pods[i].largest_refused;
+        let under = |room: u64, target: u64, refused: u64| {
+            room < target.div_ceil(2) || (refused > room && target > room)
+        };
+        (self.limits.tokens.is_some() && under(room.tokens, target.tokens, refused.tokens))
+            || (self.limits.cost_nanos.is_some()
+                && under(room.cost_nanos, target.cost_nanos, refused.cost_nanos))
     }
 
     /// Why the window is spent, if it is: a limit is reached, or a router refused a request
@@ -925,6 +942,27 @@ mod tests {
         let targets = accounts.targets();
         assert_eq!(targets.len(), 1, "only a has a share");
         assert_eq!(targets[0].1.tokens, 1_000);
+    }
+
+    #[test]
+    fn a_new_pod_beside_one_that_holds_everything_gets_its_share() {
+        let names = pods(&["old", "new"]);
+        let mut accounts = Accounts::open(limits(50_000), the_day(), None, &names);
+        accounts.read("old", &reading(0, Some(50_000)));
+        accounts.read("new", &reading(0, None));
+        let lowerings = accounts.lowerings();
+        assert_eq!(lowerings.len(), 1, "{lowerings:?}");
+        assert_eq!(
+            (lowerings[0].0.as_str(), lowerings[0].1.tokens),
+            ("old", Some(25_000))
+        );
+        accounts.read("old", &reading(0, Some(25_000)));
+        let additions = accounts.additions();
+        assert_eq!(additions.len(), 1);
+        assert_eq!(
+            (additions[0].0.as_str(), additions[0].1.tokens),
+            ("new", Some(25_000))
+        );
     }
 
     #[test]
