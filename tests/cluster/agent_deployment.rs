@@ -898,11 +898,12 @@ async fn a_budget_is_a_condition_its_lease_secret_is_owned_and_an_idle_round_wri
         secret.metadata.owner_references.expect("owned")[0].name,
         "support"
     );
-    let router = ns
-        .api::<Deployment>()
-        .get("support")
-        .await
-        .expect("d")
+    // The Deployment follows the provider's first probe; the condition does not wait for it.
+    let deployment = wait_until(WAIT, "the Deployment", || async {
+        ns.api::<Deployment>().get_opt("support").await.ok()?
+    })
+    .await;
+    let router = deployment
         .spec
         .template
         .spec

@@ -123,7 +123,7 @@ impl Limits {
     }
 
     /// A grant of `room` in the dimensions this budget limits.
-    fn grant(&self, mode: GrantMode, room: Amount) -> Grant {
+    pub fn grant(&self, mode: GrantMode, room: Amount) -> Grant {
         Grant {
             mode,
             tokens: self.tokens.map(|_| room.tokens),

@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use jiff::Timestamp;
 
-use super::budget::{Accounts, Limits, window};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+
+use super::budget::{Accounts, Amount, Limits, window};
 use crate::api::agent_deployment::condition;
 use crate::api::budget::{AgentBudget, AgentBudgetStatus};
 use crate::api::conditions::{ConditionStatus, DesiredCondition};
@@ -46,7 +48,7 @@ pub struct Outcome {
 /// asks.
 pub fn was_spent(
     previous: Option<&AgentBudgetStatus>,
-    conditions: &[k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition],
+    conditions: &[Condition],
     generation: Option<i64>,
     window_start: &str,
 ) -> bool {
@@ -61,18 +63,29 @@ pub fn was_spent(
 
 const SPENT: &str = "WindowSpent";
 
-/// Runs one round for `pods`.
-#[allow(clippy::too_many_arguments)]
+/// What the last status said, as a round starts from it.
+pub struct LastStatus<'a> {
+    pub budget: Option<&'a AgentBudgetStatus>,
+    pub conditions: &'a [Condition],
+    /// The generation the round is for, to tell a spec change from a spent window.
+    pub generation: Option<i64>,
+}
+
+/// Runs one round for `pods`. The calls of each step go out together: a round costs the
+/// slowest router's answer per step, not the sum of them.
 pub async fn round(
     http: &reqwest::Client,
     token: &str,
     budget: &AgentBudget,
-    previous: Option<&AgentBudgetStatus>,
-    conditions: &[k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition],
-    generation: Option<i64>,
+    last: LastStatus<'_>,
     pods: &[LeasedPod],
     now: Timestamp,
 ) -> Outcome {
+    let LastStatus {
+        budget: previous,
+        conditions,
+        generation,
+    } = last;
     let window = match window(&budget.window, now) {
         Ok(window) => window,
         Err(message) => {
@@ -82,7 +95,7 @@ pub async fn round(
                     condition::BUDGET_EXCEEDED,
                     ConditionStatus::True,
                     "InvalidTimeZone",
-                    format!("{message}; the routers spend nothing until it is fixed"),
+                    format!("{message}; the routers get no more room until it is fixed"),
                 ),
                 used_percent: Vec::new(),
                 used_percent_before: Vec::new(),
@@ -97,11 +110,13 @@ pub async fn round(
         accounts.stopping(&pod.name);
     }
     let used_percent_before = accounts.used_percent();
-    let client = LeaseClient { http, token };
-    for pod in pods {
-        if let Some(reading) = client.call(pod, &LeaseRequest::default()).await {
-            accounts.read(&pod.name, &reading);
-        }
+    let client = LeaseClient { http, token, pods };
+    let reads = pods
+        .iter()
+        .map(|pod| (pod.name.clone(), LeaseRequest::default()))
+        .collect();
+    for (pod, reading) in client.send_all(reads).await {
+        accounts.read(&pod, &reading);
     }
     let spent = accounts.spent();
     let terms = LeaseRequest {
@@ -110,35 +125,39 @@ pub async fn round(
         window_end: Some(accounts.window().end.to_string()),
         retry_after_seconds: LEASE_INTERVAL.as_secs(),
     };
-    let mut answered: Vec<String> = Vec::new();
-    for (pod, grant) in accounts.lowerings() {
-        if let Some(reading) = client.grant(pods, &pod, grant, &terms).await {
-            accounts.read(&pod, &reading);
-        }
-        answered.push(pod);
+    let with_terms = |grants: Vec<(String, Grant)>| -> Vec<(String, LeaseRequest)> {
+        grants
+            .into_iter()
+            .map(|(pod, grant)| {
+                let request = LeaseRequest {
+                    grant: Some(grant),
+                    ..terms.clone()
+                };
+                (pod, request)
+            })
+            .collect()
+    };
+    let mut granted: Vec<String> = Vec::new();
+    // Lowerings are answered before the additions are computed: the room they give back is
+    // what the additions may hand out.
+    let lowerings = accounts.lowerings();
+    granted.extend(lowerings.iter().map(|(pod, _)| pod.clone()));
+    for (pod, reading) in client.send_all(with_terms(lowerings)).await {
+        accounts.read(&pod, &reading);
     }
-    for (pod, grant) in accounts.additions() {
-        if let Some(reading) = client.grant(pods, &pod, grant, &terms).await {
-            accounts.read(&pod, &reading);
-        }
-        answered.push(pod);
-    }
+    let additions = accounts.additions();
+    granted.extend(additions.iter().map(|(pod, _)| pod.clone()));
     // Every other router hears the terms (and that its refusals were seen) with an empty
     // addition, which changes no allowance.
-    let limits = Limits::of(budget);
-    for pod in accounts.reached() {
-        if answered.contains(&pod) {
-            continue;
-        }
-        let nothing = Grant {
-            mode: GrantMode::Add,
-            tokens: limits.tokens.map(|_| 0),
-            cost_nanos: limits.cost_nanos.map(|_| 0),
-            currency: limits.currency.clone(),
-        };
-        if let Some(reading) = client.grant(pods, &pod, nothing, &terms).await {
-            accounts.read(&pod, &reading);
-        }
+    let nothing = Limits::of(budget).grant(GrantMode::Add, Amount::default());
+    let others = accounts
+        .reached()
+        .into_iter()
+        .filter(|pod| !granted.contains(pod))
+        .map(|pod| (pod, nothing.clone()));
+    let last_calls = with_terms(additions.into_iter().chain(others).collect());
+    for (pod, reading) in client.send_all(last_calls).await {
+        accounts.read(&pod, &reading);
     }
     let condition = match &spent {
         Some(why) => DesiredCondition::new(
@@ -165,22 +184,22 @@ pub async fn round(
 struct LeaseClient<'a> {
     http: &'a reqwest::Client,
     token: &'a str,
+    pods: &'a [LeasedPod],
 }
 
 impl LeaseClient<'_> {
-    async fn grant(
-        &self,
-        pods: &[LeasedPod],
-        pod: &str,
-        grant: Grant,
-        terms: &LeaseRequest,
-    ) -> Option<LeaseReading> {
-        let pod = pods.iter().find(|p| p.name == pod)?;
-        let request = LeaseRequest {
-            grant: Some(grant),
-            ..terms.clone()
-        };
-        self.call(pod, &request).await
+    /// Sends each pod its request, all at once; the answers that came back, by pod.
+    async fn send_all(&self, requests: Vec<(String, LeaseRequest)>) -> Vec<(String, LeaseReading)> {
+        let calls = requests.into_iter().map(|(name, request)| async move {
+            let pod = self.pods.iter().find(|p| p.name == name)?;
+            let reading = self.call(pod, &request).await?;
+            Some((name, reading))
+        });
+        futures::future::join_all(calls)
+            .await
+            .into_iter()
+            .flatten()
+            .collect()
     }
 
     /// One call; `None` when the router did not answer, which the round survives.

@@ -298,12 +298,14 @@ pub async fn reconcile(
                 &controller.context.http,
                 token,
                 budget,
-                previous.as_ref().and_then(|s| s.budget.as_ref()),
-                previous
-                    .as_ref()
-                    .map(|s| s.conditions.as_slice())
-                    .unwrap_or_default(),
-                agent.meta().generation,
+                super::lease::LastStatus {
+                    budget: previous.as_ref().and_then(|s| s.budget.as_ref()),
+                    conditions: previous
+                        .as_ref()
+                        .map(|s| s.conditions.as_slice())
+                        .unwrap_or_default(),
+                    generation: agent.meta().generation,
+                },
                 &leased_pods(&agent_pods),
                 Timestamp::now(),
             )
