@@ -46,13 +46,11 @@ pub const CONTROLLER_PERMISSIONS: &[Permission] = &[
         ],
         verbs: &["patch"],
     },
-    // `get` reads a task's `inputFrom` Secret; list and watch feed the credential caches;
-    // `create`, `patch` and `delete` keep the lease Secret of an agent with a budget, the
-    // only Secret the operator writes.
+    // `get` reads a task's `inputFrom` Secret; list and watch feed the credential caches.
     Permission {
         group: "",
         resources: &["secrets"],
-        verbs: &["get", "list", "watch", "create", "patch", "delete"],
+        verbs: &["get", "list", "watch"],
     },
     // `get` reads a task's `inputFrom` ConfigMap.
     Permission {
@@ -105,6 +103,17 @@ pub const CONTROLLER_PERMISSIONS: &[Permission] = &[
         verbs: &["create", "patch"],
     },
 ];
+
+/// What one feature alone uses, in every watched namespace: granted by the shipped RBAC like
+/// the rest, but checked at start without refusing to start, so that an operator running
+/// with an older release's RBAC keeps its other work going; the feature's objects then report
+/// the API server's refusal in their status. Keeping the lease Secret of an agent with a
+/// budget is the only Secret write the operator makes.
+pub const FEATURE_PERMISSIONS: &[Permission] = &[Permission {
+    group: "",
+    resources: &["secrets"],
+    verbs: &["create", "patch", "delete"],
+}];
 
 /// What leader election uses, in the Lease's namespace only.
 pub const LEADER_ELECTION_PERMISSIONS: &[Permission] = &[Permission {
@@ -214,7 +223,9 @@ fn metadata(name: &str) -> ObjectMeta {
 pub fn controller_cluster_role() -> ClusterRole {
     ClusterRole {
         metadata: metadata("agent-operator"),
-        rules: Some(rules(CONTROLLER_PERMISSIONS)),
+        rules: Some(rules(
+            &[CONTROLLER_PERMISSIONS, FEATURE_PERMISSIONS].concat(),
+        )),
         ..ClusterRole::default()
     }
 }

@@ -7,7 +7,8 @@ use kube::Client;
 
 use super::options::RunOptions;
 use super::permissions::{
-    Access, CONTROLLER_PERMISSIONS, LEADER_ELECTION_PERMISSIONS, accesses, allowed,
+    Access, CONTROLLER_PERMISSIONS, FEATURE_PERMISSIONS, LEADER_ELECTION_PERMISSIONS, accesses,
+    allowed,
 };
 use crate::Error;
 use crate::api::{GROUP, VERSION};
@@ -50,32 +51,47 @@ pub async fn check_crds(client: &Client, group_version: &str) -> Result<(), Erro
 /// it. Every authenticated user may ask this about itself, so the check needs no RBAC of its own.
 async fn check_permissions(client: &Client, options: &RunOptions) -> Result<(), Error> {
     let mut wanted = Vec::new();
+    let mut optional = Vec::new();
     if options.namespaces.is_empty() {
         wanted.extend(accesses(CONTROLLER_PERMISSIONS, None));
+        optional.extend(accesses(FEATURE_PERMISSIONS, None));
     } else {
         for namespace in &options.namespaces {
             wanted.extend(accesses(CONTROLLER_PERMISSIONS, Some(namespace)));
+            optional.extend(accesses(FEATURE_PERMISSIONS, Some(namespace)));
         }
     }
+    let required = wanted.len();
+    wanted.extend(optional);
     if options.leader_election {
         let namespace = super::lease_namespace(options);
         wanted.extend(accesses(LEADER_ELECTION_PERMISSIONS, Some(&namespace)));
     }
-    let answers: Vec<(Access, Result<bool, kube::Error>)> = stream::iter(wanted)
-        .map(|access| async move {
-            let allowed = allowed(client, &access).await;
-            (access, allowed)
-        })
-        .buffer_unordered(8)
-        .collect()
-        .await;
+    let answers: Vec<(usize, Access, Result<bool, kube::Error>)> =
+        stream::iter(wanted.into_iter().enumerate())
+            .map(|(index, access)| async move {
+                let allowed = allowed(client, &access).await;
+                (index, access, allowed)
+            })
+            .buffer_unordered(8)
+            .collect()
+            .await;
     let mut missing = Vec::new();
-    for (access, answer) in answers {
+    let mut features_missing = Vec::new();
+    for (index, access, answer) in answers {
         match answer {
             Ok(true) => {}
+            Ok(false) if index >= required => features_missing.push(access.to_string()),
             Ok(false) => missing.push(access),
             Err(source) => return Err(Error::ApiServerUnreachable { source }),
         }
+    }
+    if !features_missing.is_empty() {
+        features_missing.sort();
+        tracing::warn!(
+            missing = %features_missing.join(", "),
+            "the account may not keep lease Secrets: AgentDeployments with spec.budget will report the refusal in their status until the RBAC in config/rbac (or the chart) is applied"
+        );
     }
     if missing.is_empty() {
         return Ok(());

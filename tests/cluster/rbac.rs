@@ -78,3 +78,46 @@ async fn one_missing_rule_is_named_at_start() {
         "only what is missing is named: {line}"
     );
 }
+
+#[tokio::test]
+async fn without_the_budget_features_rule_the_operator_runs_and_the_budget_reports_the_refusal() {
+    let (client, ns) = support::namespace_with_crds("rbac-feature").await;
+    // An older release's RBAC: everything but writing Secrets.
+    let rules: Vec<PolicyRule> = generated_rules()
+        .into_iter()
+        .filter(|rule| {
+            !(rule.resources.as_deref() == Some(&["secrets".to_string()])
+                && rule.verbs.contains(&"create".to_string()))
+        })
+        .collect();
+    account_with_rules(&ns, "older", rules).await;
+    let kubeconfig = kubeconfig_for_service_account(&client, &ns.name, "older").await;
+    let fake = FakeProvider::start(Behaviour::default()).await;
+    let operator = OperatorProcess::start_as(&ns.name, "", &[], &kubeconfig).await;
+    create_samples(&ns, &fake, json!({})).await;
+    wait_for_samples(&ns).await;
+    assert!(
+        operator.log().contains("may not keep lease Secrets"),
+        "the start names what the budget feature lacks: {}",
+        operator.log()
+    );
+
+    let agents = ns.api::<agent_operator::api::AgentDeployment>();
+    agents
+        .patch(
+            "support",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(json!({"spec": {"budget": {"maxTokens": 1000}}})),
+        )
+        .await
+        .expect("a budget");
+    let refused = wait_until(WAIT, "the refusal in the agent's status", || async {
+        let status = agents.get("support").await.ok()?.status?;
+        status
+            .conditions
+            .into_iter()
+            .find(|c| c.message.contains("Secret") && c.message.contains("forbidden"))
+    })
+    .await;
+    assert_eq!(refused.status, "False", "{refused:?}");
+}
