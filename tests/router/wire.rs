@@ -254,12 +254,21 @@ async fn models_lists_the_chain_and_metrics_count_tokens() {
         overhead > 0.0 && overhead < duration,
         "overhead {overhead} of {duration}"
     );
-    let log_line = router
-        .logs()
-        .lines()
-        .find(|l| l.contains("llm request"))
-        .map(str::to_string)
-        .expect("one log line per request");
+    // The line is written as the answer goes out, and read from the router's pipe by another
+    // thread: it may land a moment after the answer.
+    let mut log_line = None;
+    for _ in 0..100 {
+        log_line = router
+            .logs()
+            .lines()
+            .find(|l| l.contains("llm request"))
+            .map(str::to_string);
+        if log_line.is_some() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let log_line = log_line.expect("one log line per request");
     let parsed: Value = serde_json::from_str(&log_line).expect("JSON log line");
     assert_eq!(parsed["provider"], "primary");
     assert_eq!(parsed["api"], "chat_completions");
