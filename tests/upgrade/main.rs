@@ -154,6 +154,54 @@ fn chart_label(chart_dir: &Path) -> String {
     )
 }
 
+/// Deletes the project's CRDs and waits until they are gone. The delete is sent again while a
+/// CRD is not yet being deleted: this test starts right after the fault suite, whose last test
+/// restarts the API server, and a delete it refused then would otherwise be waited on forever.
+async fn delete_our_crds(crds: &Api<CustomResourceDefinition>) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let left: Vec<CustomResourceDefinition> = match crds.list(&Default::default()).await {
+            Ok(list) => list
+                .items
+                .into_iter()
+                .filter(|c| c.name_any().ends_with(".agentoperator.dev"))
+                .collect(),
+            Err(error) => {
+                eprintln!("listing CRDs: {error}");
+                vec![CustomResourceDefinition::default()]
+            }
+        };
+        if left.is_empty() {
+            return;
+        }
+        for crd in left
+            .iter()
+            .filter(|c| c.metadata.deletion_timestamp.is_none())
+        {
+            if let Some(name) = &crd.metadata.name
+                && let Err(error) = crds.delete(name, &DeleteParams::default()).await
+            {
+                eprintln!("deleting CRD {name}: {error}");
+            }
+        }
+        if tokio::time::Instant::now() >= deadline {
+            let states: Vec<Value> = left
+                .iter()
+                .map(|c| {
+                    json!({
+                        "name": c.metadata.name,
+                        "deletionTimestamp": c.metadata.deletion_timestamp,
+                        "finalizers": c.metadata.finalizers,
+                        "conditions": c.status.as_ref().and_then(|s| s.conditions.clone()),
+                    })
+                })
+                .collect();
+            panic!("timed out after {WAIT:?} waiting for the CRDs deleted; left: {states:#?}");
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
 #[tokio::test]
 async fn the_previous_release_upgrades_to_this_one_with_every_object_kept_and_ready() {
     let client = support::client().await;
@@ -169,23 +217,7 @@ async fn the_previous_release_upgrades_to_this_one_with_every_object_kept_and_re
 
     // Helm manages the CRDs of a release it installs; the ones other tests applied go first.
     let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-    for name in ["llmproviders", "agentdeployments", "agenttasks"] {
-        let _ = crds
-            .delete(
-                &format!("{name}.agentoperator.dev"),
-                &DeleteParams::default(),
-            )
-            .await;
-    }
-    wait_until(WAIT, "the CRDs deleted", || async {
-        let left = crds.list(&Default::default()).await.ok()?;
-        (!left
-            .items
-            .iter()
-            .any(|c| c.name_any().ends_with(".agentoperator.dev")))
-        .then_some(())
-    })
-    .await;
+    delete_our_crds(&crds).await;
 
     let ns = TestNamespace::with_labels(
         &client,
