@@ -938,21 +938,25 @@ async fn a_budget_is_a_condition_its_lease_secret_is_owned_and_an_idle_round_wri
     // Weeks start on Monday at midnight in Tokyo, which is 15:00 UTC on Sunday.
     assert!(window.window_start.ends_with("T15:00:00Z"), "{window:?}");
 
-    // Rounds run every 10 s; with nothing spent they write nothing.
-    let before = agents
-        .get("support")
-        .await
-        .expect("a")
-        .metadata
-        .resource_version;
+    // Rounds run every 10 s; with nothing spent they write nothing. Measured from a settled
+    // agent: its pod's start is a status change of its own.
+    let before = wait_until(WAIT, "the agent Ready", || async {
+        let agent = agents.get("support").await.ok()?;
+        let ready = agent.status.as_ref()?.conditions.iter().any(|c| {
+            c.type_ == "Ready"
+                && c.status == "True"
+                && c.observed_generation == agent.metadata.generation
+        });
+        ready.then_some(agent)
+    })
+    .await;
     tokio::time::sleep(Duration::from_secs(25)).await;
-    let after = agents
-        .get("support")
-        .await
-        .expect("a")
-        .metadata
-        .resource_version;
-    assert_eq!(before, after, "an idle budget's rounds wrote the status");
+    let after = agents.get("support").await.expect("a");
+    assert_eq!(
+        before.metadata.resource_version, after.metadata.resource_version,
+        "an idle budget's rounds wrote the status: {:#?} became {:#?}",
+        before.status, after.status
+    );
 
     // Without a budget, the Secret and the condition go.
     agents

@@ -9,7 +9,7 @@ use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::reflector::ObjectRef;
-use kube::{Resource, ResourceExt};
+use kube::{Client, Resource, ResourceExt};
 use tracing::instrument;
 
 use super::AgentController;
@@ -18,7 +18,7 @@ use super::status::{BrokenReference, StatusInputs, desired_status, pod_problems}
 use crate::api::AgentDeployment;
 use crate::api::conditions::is_condition_true;
 use crate::api::llm_provider::{LLMProvider, condition as provider_condition};
-use crate::controller::apply::{apply_if_changed, delete_if_present};
+use crate::controller::apply::{apply_if_changed, create_if_absent, delete_if_present};
 use crate::controller::chain::resolve_chain;
 use crate::controller::written_status::status_patch;
 use crate::resources::budget_lease::{
@@ -121,12 +121,9 @@ pub async fn reconcile(
         .deployments
         .get(&ObjectRef::new(&names.deployment).within(&namespace));
 
-    // With a budget, the routers are leased it with the token of the agent's lease Secret,
-    // made once and kept: a new token would refuse the operator until every pod restarted.
+    // With a budget, the routers are leased it with the token of the agent's lease Secret.
     let leased = agent.spec.budget.is_some() && router_of(&agent.spec.workload).is_some();
-    let lease_token = leased.then(|| {
-        lease_token(&controller, &namespace, &names.lease_secret).unwrap_or_else(new_token)
-    });
+    let mut lease_token = None;
 
     // Build the desired children.
     let credentials: Vec<_> = chain
@@ -197,25 +194,19 @@ pub async fn reconcile(
                 source,
             })?;
         }
-        match &lease_token {
-            Some(token) => {
-                apply_if_changed(
-                    client,
-                    &caches.secrets,
-                    lease_secret(&agent, &names.lease_secret, token),
-                )
+        if leased {
+            let token = ensure_lease_token(client, &controller, &agent, &names.lease_secret)
                 .await
                 .map_err(apply_err("Secret", &names.lease_secret))?;
-            }
-            None => {
-                delete_if_present(client, &caches.secrets, &namespace, &names.lease_secret)
-                    .await
-                    .map_err(|source| ReconcileError::Delete {
-                        kind: "Secret",
-                        name: names.lease_secret.clone(),
-                        source,
-                    })?;
-            }
+            lease_token = Some(token);
+        } else {
+            delete_if_present(client, &caches.secrets, &namespace, &names.lease_secret)
+                .await
+                .map_err(|source| ReconcileError::Delete {
+                    kind: "Secret",
+                    name: names.lease_secret.clone(),
+                    source,
+                })?;
         }
         let config_map = config_map(&agent, &names.config_map, &config);
         let config_hash = config_hash(&config_map);
@@ -423,12 +414,26 @@ fn leased_pods(pods: &[&Pod]) -> Vec<super::lease::LeasedPod> {
         .collect()
 }
 
-/// The token of the agent's lease Secret, if it exists and has one.
-fn lease_token(controller: &AgentController, namespace: &str, secret: &str) -> Option<String> {
-    let secret = controller
-        .caches
-        .secrets
-        .get(&ObjectRef::new(secret).within(namespace))?;
+/// The token of the agent's lease Secret, made once and kept: a new token would refuse the
+/// operator until every pod's mounted copy caught up. The Secret is created, never applied,
+/// while the cache lacks it, so two reconciles that both miss it agree on the first token.
+async fn ensure_lease_token(
+    client: &Client,
+    controller: &AgentController,
+    agent: &AgentDeployment,
+    secret: &str,
+) -> Result<String, kube::Error> {
+    let cache = &controller.caches.secrets;
+    let existing =
+        create_if_absent(client, cache, lease_secret(agent, secret, &new_token())).await?;
+    let token = token_of(&existing).unwrap_or_else(new_token);
+    // Keeps the Secret's labels and owner current, and replaces a token someone emptied.
+    apply_if_changed(client, cache, lease_secret(agent, secret, &token)).await?;
+    Ok(token)
+}
+
+/// The lease token a Secret holds, if it holds one.
+fn token_of(secret: &Secret) -> Option<String> {
     let token = secret.data.as_ref()?.get(LEASE_TOKEN_KEY)?;
     String::from_utf8(token.0.clone())
         .ok()
