@@ -46,8 +46,8 @@ pub struct Upstream {
     pub api: ProviderApi,
     /// `api.pricing`, parsed.
     pub prices: Option<PriceList>,
-    /// The endpoint's host and port, for telemetry.
-    pub server: Option<(String, u16)>,
+    /// The provider as the telemetry of a request it answers names it.
+    pub answerer: super::telemetry::Answerer,
 }
 
 /// Everything the router needs from the files, at one instant.
@@ -135,6 +135,7 @@ pub fn load(path: &Path) -> Result<Snapshot, ConfigError> {
                 }
             },
         };
+        let answerer = super::telemetry::Answerer::new(&entry.name, provider_type, &endpoint);
         upstreams.push(Upstream {
             name: entry.name,
             provider_type,
@@ -143,7 +144,7 @@ pub fn load(path: &Path) -> Result<Snapshot, ConfigError> {
             ready: entry.ready,
             credential,
             prices: entry.api.pricing.as_ref().map(PriceList::of),
-            server: super::telemetry::server_of(&endpoint),
+            answerer,
             api: entry.api,
         });
     }
@@ -170,7 +171,7 @@ mod tests {
             credential: Some(Credential::new(key)),
             api: ProviderApi::default(),
             prices: None,
-            server: None,
+            answerer: crate::router::telemetry::Answerer::new(name, ProviderType::OpenAI, endpoint),
         }
     }
 

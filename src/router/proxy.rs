@@ -170,11 +170,7 @@ impl Report {
         let Some(record) = &mut self.record else {
             return;
         };
-        record.provider = Some(super::telemetry::Answerer {
-            name: upstream.name.clone(),
-            provider_type: upstream.provider_type,
-            server: upstream.server.clone(),
-        });
+        record.provider = Some(upstream.answerer.clone());
         record.response_model = upstream.model.clone();
         if let Some(facts) = facts {
             self.streamed(facts);

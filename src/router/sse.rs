@@ -15,49 +15,53 @@ pub struct Reader {
 }
 
 impl Reader {
-    /// The events completed by `bytes`.
+    /// The events completed by `bytes`. The buffer is read line by line in one pass and
+    /// shifted once per call, not once per event; what is left is the unfinished event, read
+    /// again with the bytes that finish it.
     pub fn push(&mut self, bytes: &[u8]) -> Vec<Event> {
         self.buffer.extend_from_slice(bytes);
         let mut events = Vec::new();
-        while let Some((end, separator)) = event_end(&self.buffer) {
-            let block: Vec<u8> = self.buffer.drain(..end + separator).take(end).collect();
-            if let Some(event) = parse(&String::from_utf8_lossy(&block)) {
-                events.push(event);
+        let mut pending = Event::default();
+        let mut has_data = false;
+        let mut event_start = 0;
+        let mut cursor = 0;
+        while let Some(offset) = memchr::memchr(b'\n', &self.buffer[cursor..]) {
+            let line = strip_cr(&self.buffer[cursor..cursor + offset]);
+            cursor += offset + 1;
+            if line.is_empty() {
+                if has_data || pending.event.is_some() {
+                    events.push(std::mem::take(&mut pending));
+                }
+                has_data = false;
+                event_start = cursor;
+            } else {
+                read_line(line, &mut pending, &mut has_data);
             }
         }
+        self.buffer.drain(..event_start);
         events
     }
 }
 
-/// Where the first event ends, and the length of the blank line ending it.
-fn event_end(buffer: &[u8]) -> Option<(usize, usize)> {
-    let lf = find(buffer, b"\n\n").map(|i| (i, 2));
-    let crlf = find(buffer, b"\r\n\r\n").map(|i| (i, 4));
-    match (lf, crlf) {
-        (Some(a), Some(b)) => Some(if a.0 <= b.0 { a } else { b }),
-        (a, b) => a.or(b),
-    }
+fn strip_cr(line: &[u8]) -> &[u8] {
+    line.strip_suffix(b"\r").unwrap_or(line)
 }
 
-fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
-    haystack.windows(needle.len()).position(|w| w == needle)
-}
-
-fn parse(block: &str) -> Option<Event> {
-    let mut event = Event::default();
-    let mut data = Vec::new();
-    for line in block.lines() {
-        if let Some(value) = line.strip_prefix("data:") {
-            data.push(value.strip_prefix(' ').unwrap_or(value));
-        } else if let Some(value) = line.strip_prefix("event:") {
-            event.event = Some(value.trim().to_string());
+/// One line of an event: `data:` lines are joined by `\n`, `event:` names it, and comments
+/// and other fields are skipped.
+fn read_line(line: &[u8], event: &mut Event, has_data: &mut bool) {
+    let line = String::from_utf8_lossy(line);
+    if let Some(value) = line.strip_prefix("data:") {
+        if *has_data {
+            event.data.push('\n');
         }
+        event
+            .data
+            .push_str(value.strip_prefix(' ').unwrap_or(value));
+        *has_data = true;
+    } else if let Some(value) = line.strip_prefix("event:") {
+        event.event = Some(value.trim().to_string());
     }
-    if data.is_empty() && event.event.is_none() {
-        return None;
-    }
-    event.data = data.join("\n");
-    Some(event)
 }
 
 #[cfg(test)]
@@ -82,5 +86,25 @@ mod tests {
                 }
             ]
         );
+    }
+
+    #[test]
+    fn every_split_of_a_stream_gives_the_same_events() {
+        let stream = b"event: message_start\ndata: {\"a\":1}\n\n: keep-alive\n\ndata: line one\r\ndata: line two\r\n\r\nevent: ping\n\ndata: [DONE]\n\n";
+        let whole = Reader::default().push(stream);
+        assert_eq!(
+            whole.iter().map(|e| e.data.as_str()).collect::<Vec<_>>(),
+            ["{\"a\":1}", "line one\nline two", "", "[DONE]"]
+        );
+        assert_eq!(whole[2].event.as_deref(), Some("ping"));
+        for first in 0..stream.len() {
+            for second in first..stream.len() {
+                let mut reader = Reader::default();
+                let mut events = reader.push(&stream[..first]);
+                events.extend(reader.push(&stream[first..second]));
+                events.extend(reader.push(&stream[second..]));
+                assert_eq!(events, whole, "split at {first} and {second}");
+            }
+        }
     }
 }

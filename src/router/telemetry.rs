@@ -8,6 +8,7 @@
 //! Never recorded: a prompt, an answer, a tool's arguments, a header, a key. There is no switch
 //! to record them.
 
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use opentelemetry::metrics::{Histogram, MeterProvider as _};
@@ -76,7 +77,7 @@ pub struct RequestRecord {
     pub parent: Parent,
     /// `chat_completions` or `messages`.
     pub api: &'static str,
-    pub request_model: String,
+    pub request_model: Arc<str>,
     pub max_tokens: Option<u64>,
     pub temperature: Option<f64>,
     pub top_p: Option<f64>,
@@ -107,7 +108,7 @@ impl RequestRecord {
                 Dialect::OpenAI => "chat_completions",
                 Dialect::Anthropic => "messages",
             },
-            request_model: model.to_string(),
+            request_model: Arc::from(model),
             max_tokens: ["max_completion_tokens", "max_tokens"]
                 .iter()
                 .find_map(|name| body.get(*name).and_then(serde_json::Value::as_u64)),
@@ -119,12 +120,39 @@ impl RequestRecord {
     }
 }
 
-/// The provider that answered a request: its LLMProvider, type, and endpoint's host and port.
-#[derive(Clone, Debug)]
+/// The provider that answered a request, as the attributes that say so: built once per
+/// config load, so a request clones reference counts rather than strings.
+#[derive(Clone, Debug, PartialEq)]
 pub struct Answerer {
-    pub name: String,
-    pub provider_type: ProviderType,
-    pub server: Option<(String, u16)>,
+    /// `gen_ai.provider.name`, `server.address` and `server.port`: on the span and metrics.
+    common: Arc<[KeyValue]>,
+    /// `agent_operator.provider`, the LLMProvider's name: on the span only.
+    name: KeyValue,
+}
+
+impl Answerer {
+    pub fn new(name: &str, provider_type: ProviderType, endpoint: &str) -> Self {
+        let mut common = vec![KeyValue::new(
+            "gen_ai.provider.name",
+            provider_name(provider_type),
+        )];
+        if let Some((address, port)) = server_of(endpoint) {
+            common.push(KeyValue::new("server.address", shared(&address)));
+            common.push(KeyValue::new("server.port", i64::from(port)));
+        }
+        Self {
+            common: common.into(),
+            name: KeyValue::new("agent_operator.provider", shared(name)),
+        }
+    }
+}
+
+// Its values are strings and integers, never a float, so equality is total.
+impl Eq for Answerer {}
+
+/// A string attribute value whose clones share one allocation.
+fn shared(value: &str) -> Value {
+    Value::String(StringValue::from(Arc::<str>::from(value)))
 }
 
 /// The conventions' `gen_ai.provider.name` of a provider type.
@@ -138,8 +166,8 @@ pub fn provider_name(provider_type: ProviderType) -> &'static str {
     }
 }
 
-/// `server.address` and `server.port` of an endpoint URL, found once per config load.
-pub fn server_of(endpoint: &str) -> Option<(String, u16)> {
+/// `server.address` and `server.port` of an endpoint URL.
+fn server_of(endpoint: &str) -> Option<(String, u16)> {
     let url = reqwest::Url::parse(endpoint).ok()?;
     let host = url.host_str()?.to_string();
     let port = url.port_or_known_default()?;
@@ -149,19 +177,14 @@ pub fn server_of(endpoint: &str) -> Option<(String, u16)> {
 impl RequestRecord {
     /// The attributes both the span and the metrics carry.
     fn common_attributes(&self) -> Vec<KeyValue> {
-        let mut attributes = vec![
-            KeyValue::new("gen_ai.operation.name", "chat"),
-            KeyValue::new("gen_ai.request.model", self.request_model.clone()),
-        ];
+        let mut attributes = Vec::with_capacity(8);
+        attributes.push(KeyValue::new("gen_ai.operation.name", "chat"));
+        attributes.push(KeyValue::new(
+            "gen_ai.request.model",
+            Value::String(StringValue::from(self.request_model.clone())),
+        ));
         if let Some(answerer) = &self.provider {
-            attributes.push(KeyValue::new(
-                "gen_ai.provider.name",
-                provider_name(answerer.provider_type),
-            ));
-            if let Some((address, port)) = &answerer.server {
-                attributes.push(KeyValue::new("server.address", address.clone()));
-                attributes.push(KeyValue::new("server.port", i64::from(*port)));
-            }
+            attributes.extend(answerer.common.iter().cloned());
         }
         if let Some(model) = &self.response_model {
             attributes.push(KeyValue::new("gen_ai.response.model", model.clone()));
@@ -174,7 +197,11 @@ impl RequestRecord {
 
     /// The span's attributes: the common ones, the request's parameters, the answer.
     pub fn span_attributes(&self) -> Vec<KeyValue> {
-        let mut attributes = self.common_attributes();
+        self.span_attributes_after(self.common_attributes())
+    }
+
+    fn span_attributes_after(&self, common: Vec<KeyValue>) -> Vec<KeyValue> {
+        let mut attributes = common;
         let signed = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
         if let Some(max_tokens) = self.max_tokens {
             attributes.push(KeyValue::new(
@@ -219,10 +246,7 @@ impl RequestRecord {
             }
         }
         if let Some(answerer) = &self.provider {
-            attributes.push(KeyValue::new(
-                "agent_operator.provider",
-                answerer.name.clone(),
-            ));
+            attributes.push(answerer.name.clone());
         }
         attributes.push(KeyValue::new("agent_operator.api", self.api));
         attributes.push(KeyValue::new("agent_operator.stream", self.stream));
@@ -298,12 +322,14 @@ impl Telemetry {
     pub fn record(&self, record: &RequestRecord) {
         let parent = parent_context(&record.parent);
         let started = record.started.unwrap_or_else(SystemTime::now);
+        // Built once for the span and the three histogram records.
+        let common = record.common_attributes();
         let mut span = self
             .tracer
             .span_builder(format!("chat {}", record.request_model))
             .with_kind(SpanKind::Client)
             .with_start_time(started)
-            .with_attributes(record.span_attributes())
+            .with_attributes(record.span_attributes_after(common.clone()))
             .start_with_context(&self.tracer, &parent);
         for (at, provider, class) in &record.failovers {
             span.add_event_with_timestamp(
@@ -320,17 +346,15 @@ impl Telemetry {
         }
         span.end_with_timestamp(started + record.duration);
 
-        let common = record.common_attributes();
         self.duration.record(record.duration.as_secs_f64(), &common);
         if record.provider.is_some() && record.error.is_none() {
-            for (kind, tokens) in [
-                ("input", record.input_tokens),
-                ("output", record.output_tokens),
-            ] {
-                let mut attributes = common.clone();
-                attributes.push(KeyValue::new("gen_ai.token.type", kind));
-                self.token_usage.record(tokens, &attributes);
+            let mut attributes = common;
+            attributes.push(KeyValue::new("gen_ai.token.type", "input"));
+            self.token_usage.record(record.input_tokens, &attributes);
+            if let Some(last) = attributes.last_mut() {
+                *last = KeyValue::new("gen_ai.token.type", "output");
             }
+            self.token_usage.record(record.output_tokens, &attributes);
         }
     }
 
@@ -390,11 +414,11 @@ mod tests {
     fn the_answering_provider_names_the_system_and_server() {
         let record = RequestRecord {
             request_model: "gpt-4o".into(),
-            provider: Some(Answerer {
-                name: "azure".into(),
-                provider_type: ProviderType::AzureOpenAI,
-                server: server_of("https://acme.openai.azure.com"),
-            }),
+            provider: Some(Answerer::new(
+                "azure",
+                ProviderType::AzureOpenAI,
+                "https://acme.openai.azure.com",
+            )),
             finish_reasons: vec!["stop".into()],
             input_tokens: 11,
             output_tokens: 7,

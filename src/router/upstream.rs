@@ -266,7 +266,7 @@ mod tests {
             credential: Some(Credential::new("sk-test")),
             api: ProviderApi::default(),
             prices: None,
-            server: None,
+            answerer: crate::router::telemetry::Answerer::new("p", provider_type, endpoint),
         }
     }
 
