@@ -33,6 +33,11 @@ pub const TASK_DIR: &str = "/var/run/agentoperator/task";
 /// Where the worker writes its result: the kubelet reads this file into the container's
 /// termination message (at most 4 KiB) when the container ends.
 pub const RESULT_FILE: &str = "/dev/termination-log";
+/// Finalizer on a worker pod whose router reports the attempt's usage: the pod, and the
+/// report in its status, stay until the operator has recorded it, however the pod ends (the
+/// Job's deadline and a cancellation delete it while its router runs).
+pub const USAGE_FINALIZER: &str = "agentoperator.dev/usage-report";
+
 /// Annotation on a task's Job and pod naming the task in full (labels hold a shortened form).
 pub const TASK_NAME_ANNOTATION: &str = "agentoperator.dev/task-name";
 /// Annotation on a task's Job naming the provider the attempt was pointed at first.
@@ -158,6 +163,8 @@ pub fn job(task: &AgentTask, inputs: &AttemptInputs) -> Job {
                 metadata: Some(ObjectMeta {
                     labels: Some(pod_labels),
                     annotations: Some(pod_annotations),
+                    finalizers: (!wiring.init_containers.is_empty())
+                        .then(|| vec![USAGE_FINALIZER.to_string()]),
                     ..ObjectMeta::default()
                 }),
                 spec: Some(PodSpec {

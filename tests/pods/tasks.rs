@@ -203,6 +203,60 @@ async fn a_task_whose_budget_cannot_fit_a_request_ends_budget_exceeded_without_a
 }
 
 #[tokio::test]
+async fn a_timed_out_attempt_keeps_its_usage_and_its_pod_goes_once_that_is_recorded() {
+    let test = RealNodeTest::start("real-task-deadline").await;
+    provider(&test.ns, "openai", &test.fake).await;
+    test.agent("support", json!({})).await;
+    // The worker asks once, then outlives its timeout: the Job controller deletes its pod
+    // while the router runs, and the router reports what was spent as it stops.
+    agent_task(
+        &test.ns,
+        "slow",
+        json!({
+            "agentRef": {"name": "support"}, "input": "Ticket 4716",
+            "timeout": "20s", "backoffLimit": 0,
+            "parameters": {"sleepSeconds": "600"}
+        }),
+    )
+    .await;
+    let status = finished(&test, "slow").await;
+    assert_eq!(
+        status
+            .conditions
+            .iter()
+            .find(|c| c.type_ == "Failed")
+            .map(|c| (c.status.as_str(), c.reason.as_str())),
+        Some(("True", "Timeout")),
+        "{}",
+        condition_message(&status, "Failed")
+    );
+    assert_eq!(test.fake.chats().len(), 1, "the worker asked once");
+    let usage = status.usage.expect("the timed-out attempt's usage");
+    assert_eq!(usage.attempts.len(), 1);
+    assert_eq!(
+        (
+            usage.total.requests,
+            usage.total.input_tokens,
+            usage.total.output_tokens
+        ),
+        (1, PROMPT_TOKENS as i64, COMPLETION_TOKENS as i64)
+    );
+    // Its finalizer kept the pod only until then.
+    let pods = test.ns.api::<k8s_openapi::api::core::v1::Pod>();
+    wait_until(Duration::from_secs(60), "the worker pod gone", || async {
+        let listed = pods.list(&Default::default()).await.ok()?;
+        let workers = listed.items.iter().filter(|p| {
+            p.metadata
+                .labels
+                .as_ref()
+                .is_some_and(|l| l.contains_key("agentoperator.dev/task"))
+        });
+        (workers.count() == 0).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn a_workers_router_exports_its_genai_span_named_after_the_task_and_its_pod() {
     let test = RealNodeTest::start("real-task-traced").await;
     let collector = Collector::start_on("real-task", &real_node::host_address()).await;

@@ -16,6 +16,7 @@ answered (the operator then waits for a Ready provider instead of counting the a
 Parameters a task may set, to exercise the operator's handling of failing workers:
   exitCode  exit with this code after writing `message` (or the answer) as the result
   message   the result text written before a forced exit
+  sleepSeconds  wait this long after the answer before finishing (to outlive a timeout)
 
 AGENT_MAX_TOKENS=N sets max_tokens on every request (the SDK's default sends none).
 
@@ -187,6 +188,9 @@ def work():
         answer, model = ask(question)
     except (openai.APIConnectionError, openai.APIStatusError) as error:
         finish(EX_UNAVAILABLE, f"no LLM provider answered: {type(error).__name__}")
+    if "sleepSeconds" in parameters:
+        # Past the task's timeout: the attempt ends with this request spent.
+        time.sleep(float(parameters["sleepSeconds"]))
     if "exitCode" in parameters:
         finish(int(parameters["exitCode"]), parameters.get("message", answer))
     finish(0, f"{answer}\n(model: {model})")

@@ -194,6 +194,11 @@ fn outcome_of(job: &Job, pod: Option<&Pod>) -> Outcome {
     if let Some(failed) = finished_condition("Failed") {
         let finished = failed.last_transition_time.clone();
         if failed.reason.as_deref() == Some("DeadlineExceeded") {
+            // The Job controller deletes the pod at the deadline; its router reports what the
+            // attempt spent as it stops (the usage finalizer keeps the pod until then).
+            if pod.is_some_and(|p| router_status(p).is_some() && !stopped(p)) {
+                return Outcome::Running;
+            }
             return Outcome::Failed {
                 failure: Failure::Timeout,
                 finished,
@@ -242,8 +247,26 @@ fn router_running(pod: &Pod) -> bool {
     router_stopped == Some(false) && !phase_final
 }
 
+/// Whether every container of the pod has stopped for good: its phase is final, or it is being
+/// deleted and nothing in it runs (the kubelet starts nothing in a pod being deleted).
+pub fn stopped(pod: &Pod) -> bool {
+    let Some(status) = pod.status.as_ref() else {
+        return pod.metadata.deletion_timestamp.is_some();
+    };
+    if matches!(status.phase.as_deref(), Some("Succeeded" | "Failed")) {
+        return true;
+    }
+    let running = status
+        .init_container_statuses
+        .iter()
+        .chain(status.container_statuses.iter())
+        .flatten()
+        .any(|c| c.state.as_ref().is_some_and(|s| s.running.is_some()));
+    pod.metadata.deletion_timestamp.is_some() && !running
+}
+
 /// The usage report the router left as its termination message.
-fn router_report(pod: &Pod) -> Option<UsageReport> {
+pub fn router_report(pod: &Pod) -> Option<UsageReport> {
     let status = router_status(pod)?;
     let terminated = status.state.as_ref()?.terminated.as_ref()?;
     UsageReport::parse(terminated.message.as_deref()?)
@@ -321,6 +344,57 @@ mod tests {
             .expect("status"),
         ]);
         pod
+    }
+
+    #[test]
+    fn a_timed_out_attempt_waits_for_its_pod_to_stop_and_reads_its_routers_report() {
+        let timed_out = job(1, Some(("Failed", "DeadlineExceeded")));
+        let mut stopping = pod_with_router("Running", serde_json::json!({"running": {}}));
+        stopping.metadata.deletion_timestamp = Some(Time(Default::default()));
+        let attempts = observe_attempts(&[&timed_out], &[&stopping]);
+        assert_eq!(attempts[0].outcome, Outcome::Running);
+
+        let report = r#"{"requests":1,"inputTokens":20,"outputTokens":9,"refused":0,"models":[]}"#;
+        let mut stopped_pod = pod_with_router(
+            "Running",
+            serde_json::json!({"terminated": {"exitCode": 0, "message": report}}),
+        );
+        stopped_pod.metadata.deletion_timestamp = Some(Time(Default::default()));
+        let attempts = observe_attempts(&[&timed_out], &[&stopped_pod]);
+        assert!(matches!(
+            attempts[0].outcome,
+            Outcome::Failed {
+                failure: Failure::Timeout,
+                ..
+            }
+        ));
+        assert_eq!(
+            attempts[0].usage.as_ref().map(|u| u.total.requests),
+            Some(1)
+        );
+        // Gone, or never given a router: the deadline decides at once, as before.
+        let attempts = observe_attempts(&[&timed_out], &[]);
+        assert!(matches!(attempts[0].outcome, Outcome::Failed { .. }));
+    }
+
+    #[test]
+    fn a_pod_has_stopped_when_final_or_deleted_with_nothing_running() {
+        let running = pod_with_router("Running", serde_json::json!({"running": {}}));
+        assert!(!stopped(&running));
+        let mut deleting = running.clone();
+        deleting.metadata.deletion_timestamp = Some(Time(Default::default()));
+        assert!(!stopped(&deleting), "its router still runs");
+        let mut quiet = pod_with_router(
+            "Running",
+            serde_json::json!({"terminated": {"exitCode": 0}}),
+        );
+        assert!(!stopped(&quiet), "not being deleted: its phase decides");
+        quiet.metadata.deletion_timestamp = Some(Time(Default::default()));
+        assert!(stopped(&quiet));
+        assert!(stopped(&pod_with_router(
+            "Succeeded",
+            serde_json::json!({"running": {}})
+        )));
     }
 
     #[test]

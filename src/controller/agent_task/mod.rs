@@ -6,6 +6,7 @@ pub mod attempts;
 pub mod budget;
 pub mod queue;
 pub mod reconcile;
+pub mod release;
 pub mod status;
 pub mod watches;
 
@@ -174,9 +175,12 @@ pub async fn run(
         .predicate_filter(predicates::generation, Default::default());
     let task_stream = super::without_errors(task_stream);
 
+    // Part of this future, not spawned: it stops with the controller when leadership is lost.
+    let sweep = release::sweep(controller.clone(), shutdown.clone());
+
     let (tasks_for_agents, tasks_for_providers, agents_for_providers) =
         (tasks.clone(), tasks.clone(), agents.clone());
-    Controller::for_stream(task_stream, tasks)
+    let reconciling = Controller::for_stream(task_stream, tasks)
         .with_config(kube::runtime::controller::Config::default().concurrency(concurrency))
         .owns_stream(job_stream)
         .owns_stream(config_map_stream)
@@ -193,8 +197,8 @@ pub async fn run(
         .for_each(|result| {
             context.record_reconcile(CONTROLLER, result);
             std::future::ready(())
-        })
-        .await;
+        });
+    futures::future::join(reconciling, sweep).await;
 }
 
 fn wake_after(controller: &TaskController, task: &AgentTask) {

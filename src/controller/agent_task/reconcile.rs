@@ -16,6 +16,7 @@ use tracing::instrument;
 use super::TaskController;
 use super::attempts::{Attempt, observe_attempts};
 use super::queue::{QueueEntry, may_start};
+use super::release::TaskState;
 use super::status::{ChainState, Decision, Inputs, Slot, Step, decide, is_finished};
 use crate::api::agent_task::{AgentTaskStatus, InputSource, TtlDeletes, reason};
 use crate::api::conditions::find_condition;
@@ -184,8 +185,13 @@ pub async fn reconcile(
     }
     applied?;
 
-    // Report.
+    // Report, then let go of the pods whose usage that status records.
     report(&controller, &task, previous.as_ref(), &decision).await?;
+    let recorded = TaskState {
+        deleting: false,
+        status: Some(&decision.status),
+    };
+    super::release::release_attempts(&controller, &namespace, &attempts, recorded).await;
     tracing::debug!(reason = ?decision.status.reason, step = ?step_name(&decision.step), requeue_after = ?decision.requeue_after, "reconciled");
     Ok(decision
         .requeue_after
