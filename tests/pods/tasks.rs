@@ -257,6 +257,54 @@ async fn a_timed_out_attempt_keeps_its_usage_and_its_pod_goes_once_that_is_recor
 }
 
 #[tokio::test]
+async fn a_cancelled_attempts_usage_is_recorded_after_the_task_finished() {
+    let test = RealNodeTest::start("real-task-cancel").await;
+    provider(&test.ns, "openai", &test.fake).await;
+    test.agent("support", json!({})).await;
+    agent_task(
+        &test.ns,
+        "abandoned",
+        json!({
+            "agentRef": {"name": "support"}, "input": "Ticket 4717",
+            "parameters": {"sleepSeconds": "600"}
+        }),
+    )
+    .await;
+    wait_until(Duration::from_secs(120), "the worker's request", || async {
+        (test.fake.chats().len() == 1).then_some(())
+    })
+    .await;
+    let tasks = test.ns.api::<AgentTask>();
+    tasks
+        .patch(
+            "abandoned",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(json!({"spec": {"cancel": true}})),
+        )
+        .await
+        .expect("cancel");
+    let status = finished(&test, "abandoned").await;
+    assert_eq!(
+        status.reason.as_deref(),
+        Some("Cancelled"),
+        "{}",
+        condition_message(&status, "Failed")
+    );
+    // The cancellation deleted the Job; the pod's router reports as it stops, after that.
+    let usage = wait_until(
+        Duration::from_secs(90),
+        "the cancelled attempt's usage",
+        || async { tasks.get("abandoned").await.ok()?.status?.usage },
+    )
+    .await;
+    assert_eq!(
+        (usage.attempts.len(), usage.total.requests),
+        (1, 1),
+        "{usage:?}"
+    );
+}
+
+#[tokio::test]
 async fn a_workers_router_exports_its_genai_span_named_after_the_task_and_its_pod() {
     let test = RealNodeTest::start("real-task-traced").await;
     let collector = Collector::start_on("real-task", &real_node::host_address()).await;

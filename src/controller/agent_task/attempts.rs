@@ -6,10 +6,10 @@
 
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{ContainerStateTerminated, ContainerStatus, Pod};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 
 use crate::api::agent_task::exit_code;
-use crate::resources::job::PROVIDER_ANNOTATION;
+use crate::resources::job::{PROVIDER_ANNOTATION, USAGE_FINALIZER};
 use crate::resources::labels::ATTEMPT_LABEL;
 use crate::resources::pod::AGENT_CONTAINER;
 use crate::resources::router_sidecar::ROUTER_CONTAINER;
@@ -113,13 +113,7 @@ pub fn observe_attempts(jobs: &[&Job], pods: &[&Pod]) -> Vec<Attempt> {
     let mut attempts: Vec<Attempt> = jobs
         .iter()
         .filter_map(|job| {
-            let number: i32 = job
-                .metadata
-                .labels
-                .as_ref()?
-                .get(ATTEMPT_LABEL)?
-                .parse()
-                .ok()?;
+            let number = attempt_number(&job.metadata)?;
             let job_name = job.metadata.name.clone()?;
             let pod = newest_pod_of(&job_name, pods);
             Some(Attempt {
@@ -139,6 +133,11 @@ pub fn observe_attempts(jobs: &[&Job], pods: &[&Pod]) -> Vec<Attempt> {
         .collect();
     attempts.sort_by_key(|a| a.number);
     attempts
+}
+
+/// The attempt a Job or worker pod belongs to, from its label.
+fn attempt_number(metadata: &ObjectMeta) -> Option<i32> {
+    metadata.labels.as_ref()?.get(ATTEMPT_LABEL)?.parse().ok()
 }
 
 fn newest_pod_of<'a>(job_name: &str, pods: &[&'a Pod]) -> Option<&'a Pod> {
@@ -245,6 +244,51 @@ fn router_running(pod: &Pod) -> bool {
             .is_some_and(|s| s.terminated.is_some())
     });
     router_stopped == Some(false) && !phase_final
+}
+
+/// The attempts of a finished task whose pods stopped after it finished (a cancelled one's),
+/// with their routers' reports. Their Jobs are gone, deleted by the cancellation; the usage
+/// finalizer keeps the pods, which name their task and attempt. A pod older than the task is a
+/// deleted namesake's, and is left out.
+pub fn stopped_after_finish(task_created: Option<&Time>, pods: &[&Pod]) -> Vec<Attempt> {
+    let mut attempts: Vec<Attempt> = pods
+        .iter()
+        .filter(|pod| {
+            pod.metadata
+                .finalizers
+                .iter()
+                .flatten()
+                .any(|f| f == USAGE_FINALIZER)
+        })
+        .filter(
+            |pod| match (task_created, &pod.metadata.creation_timestamp) {
+                (Some(task), Some(pod)) => pod.0 >= task.0,
+                _ => true,
+            },
+        )
+        .filter(|pod| stopped(pod))
+        .filter_map(|pod| {
+            let number = attempt_number(&pod.metadata)?;
+            Some(Attempt {
+                number,
+                job_name: String::new(),
+                pod_name: pod.metadata.name.clone(),
+                provider: None,
+                started: None,
+                // Ended: only its usage is read, the task's outcome being decided.
+                outcome: Outcome::Failed {
+                    failure: Failure::Error {
+                        exit_code: None,
+                        message: None,
+                    },
+                    finished: None,
+                },
+                usage: Some(router_report(pod)?),
+            })
+        })
+        .collect();
+    attempts.sort_by_key(|a| a.number);
+    attempts
 }
 
 /// Whether every container of the pod has stopped for good: its phase is final, or it is being
@@ -375,6 +419,48 @@ mod tests {
         // Gone, or never given a router: the deadline decides at once, as before.
         let attempts = observe_attempts(&[&timed_out], &[]);
         assert!(matches!(attempts[0].outcome, Outcome::Failed { .. }));
+    }
+
+    #[test]
+    fn a_cancelled_attempts_pod_is_read_once_stopped_without_its_job() {
+        let report = r#"{"requests":1,"inputTokens":20,"outputTokens":9,"refused":0,"models":[]}"#;
+        let mut stopped_pod = pod_with_router(
+            "Failed",
+            serde_json::json!({"terminated": {"exitCode": 0, "message": report}}),
+        );
+        stopped_pod.metadata.deletion_timestamp = Some(Time(Default::default()));
+        stopped_pod.metadata.labels = Some([(ATTEMPT_LABEL.to_string(), "2".to_string())].into());
+        stopped_pod.metadata.creation_timestamp = Some(Time(Default::default()));
+        stopped_pod.metadata.finalizers = Some(vec![USAGE_FINALIZER.into()]);
+        let attempts = stopped_after_finish(None, &[&stopped_pod]);
+        assert_eq!(attempts.len(), 1);
+        assert_eq!(attempts[0].number, 2);
+        assert_eq!(
+            attempts[0].usage.as_ref().map(|u| u.total.requests),
+            Some(1)
+        );
+
+        let mut running = stopped_pod.clone();
+        running.status.as_mut().expect("status").phase = Some("Running".into());
+        running
+            .status
+            .as_mut()
+            .expect("status")
+            .init_container_statuses = None;
+        running.status.as_mut().expect("status").container_statuses = Some(vec![
+            serde_json::from_value(serde_json::json!({"name": "agent", "image": "a",
+                "imageID": "", "ready": true, "restartCount": 0, "state": {"running": {}}}))
+            .expect("status"),
+        ]);
+        assert!(
+            stopped_after_finish(None, &[&running]).is_empty(),
+            "still running"
+        );
+        let later = Time(k8s_openapi::jiff::Timestamp::from_second(1).expect("time"));
+        assert!(
+            stopped_after_finish(Some(&later), &[&stopped_pod]).is_empty(),
+            "older than the task: a namesake's"
+        );
     }
 
     #[test]

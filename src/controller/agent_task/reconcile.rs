@@ -23,7 +23,7 @@ use crate::api::conditions::find_condition;
 use crate::api::{AgentDeployment, AgentTask};
 use crate::controller::apply::apply_if_changed;
 use crate::controller::chain::{credential_validated, resolve_chain};
-use crate::resources::job::{AttemptInputs, Worker, job};
+use crate::resources::job::{AttemptInputs, TASK_NAME_ANNOTATION, Worker, job};
 use crate::resources::provider_config::{ResolvedProvider, provider_config};
 use crate::resources::router_sidecar::router_of;
 use crate::resources::task_config::{result_config_map, task_config_map};
@@ -105,10 +105,12 @@ pub async fn reconcile(
     let previous = controller.written.previous(&uid, task.status.as_ref());
 
     // Read.
-    let attempts = if is_finished(previous.as_ref()) {
-        Vec::new()
-    } else {
+    let attempts = if !is_finished(previous.as_ref()) {
         attempts_of(&controller, &task)
+    } else if previous.as_ref().and_then(|s| s.reason.as_deref()) == Some(reason::CANCELLED) {
+        stopped_after_finish(&controller, &task)
+    } else {
+        Vec::new()
     };
     let agent = task.spec.agent_ref.as_ref().and_then(|r| {
         controller
@@ -243,6 +245,20 @@ fn attempts_of(controller: &TaskController, task: &AgentTask) -> Vec<Attempt> {
         })
         .collect();
     observe_attempts(&jobs, &pods)
+}
+
+/// A cancelled task's attempts whose pods stopped after it finished: see
+/// [`super::attempts::stopped_after_finish`].
+fn stopped_after_finish(controller: &TaskController, task: &AgentTask) -> Vec<Attempt> {
+    let name = task.name_any();
+    let pods = controller.caches.pods.state();
+    let pods: Vec<&Pod> = pods
+        .iter()
+        .map(|p| p.as_ref())
+        .filter(|p| p.metadata.namespace == task.metadata.namespace)
+        .filter(|p| p.annotations().get(TASK_NAME_ANNOTATION) == Some(&name))
+        .collect();
+    super::attempts::stopped_after_finish(task.metadata.creation_timestamp.as_ref(), &pods)
 }
 
 /// The worker from the referenced AgentDeployment or the inline template, or why there is none.

@@ -20,7 +20,7 @@ use super::TaskController;
 use super::attempts::{Attempt, router_report, stopped};
 use super::status::is_finished;
 use crate::api::AgentTask;
-use crate::api::agent_task::AgentTaskStatus;
+use crate::api::agent_task::{AgentTaskStatus, reason};
 use crate::resources::job::{TASK_NAME_ANNOTATION, USAGE_FINALIZER};
 use crate::resources::labels::ATTEMPT_LABEL;
 
@@ -47,7 +47,8 @@ impl<'a> TaskState<'a> {
 /// from a pod being deleted (one that ends by itself stays readable until its Job is cleaned
 /// up, so releasing it earlier would be a write for nothing), and never while anything in it
 /// runs; then once its report is recorded, or can no longer be: the task is gone, being
-/// deleted or finished, or the router left no report.
+/// deleted or finished (but for a cancellation, whose report is recorded after it), or the
+/// router left no report.
 pub fn releasable(pod: &Pod, task: Option<TaskState>) -> bool {
     let deleting = pod.metadata.deletion_timestamp.is_some();
     if !holds_usage(pod) || !deleting || !stopped(pod) {
@@ -56,7 +57,10 @@ pub fn releasable(pod: &Pod, task: Option<TaskState>) -> bool {
     let Some(task) = task else {
         return true;
     };
-    if task.deleting || is_finished(task.status) {
+    // A finished task records no more usage, but for a cancelled attempt's, which arrives
+    // after the task finished.
+    let cancelled = task.status.and_then(|s| s.reason.as_deref()) == Some(reason::CANCELLED);
+    if task.deleting || (is_finished(task.status) && !cancelled) {
         return true;
     }
     let attempt: Option<i32> = pod.labels().get(ATTEMPT_LABEL).and_then(|n| n.parse().ok());
@@ -226,12 +230,23 @@ mod tests {
             releasable(&worker(reported(), true), None),
             "the task is gone"
         );
-        let finished = task(json!({"attempts": 1, "conditions": [{"type": "Failed",
-            "status": "True", "reason": "Cancelled", "message": "",
-            "lastTransitionTime": "2026-01-01T00:00:00Z"}]}));
+        let finished = |reason: &str| {
+            task(
+                json!({"attempts": 1, "reason": reason, "conditions": [{"type": "Failed",
+                "status": "True", "reason": reason, "message": "",
+                "lastTransitionTime": "2026-01-01T00:00:00Z"}]}),
+            )
+        };
+        let timed_out = finished("Timeout");
         assert!(releasable(
             &worker(reported(), true),
-            Some(TaskState::of(&finished))
+            Some(TaskState::of(&timed_out))
+        ));
+        // A cancelled attempt's report is recorded after the task finished: it is waited for.
+        let cancelled = finished("Cancelled");
+        assert!(!releasable(
+            &worker(reported(), true),
+            Some(TaskState::of(&cancelled))
         ));
         let mut without = worker(reported(), true);
         without.metadata.finalizers = None;

@@ -536,6 +536,8 @@ fn after_finish(finished: &AgentTaskStatus, inputs: &Inputs, now: Timestamp) -> 
             now,
         ),
         observed_generation: inputs.generation,
+        // A cancelled attempt's report arrives after the task finished.
+        usage: super::budget::usage_of(finished.usage.as_ref(), inputs.attempts),
         ..finished.clone()
     };
     let mut decision = Decision {
