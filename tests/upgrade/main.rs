@@ -154,10 +154,31 @@ fn chart_label(chart_dir: &Path) -> String {
     )
 }
 
-/// Deletes the project's CRDs and waits until they are gone. The delete is sent again while a
-/// CRD is not yet being deleted: this test starts right after the fault suite, whose last test
-/// restarts the API server, and a delete it refused then would otherwise be waited on forever.
-async fn delete_our_crds(crds: &Api<CustomResourceDefinition>) {
+/// Deletes the project's CRDs and waits until they are gone. This test starts right after the
+/// fault suite, whose last test restarts the API server, so first every kind must list: the
+/// CRD's cleanup lists the objects to delete them, and one refused with "storage is
+/// (re)initializing" is retried on a backoff that soon outgrows this test's wait. The delete is
+/// also sent again while a CRD is not yet being deleted, in case the API server refused it.
+async fn delete_our_crds(client: &kube::Client, crds: &Api<CustomResourceDefinition>) {
+    let lists = |client: kube::Client| async move {
+        // From the watch cache (resourceVersion 0), which is what answers "(re)initializing".
+        let probe = kube::api::ListParams::default().match_any();
+        Api::<LLMProvider>::all(client.clone())
+            .list(&probe)
+            .await
+            .ok()?;
+        Api::<AgentDeployment>::all(client.clone())
+            .list(&probe)
+            .await
+            .ok()?;
+        Api::<AgentTask>::all(client).list(&probe).await.ok()
+    };
+    wait_until(
+        Duration::from_secs(300),
+        "every kind of ours to list after the fault suite",
+        || lists(client.clone()),
+    )
+    .await;
     let deadline = tokio::time::Instant::now() + WAIT;
     loop {
         let left: Vec<CustomResourceDefinition> = match crds.list(&Default::default()).await {
@@ -217,7 +238,7 @@ async fn the_previous_release_upgrades_to_this_one_with_every_object_kept_and_re
 
     // Helm manages the CRDs of a release it installs; the ones other tests applied go first.
     let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-    delete_our_crds(&crds).await;
+    delete_our_crds(&client, &crds).await;
 
     let ns = TestNamespace::with_labels(
         &client,
