@@ -33,6 +33,10 @@ struct Args {
     /// Number of AgentTasks (and of plain Jobs in the baseline).
     #[arg(long, default_value_t = 5000)]
     tasks: usize,
+    /// Also run the largest number of agents and the tasks at once, in one operator process
+    /// (the memory target is for both together); it has no baseline.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    together: bool,
     /// Seconds of steady state observed after each convergence.
     #[arg(long, default_value_t = 300)]
     steady_seconds: u64,
@@ -54,6 +58,7 @@ struct Run {
     objects: usize,
     operator_seconds: f64,
     baseline_seconds: f64,
+    /// Requests by verb and resource (`patch agenttasks/status`).
     requests: BTreeMap<String, f64>,
     steady_writes: Option<f64>,
     steady_requests: BTreeMap<String, f64>,
@@ -85,6 +90,12 @@ async fn main() {
     if args.tasks > 0 {
         runs.push(tasks_run(&client, &args, &fake).await);
     }
+    if let Some(&agents) = args.agents.iter().max()
+        && args.together
+        && args.tasks > 0
+    {
+        runs.push(together_run(&client, &args, &fake, agents).await);
+    }
     let section = markdown(&args, &runs);
     report::write_section(&args.out, "scale", &section);
     println!("{section}");
@@ -103,12 +114,13 @@ async fn agents_run(
     provider_ready(client, &ns).await;
     let before = operator.requests().await;
     let started = Instant::now();
-    create_all(client, &ns, (0..n).map(|i| json!({
-        "apiVersion": "agentoperator.dev/v1alpha1", "kind": "AgentDeployment",
-        "metadata": {"name": format!("agent-{i:04}")},
-        "spec": {"image": "registry.example/agent:1", "replicas": 1, "providers": [{"name": "openai"}],
-            "ports": [{"name": "http", "containerPort": 8080}]}
-    })).collect::<Vec<_>>(), serde_json::from_value::<AgentDeployment>).await;
+    create_all(
+        client,
+        &ns,
+        (0..n).map(agent_object).collect(),
+        serde_json::from_value::<AgentDeployment>,
+    )
+    .await;
     wait_for(
         client,
         &ns,
@@ -131,7 +143,7 @@ async fn agents_run(
         args.steady_seconds
     );
     tokio::time::sleep(Duration::from_secs(args.steady_seconds)).await;
-    let steady = subtract(&operator.requests().await, &after);
+    let steady = by_verb(&subtract(&operator.requests().await, &after));
     let steady_writes = ["create", "update", "patch", "delete"]
         .iter()
         .map(|v| steady.get(*v).copied().unwrap_or(0.0))
@@ -205,32 +217,21 @@ async fn tasks_run(client: &Client, args: &Args, fake: &fake_provider::FakeProvi
     let n = args.tasks;
     eprintln!("== {n} AgentTasks");
     let ns = fresh_namespace(client, &format!("bench-tasks-{n}")).await;
-    provider(client, &ns, fake).await;
-    let mut operator = Operator::start(args, &ns).await;
-    create_all(client, &ns, vec![json!({
-        "apiVersion": "agentoperator.dev/v1alpha1", "kind": "AgentDeployment", "metadata": {"name": "worker"},
-        "spec": {"image": "registry.example/agent:1", "suspend": true, "providers": [{"name": "openai"}]}
-    })], serde_json::from_value::<AgentDeployment>).await;
-    provider_ready(client, &ns).await;
+    let mut operator = task_operator(client, args, fake, &ns).await;
     let before = operator.requests().await;
     let started = Instant::now();
-    create_all(client, &ns, (0..n).map(|i| json!({
-        "apiVersion": "agentoperator.dev/v1alpha1", "kind": "AgentTask", "metadata": {"name": format!("task-{i:05}")},
-        "spec": {"agentRef": {"name": "worker"}, "input": "benchmark input"}
-    })).collect::<Vec<_>>(), serde_json::from_value::<AgentTask>).await;
+    create_all(
+        client,
+        &ns,
+        (0..n).map(task_object).collect(),
+        serde_json::from_value::<AgentTask>,
+    )
+    .await;
     wait_for(
         client,
         &ns,
         &format!("{n} tasks Succeeded"),
-        |tasks: Vec<AgentTask>| {
-            tasks
-                .iter()
-                .filter(|t| {
-                    condition_true(t.status.as_ref().map(|s| &s.conditions[..]), "Complete")
-                })
-                .count()
-                == n
-        },
+        tasks_succeeded(n),
     )
     .await;
     let operator_seconds = started.elapsed().as_secs_f64();
@@ -277,6 +278,138 @@ async fn tasks_run(client: &Client, args: &Args, fake: &fake_provider::FakeProvi
         peak_rss_mib,
         cpu_seconds,
         latency,
+    }
+}
+
+/// The largest agent run and the task run at once, in one operator process: the footprint of
+/// both caches together. Agents and tasks are created interleaved, so neither waits for the
+/// other; converged when every agent is Ready and every task Succeeded.
+async fn together_run(
+    client: &Client,
+    args: &Args,
+    fake: &fake_provider::FakeProvider,
+    agents: usize,
+) -> Run {
+    let tasks = args.tasks;
+    eprintln!("== {agents} AgentDeployments and {tasks} AgentTasks at once");
+    let ns = fresh_namespace(client, &format!("bench-together-{agents}")).await;
+    let mut operator = task_operator(client, args, fake, &ns).await;
+    let before = operator.requests().await;
+    let started = Instant::now();
+    let agent_objects: Vec<Value> = (0..agents).map(agent_object).collect();
+    let task_objects: Vec<Value> = (0..tasks).map(task_object).collect();
+    tokio::join!(
+        create_all(
+            client,
+            &ns,
+            agent_objects,
+            serde_json::from_value::<AgentDeployment>
+        ),
+        create_all(
+            client,
+            &ns,
+            task_objects,
+            serde_json::from_value::<AgentTask>
+        ),
+    );
+    wait_for(
+        client,
+        &ns,
+        &format!("{agents} agents Ready"),
+        |all: Vec<AgentDeployment>| {
+            all.iter()
+                .filter(|a| {
+                    a.metadata
+                        .name
+                        .as_deref()
+                        .is_some_and(|n| n.starts_with("agent-"))
+                })
+                .filter(|a| condition_true(a.status.as_ref().map(|s| &s.conditions[..]), "Ready"))
+                .count()
+                == agents
+        },
+    )
+    .await;
+    wait_for(
+        client,
+        &ns,
+        &format!("{tasks} tasks Succeeded"),
+        tasks_succeeded(tasks),
+    )
+    .await;
+    let operator_seconds = started.elapsed().as_secs_f64();
+    let after = operator.requests().await;
+    let (peak_rss_mib, cpu_seconds) = operator.footprint();
+    let latency = operator.latency().await;
+    operator.stop();
+    let _ = Api::<Namespace>::all(client.clone())
+        .delete(&ns, &DeleteParams::background())
+        .await;
+    Run {
+        name: format!("{agents} AgentDeployments and {tasks} AgentTasks at once"),
+        objects: agents + tasks,
+        operator_seconds,
+        baseline_seconds: f64::NAN,
+        requests: subtract(&after, &before),
+        steady_writes: None,
+        steady_requests: BTreeMap::new(),
+        peak_rss_mib,
+        cpu_seconds,
+        latency,
+    }
+}
+
+/// The operator of a task run, with a Ready provider and the agent the tasks run.
+async fn task_operator(
+    client: &Client,
+    args: &Args,
+    fake: &fake_provider::FakeProvider,
+    ns: &str,
+) -> Operator {
+    provider(client, ns, fake).await;
+    let operator = Operator::start(args, ns).await;
+    create_all(
+        client,
+        ns,
+        vec![worker_agent()],
+        serde_json::from_value::<AgentDeployment>,
+    )
+    .await;
+    provider_ready(client, ns).await;
+    operator
+}
+
+fn agent_object(i: usize) -> Value {
+    json!({
+        "apiVersion": "agentoperator.dev/v1alpha1", "kind": "AgentDeployment",
+        "metadata": {"name": format!("agent-{i:04}")},
+        "spec": {"image": "registry.example/agent:1", "replicas": 1, "providers": [{"name": "openai"}],
+            "ports": [{"name": "http", "containerPort": 8080}]}
+    })
+}
+
+/// The agent every benchmark task runs: suspended, so it has no pods of its own.
+fn worker_agent() -> Value {
+    json!({
+        "apiVersion": "agentoperator.dev/v1alpha1", "kind": "AgentDeployment", "metadata": {"name": "worker"},
+        "spec": {"image": "registry.example/agent:1", "suspend": true, "providers": [{"name": "openai"}]}
+    })
+}
+
+fn task_object(i: usize) -> Value {
+    json!({
+        "apiVersion": "agentoperator.dev/v1alpha1", "kind": "AgentTask", "metadata": {"name": format!("task-{i:05}")},
+        "spec": {"agentRef": {"name": "worker"}, "input": "benchmark input"}
+    })
+}
+
+fn tasks_succeeded(n: usize) -> impl Fn(Vec<AgentTask>) -> bool {
+    move |tasks| {
+        tasks
+            .iter()
+            .filter(|t| condition_true(t.status.as_ref().map(|s| &s.conditions[..]), "Complete"))
+            .count()
+            == n
     }
 }
 
@@ -335,7 +468,7 @@ impl Operator {
             .unwrap_or_default()
     }
 
-    /// Requests to the API server so far, by verb.
+    /// Requests to the API server so far, by verb and resource.
     async fn requests(&self) -> BTreeMap<String, f64> {
         let mut by_verb = BTreeMap::new();
         for line in self
@@ -344,7 +477,7 @@ impl Operator {
             .lines()
             .filter(|l| l.starts_with("agent_operator_kubernetes_requests_total{"))
         {
-            let verb = label(line, "verb");
+            let verb = format!("{} {}", label(line, "verb"), label(line, "resource"));
             let value: f64 = line
                 .rsplit(' ')
                 .next()
@@ -415,6 +548,22 @@ fn label(line: &str, name: &str) -> String {
         .and_then(|(_, rest)| rest.split_once('"'))
         .map(|(value, _)| value.to_string())
         .unwrap_or_default()
+}
+
+/// Requests keyed by verb and resource, summed by verb.
+fn by_verb(requests: &BTreeMap<String, f64>) -> BTreeMap<String, f64> {
+    let mut summed = BTreeMap::new();
+    for (key, count) in requests {
+        let verb = key.split(' ').next().unwrap_or_default().to_string();
+        *summed.entry(verb).or_insert(0.0) += count;
+    }
+    summed
+}
+
+fn is_write(key: &str) -> bool {
+    ["create ", "update ", "patch ", "delete "]
+        .iter()
+        .any(|verb| key.starts_with(verb))
 }
 
 fn subtract(
@@ -595,19 +744,24 @@ fn markdown(args: &Args, runs: &[Run]) -> String {
     ));
     out.push_str("### Convergence\n\n| run | operator | plain client | ratio | throughput |\n|---|---|---|---|---|\n");
     for run in runs {
+        let (baseline, ratio) = if run.baseline_seconds.is_nan() {
+            ("—".to_string(), "—".to_string())
+        } else {
+            (
+                format!("{:.1} s", run.baseline_seconds),
+                format!("{:.2}", run.operator_seconds / run.baseline_seconds),
+            )
+        };
         out.push_str(&format!(
-            "| {} | {:.1} s | {:.1} s | {:.2} | {:.1} objects/s |\n",
+            "| {} | {:.1} s | {baseline} | {ratio} | {:.1} objects/s |\n",
             run.name,
             run.operator_seconds,
-            run.baseline_seconds,
-            run.operator_seconds / run.baseline_seconds,
             run.objects as f64 / run.operator_seconds
         ));
     }
     out.push_str("\n### API cost and footprint\n\n| run | requests by verb (per object) | steady state | peak RSS | CPU |\n|---|---|---|---|---|\n");
     for run in runs {
-        let requests: Vec<String> = run
-            .requests
+        let requests: Vec<String> = by_verb(&run.requests)
             .iter()
             .map(|(verb, count)| format!("{verb} {count:.0} ({:.2})", count / run.objects as f64))
             .collect();
@@ -638,6 +792,16 @@ fn markdown(args: &Args, runs: &[Run]) -> String {
             run.cpu_seconds
         ));
     }
+    out.push_str("\n### Writes by resource (per object)\n\n| run | writes |\n|---|---|\n");
+    for run in runs {
+        let writes: Vec<String> = run
+            .requests
+            .iter()
+            .filter(|(key, _)| is_write(key))
+            .map(|(key, count)| format!("`{key}` {count:.0} ({:.2})", count / run.objects as f64))
+            .collect();
+        out.push_str(&format!("| {} | {} |\n", run.name, writes.join(", ")));
+    }
     out.push_str("\n### Reconcile latency (from `agent_operator_reconcile_duration_seconds`)\n\n| run | controller | p50 ≤ | p95 ≤ | p99 ≤ |\n|---|---|---|---|---|\n");
     for run in runs {
         for (controller, (p50, p95, p99)) in &run.latency {
@@ -648,7 +812,7 @@ fn markdown(args: &Args, runs: &[Run]) -> String {
         }
     }
     out.push_str(&format!(
-        "\n### How it is measured\n\n- Convergence: from the first create to the last object Ready (AgentDeployments: `Ready=True`; AgentTasks: `Complete=True`), listed every 2 s. The baseline creates the same child objects (ServiceAccount, ConfigMap, Deployment, Service per agent; one Job per task) with a plain client at the same QPS, to Ready Deployments and complete Jobs.\n- Requests: the operator's own `agent_operator_kubernetes_requests_total`, from the first create to convergence; steady state: the same counter over the following {} s with nothing changing (writes = create, update, patch, delete).\n- Memory and CPU: the operator process's `VmHWM` and `utime + stime` from `/proc`, one fresh process per run.\n- Latency: quantiles read from the histogram's buckets (upper bounds).\n\nRerun: `e2e/bench/run` (defaults: 100 and 1000 agents, 5000 tasks, 300 s of steady state; `e2e/bench/run --agents 100 --tasks 500 --steady-seconds 60` for a quick look).\n",
+        "\n### How it is measured\n\n- Convergence: from the first create to the last object Ready (AgentDeployments: `Ready=True`; AgentTasks: `Complete=True`), listed every 2 s. The baseline creates the same child objects (ServiceAccount, ConfigMap, Deployment, Service per agent; one Job per task) with a plain client at the same QPS, to Ready Deployments and complete Jobs.\n- Requests: the operator's own `agent_operator_kubernetes_requests_total`, from the first create to convergence; steady state: the same counter over the following {} s with nothing changing (writes = create, update, patch, delete).\n- Memory and CPU: the operator process's `VmHWM` and `utime + stime` from `/proc`, one fresh process per run. The run \"at once\" creates the agents and the tasks interleaved in one namespace, for one operator process, and has no baseline.\n- Latency: quantiles read from the histogram's buckets (upper bounds).\n\nRerun: `e2e/bench/run` (defaults: 100 and 1000 agents, 5000 tasks, then the largest agent run and the tasks at once, 300 s of steady state; `e2e/bench/run --agents 100 --tasks 500 --steady-seconds 60` for a quick look).\n",
         args.steady_seconds
     ));
     out

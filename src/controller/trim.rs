@@ -12,6 +12,7 @@ use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::Resource;
 
 use crate::api::{AgentDeployment, AgentTask, LLMProvider};
+use crate::resources::task_config::FILE_ANNOTATION_PREFIX;
 
 const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
 
@@ -44,10 +45,14 @@ impl Trim for Deployment {
     }
 }
 
-/// Labels, owners and container statuses are read; the spec is not.
+/// Labels, owners, container statuses and the hash of a worker's files are read; the spec and
+/// the files themselves (up to 128 KiB a pod) are not.
 impl Trim for Pod {
     fn trim_fields(&mut self) {
         self.spec = None;
+        if let Some(annotations) = self.metadata.annotations.as_mut() {
+            annotations.retain(|key, _| !key.starts_with(FILE_ANNOTATION_PREFIX));
+        }
     }
 }
 
@@ -94,7 +99,8 @@ mod tests {
     fn cached_children_keep_metadata_and_status_only() {
         let mut pod: Pod = serde_json::from_value(serde_json::json!({
             "metadata": {"name": "p", "labels": {"a": "b"},
-                "annotations": {LAST_APPLIED: "{...}", "agentoperator.dev/applied-hash": "h"},
+                "annotations": {LAST_APPLIED: "{...}", "agentoperator.dev/applied-hash": "h",
+                    "files.agentoperator.dev/input": "a long input"},
                 "managedFields": [{"manager": "kubectl"}]},
             "spec": {"containers": [{"name": "agent", "image": "x"}]},
             "status": {"phase": "Running"}
@@ -105,6 +111,7 @@ mod tests {
         assert!(pod.metadata.managed_fields.is_none());
         let annotations = pod.metadata.annotations.expect("annotations");
         assert!(!annotations.contains_key(LAST_APPLIED));
+        assert!(!annotations.contains_key("files.agentoperator.dev/input"));
         assert_eq!(annotations["agentoperator.dev/applied-hash"], "h");
         assert_eq!(pod.metadata.labels.expect("labels")["a"], "b");
         assert_eq!(pod.status.and_then(|s| s.phase).as_deref(), Some("Running"));

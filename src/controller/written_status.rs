@@ -23,15 +23,22 @@ impl<S> Default for WrittenStatus<S> {
     }
 }
 
-impl<S: Clone> WrittenStatus<S> {
-    /// The status to compare against: the last one written, else the cached one.
+impl<S: Clone + PartialEq> WrittenStatus<S> {
+    /// The status to compare against: the last one written, else the cached one. Once the
+    /// cache holds what was written, the copy is dropped: the cache only moves forward, and at
+    /// thousands of objects a second copy of every status is memory for nothing.
     pub fn previous(&self, uid: &str, cached: Option<&S>) -> Option<S> {
-        let written = self
-            .by_uid
-            .lock()
-            .ok()
-            .and_then(|map| map.get(uid).cloned());
-        written.or_else(|| cached.cloned())
+        let Ok(mut map) = self.by_uid.lock() else {
+            return cached.cloned();
+        };
+        match map.get(uid) {
+            Some(written) if Some(written) == cached => {
+                map.remove(uid);
+                cached.cloned()
+            }
+            Some(written) => Some(written.clone()),
+            None => cached.cloned(),
+        }
     }
 
     pub fn remember(&self, uid: String, status: S) {
@@ -122,5 +129,18 @@ mod tests {
         assert_eq!(written.previous("b", None), None);
         written.forget("a");
         assert_eq!(written.previous("a", Some(&1)), Some(1));
+    }
+
+    #[test]
+    fn the_copy_goes_once_the_cache_has_caught_up() {
+        let written = WrittenStatus::<u32>::default();
+        written.remember("a".into(), 2);
+        assert_eq!(written.previous("a", Some(&2)), Some(2));
+        assert!(written.by_uid.lock().expect("lock").is_empty());
+        assert_eq!(
+            written.previous("a", Some(&2)),
+            Some(2),
+            "the cache from now on"
+        );
     }
 }

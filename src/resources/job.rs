@@ -9,8 +9,9 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::batch::v1::{Job, JobSpec};
 use k8s_openapi::api::core::v1::{
-    ConfigMapProjection, ConfigMapVolumeSource, Container, KeyToPath, PodSpec, PodTemplateSpec,
-    ProjectedVolumeSource, SecretProjection, Volume, VolumeProjection,
+    ConfigMapProjection, ConfigMapVolumeSource, Container, DownwardAPIProjection,
+    DownwardAPIVolumeFile, DownwardAPIVolumeSource, KeyToPath, ObjectFieldSelector, PodSpec,
+    PodTemplateSpec, ProjectedVolumeSource, SecretProjection, Volume, VolumeProjection,
 };
 use kube::api::ObjectMeta;
 
@@ -22,7 +23,9 @@ use super::pod::{
 };
 use super::provider_config::{CONFIG_DIR, CONFIG_FILE};
 use super::router_sidecar::{RouterDefaults, provider_wiring};
-use super::task_config::{INPUT_KEY, PARAMETERS_KEY, task_config_map_name};
+use super::task_config::{
+    INPUT_KEY, PARAMETERS_KEY, WorkerFiles, file_annotation, task_config_map_name,
+};
 use crate::api::AgentTask;
 use crate::api::agent_deployment::{AgentSecurity, ImagePullPolicy, PodMetadata};
 use crate::api::agent_task::InputSource;
@@ -73,7 +76,7 @@ pub struct AttemptInputs {
     pub router: RouterDefaults,
 }
 
-pub fn job(task: &AgentTask, inputs: &AttemptInputs) -> Job {
+pub fn job(task: &AgentTask, inputs: &AttemptInputs, files: &WorkerFiles) -> Job {
     let task_name = task.metadata.name.clone().unwrap_or_default();
     let worker = &inputs.worker;
     let workload = &worker.workload;
@@ -90,19 +93,16 @@ pub fn job(task: &AgentTask, inputs: &AttemptInputs) -> Job {
         annotations.insert(PROVIDER_ANNOTATION.into(), provider.clone());
     }
 
-    let config_map = task_config_map_name(&task_name);
+    let placement = if files.annotated() {
+        pod_annotations.extend(files.annotations());
+        FilesIn::Annotations
+    } else {
+        FilesIn::ConfigMap(task_config_map_name(&task_name))
+    };
     let (tmp, tmp_mount) = tmp_volume();
     let mut volumes = vec![
-        Volume {
-            name: CONFIG_VOLUME.into(),
-            config_map: Some(ConfigMapVolumeSource {
-                name: config_map.clone(),
-                items: Some(vec![key_to_path(CONFIG_FILE, CONFIG_FILE)]),
-                ..ConfigMapVolumeSource::default()
-            }),
-            ..Volume::default()
-        },
-        task_volume(&config_map, task),
+        config_volume(&placement),
+        task_volume(&placement, files, task),
         tmp,
     ];
     let mut mounts = vec![
@@ -191,13 +191,73 @@ pub fn job(task: &AgentTask, inputs: &AttemptInputs) -> Job {
     }
 }
 
-/// The task folder: parameters from the task's ConfigMap, and the input from wherever the spec
-/// says — the same ConfigMap, the user's ConfigMap, or the user's Secret.
-fn task_volume(config_map: &str, task: &AgentTask) -> Volume {
-    let mut own_items = vec![key_to_path(PARAMETERS_KEY, PARAMETERS_KEY)];
-    let mut sources = Vec::new();
+/// Where the worker's own files are: see [`WorkerFiles`].
+enum FilesIn {
+    Annotations,
+    ConfigMap(String),
+}
+
+/// The folder of `providers.json`.
+fn config_volume(placement: &FilesIn) -> Volume {
+    match placement {
+        FilesIn::Annotations => Volume {
+            name: CONFIG_VOLUME.into(),
+            downward_api: Some(DownwardAPIVolumeSource {
+                items: Some(vec![annotated_file(CONFIG_FILE)]),
+                ..DownwardAPIVolumeSource::default()
+            }),
+            ..Volume::default()
+        },
+        FilesIn::ConfigMap(name) => Volume {
+            name: CONFIG_VOLUME.into(),
+            config_map: Some(ConfigMapVolumeSource {
+                name: name.clone(),
+                items: Some(vec![key_to_path(CONFIG_FILE, CONFIG_FILE)]),
+                ..ConfigMapVolumeSource::default()
+            }),
+            ..Volume::default()
+        },
+    }
+}
+
+/// A file of the pod's own annotation, by the kubelet's downward API.
+fn annotated_file(file: &str) -> DownwardAPIVolumeFile {
+    DownwardAPIVolumeFile {
+        path: file.into(),
+        field_ref: Some(ObjectFieldSelector {
+            field_path: format!("metadata.annotations['{}']", file_annotation(file)),
+            ..ObjectFieldSelector::default()
+        }),
+        ..DownwardAPIVolumeFile::default()
+    }
+}
+
+/// The task folder: the parameters (and an inline input) from the worker's own files, and the
+/// input from wherever else the spec says: the user's ConfigMap or Secret.
+fn task_volume(placement: &FilesIn, files: &WorkerFiles, task: &AgentTask) -> Volume {
+    let own: Vec<&str> = files
+        .names()
+        .filter(|name| [PARAMETERS_KEY, INPUT_KEY].contains(name))
+        .collect();
+    let own_source = match placement {
+        FilesIn::Annotations => VolumeProjection {
+            downward_api: Some(DownwardAPIProjection {
+                items: Some(own.iter().map(|name| annotated_file(name)).collect()),
+            }),
+            ..VolumeProjection::default()
+        },
+        FilesIn::ConfigMap(name) => VolumeProjection {
+            config_map: Some(ConfigMapProjection {
+                name: name.clone(),
+                items: Some(own.iter().map(|name| key_to_path(name, name)).collect()),
+                optional: None,
+            }),
+            ..VolumeProjection::default()
+        },
+    };
+    let mut sources = vec![own_source];
     match &task.spec.input_from {
-        None => own_items.push(key_to_path(INPUT_KEY, INPUT_KEY)),
+        None => {}
         Some(InputSource {
             config_map_key_ref: Some(reference),
             ..
@@ -223,17 +283,6 @@ fn task_volume(config_map: &str, task: &AgentTask) -> Volume {
         // The schema requires one of the two references; nothing to mount otherwise.
         Some(InputSource { .. }) => {}
     }
-    sources.insert(
-        0,
-        VolumeProjection {
-            config_map: Some(ConfigMapProjection {
-                name: config_map.to_string(),
-                items: Some(own_items),
-                optional: None,
-            }),
-            ..VolumeProjection::default()
-        },
-    );
     Volume {
         name: "task".into(),
         projected: Some(ProjectedVolumeSource {
@@ -258,6 +307,11 @@ mod tests {
 
     fn task(spec: serde_json::Value) -> AgentTask {
         crate::api::agent_task::task_for_tests("triage", spec)
+    }
+
+    fn job_of(task: &AgentTask, inputs: &AttemptInputs) -> Job {
+        let providers = crate::resources::provider_config::provider_config(&[], &[], None);
+        job(task, inputs, &WorkerFiles::of(task, &providers))
     }
 
     fn inputs(attempt: i32) -> AttemptInputs {
@@ -295,7 +349,7 @@ mod tests {
     fn one_never_restarted_pod_per_attempt_with_the_timeout_as_deadline() {
         let task =
             task(serde_json::json!({"agentRef": {"name": "s"}, "input": "x", "timeout": "90s"}));
-        let job = job(&task, &inputs(3));
+        let job = job_of(&task, &inputs(3));
         assert_eq!(job.metadata.name.as_deref(), Some("triage-3"));
         let spec = job.spec.expect("spec");
         assert_eq!(spec.backoff_limit, Some(0));
@@ -335,7 +389,7 @@ mod tests {
         let task = task(serde_json::json!({
             "agentRef": {"name": "s"}, "inputFrom": {"secretKeyRef": {"name": "in", "key": "text"}}
         }));
-        let job = job(&task, &inputs(1));
+        let job = job_of(&task, &inputs(1));
         let pod = job.spec.expect("spec").template.spec.expect("pod");
         let task_volume = pod
             .volumes
@@ -356,7 +410,7 @@ mod tests {
 
     #[test]
     fn worker_env_names_its_files_and_result() {
-        let job = job(
+        let job = job_of(
             &task(serde_json::json!({"agentRef": {"name": "s"}, "input": "x"})),
             &inputs(1),
         );
@@ -383,5 +437,68 @@ mod tests {
             container.termination_message_path.as_deref(),
             Some(RESULT_FILE)
         );
+    }
+
+    #[test]
+    fn the_worker_files_are_the_pods_own_annotations() {
+        let job = job_of(
+            &task(serde_json::json!({"agentRef": {"name": "s"}, "input": "x"})),
+            &inputs(1),
+        );
+        let template = job.spec.expect("spec").template;
+        let annotations = template
+            .metadata
+            .and_then(|m| m.annotations)
+            .expect("annotations");
+        assert_eq!(annotations[&file_annotation(INPUT_KEY)], "x");
+        let volumes = template.spec.expect("pod").volumes.expect("volumes");
+        let mut projected: Vec<String> = Vec::new();
+        for volume in &volumes {
+            let items = volume
+                .downward_api
+                .iter()
+                .flat_map(|d| d.items.iter().flatten())
+                .chain(volume.projected.iter().flat_map(|p| {
+                    p.sources
+                        .iter()
+                        .flatten()
+                        .flat_map(|s| s.downward_api.iter().flat_map(|d| d.items.iter().flatten()))
+                }));
+            for item in items {
+                let path = &item.field_ref.as_ref().expect("field").field_path;
+                let key = path
+                    .strip_prefix("metadata.annotations['")
+                    .and_then(|p| p.strip_suffix("']"))
+                    .expect("an annotation");
+                assert!(annotations.contains_key(key), "{key} is on the pod");
+                projected.push(item.path.clone());
+            }
+            assert!(volume.config_map.is_none(), "no ConfigMap of the task");
+        }
+        projected.sort();
+        assert_eq!(projected, [INPUT_KEY, PARAMETERS_KEY, CONFIG_FILE]);
+    }
+
+    #[test]
+    fn files_too_large_for_annotations_come_from_the_tasks_config_map() {
+        let task = task(serde_json::json!({"agentRef": {"name": "s"}, "input": "x",
+            "parameters": crate::resources::task_config::too_large_parameters()}));
+        let template = job_of(&task, &inputs(1)).spec.expect("spec").template;
+        let annotations = template
+            .metadata
+            .and_then(|m| m.annotations)
+            .expect("annotations");
+        assert!(
+            !annotations
+                .keys()
+                .any(|k| k.starts_with(crate::resources::task_config::FILE_ANNOTATION_PREFIX))
+        );
+        let volumes = template.spec.expect("pod").volumes.expect("volumes");
+        let config = volumes
+            .iter()
+            .find(|v| v.name == CONFIG_VOLUME)
+            .and_then(|v| v.config_map.as_ref())
+            .expect("providers.json from a ConfigMap");
+        assert_eq!(config.name, task_config_map_name("triage"));
     }
 }

@@ -135,19 +135,39 @@ async fn a_task_succeeds_first_time_with_its_result_in_a_restricted_namespace() 
     let spec = pod.spec.as_ref().expect("pod spec");
     assert_eq!(spec.automount_service_account_token, Some(false));
     assert_eq!(spec.restart_policy.as_deref(), Some("Never"));
-    let config: ConfigMap = ns
-        .api()
-        .get("summarise-task")
-        .await
-        .expect("the task's ConfigMap");
-    assert_eq!(config.data.expect("data")["input"], "input of summarise");
+    // The input rides in the pod's own annotations, projected as a file: no ConfigMap.
+    let annotations = pod.metadata.annotations.clone().unwrap_or_default();
+    assert_eq!(
+        annotations
+            .get("files.agentoperator.dev/input")
+            .map(String::as_str),
+        Some("input of summarise")
+    );
+    assert!(
+        ns.api::<ConfigMap>()
+            .get_opt("summarise-task")
+            .await
+            .expect("get")
+            .is_none(),
+        "the worker's files need no ConfigMap"
+    );
     assert!(
         !operator.log().contains(KEY),
         "no credential in the operator's log"
     );
 
+    // What the task cost in writes: its Job, and its status when the attempt started and when
+    // it ended. The pod's name waits for the end; success needs no Event.
     let reasons = event_reasons(&ns, "summarise").await;
-    assert_eq!(reasons, ["Succeeded"], "one Event, at the end: {reasons:?}");
+    assert!(reasons.is_empty(), "no Event for a success: {reasons:?}");
+    let patches = operator.requests_by_resource("patch").await;
+    assert_eq!(
+        patches.get("agenttasks/status").copied(),
+        Some(2.0),
+        "{patches:?}"
+    );
+    let creates = operator.requests_by_resource("create").await;
+    assert_eq!(creates.get("jobs").copied(), Some(1.0), "{creates:?}");
     let attempts = format!(
         "agent_operator_task_attempts_total{{namespace=\"{}\"}}",
         ns.name
@@ -172,6 +192,79 @@ async fn a_task_succeeds_first_time_with_its_result_in_a_restricted_namespace() 
             )
             .await,
         Some(1.0)
+    );
+}
+
+#[tokio::test]
+async fn a_running_workers_files_follow_failover_in_its_pods_annotations() {
+    let client = support::client().await;
+    support::install_crds(&client).await;
+    let ns = TestNamespace::new(&client, "task-files-failover").await;
+    let first = FakeProvider::start(Behaviour::default()).await;
+    let second = FakeProvider::start(Behaviour::default()).await;
+    provider(&ns, "first", &first).await;
+    provider(&ns, "second", &second).await;
+    agent(
+        &ns,
+        "support",
+        json!({"image": "registry.example/support-agent:1",
+            "providers": [{"name": "first"}, {"name": "second"}]}),
+    )
+    .await;
+    let _operator = OperatorProcess::start(&ns.name).await;
+    wait_ready(&ns.api::<LLMProvider>(), "first", WAIT).await;
+    wait_ready(&ns.api::<LLMProvider>(), "second", WAIT).await;
+    task(
+        &ns,
+        "long",
+        json!({"kwok.agentoperator.dev/run-duration": "1h"}),
+        json!({}),
+    )
+    .await;
+
+    // What the running pod's annotations say: the active provider of `providers.json`.
+    let active = || async {
+        let pod = worker_pods(&ns).await?.into_iter().next()?;
+        let annotations = pod.metadata.annotations?;
+        let file: Value =
+            serde_json::from_str(annotations.get("files.agentoperator.dev/providers.json")?)
+                .ok()?;
+        let active = file["activeProvider"].as_str().map(str::to_string);
+        Some((
+            active,
+            annotations.get("agentoperator.dev/files-hash")?.clone(),
+        ))
+    };
+    let (_, hash_before) = wait_until(WAIT, "the worker on the first provider", || async {
+        active()
+            .await
+            .filter(|(a, _)| a.as_deref() == Some("first"))
+    })
+    .await;
+    first.set(|b| b.status = Some(503));
+    let (_, hash_after) = wait_until(
+        WAIT,
+        "the worker's file to name the second provider",
+        || async {
+            active()
+                .await
+                .filter(|(a, _)| a.as_deref() == Some("second"))
+        },
+    )
+    .await;
+    assert_ne!(hash_before, hash_after, "the hash follows the files");
+    assert_eq!(
+        job_names(&ns).await,
+        names(&["long-1"]),
+        "the same attempt, pointed elsewhere"
+    );
+    assert!(
+        ns.api::<ConfigMap>()
+            .get_opt("long-task")
+            .await
+            .expect("get")
+            .is_none(),
+        "no ConfigMap of the task's own"
     );
 }
 

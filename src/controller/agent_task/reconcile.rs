@@ -26,7 +26,9 @@ use crate::controller::chain::{credential_validated, resolve_chain};
 use crate::resources::job::{AttemptInputs, TASK_NAME_ANNOTATION, Worker, job};
 use crate::resources::provider_config::{ResolvedProvider, provider_config};
 use crate::resources::router_sidecar::router_of;
-use crate::resources::task_config::{result_config_map, task_config_map};
+use crate::resources::task_config::{
+    FILES_HASH_ANNOTATION, WorkerFiles, result_config_map, task_config_map_name,
+};
 
 pub const CONTROLLER: &str = "agenttask";
 
@@ -59,6 +61,8 @@ pub enum ReconcileError {
     },
     #[error("cannot update the status: {source}")]
     UpdateStatus { source: kube::Error },
+    #[error("cannot update the files of worker pod {name}: {source}")]
+    PatchPod { name: String, source: kube::Error },
 }
 
 impl ReconcileError {
@@ -70,6 +74,7 @@ impl ReconcileError {
         "Delete",
         "ReadInput",
         "UpdateStatus",
+        "PatchPod",
     ];
 
     pub fn reason(&self) -> &'static str {
@@ -80,6 +85,7 @@ impl ReconcileError {
             ReconcileError::Delete { .. } => "Delete",
             ReconcileError::ReadInput { .. } => "ReadInput",
             ReconcileError::UpdateStatus { .. } => "UpdateStatus",
+            ReconcileError::PatchPod { .. } => "PatchPod",
         }
     }
 }
@@ -168,20 +174,22 @@ pub async fn reconcile(
     };
 
     // Apply.
-    if !is_finished(Some(&decision.status)) {
+    let files = (!is_finished(Some(&decision.status))).then(|| {
         let tools = agent
             .as_ref()
             .map(|a| a.spec.tools.clone())
             .unwrap_or_default();
         let router = worker.as_ref().ok().and_then(|w| router_of(&w.workload));
         let mut providers = provider_config(&chain, &tools, router);
-        // Written before the next attempt's Job, so its router starts with what is left.
+        // In the next attempt's files, so its router starts with what is left.
         providers.allowance =
             super::budget::allowance(task.spec.budget.as_ref(), decision.status.usage.as_ref());
-        let config = task_config_map(&task, &providers);
-        apply_config_map(&controller, config).await?;
+        WorkerFiles::of(&task, &providers)
+    });
+    if let Some(files) = &files {
+        keep_files_current(&controller, &task, &namespace, &attempts, files).await?;
     }
-    let applied = apply_step(&controller, &task, &decision, worker.ok(), &chain).await;
+    let applied = apply_step(&controller, &task, &decision, worker.ok(), &chain, files).await;
     if applied.is_err() && matches!(decision.step, Step::StartAttempt { .. }) {
         forget_start(&controller, &uid);
     }
@@ -465,6 +473,62 @@ fn forget_start(controller: &TaskController, uid: &str) {
     }
 }
 
+/// Keeps the worker's files current while an attempt runs, so that its router follows the
+/// chain: the running pods' annotations, or the task's ConfigMap where the files live there
+/// (too large for annotations, or an attempt started by an operator that used it for all).
+async fn keep_files_current(
+    controller: &TaskController,
+    task: &AgentTask,
+    namespace: &str,
+    attempts: &[Attempt],
+    files: &WorkerFiles,
+) -> Result<(), ReconcileError> {
+    let config_map = ObjectRef::new(&task_config_map_name(&task.name_any())).within(namespace);
+    if !files.annotated() || controller.caches.config_maps.get(&config_map).is_some() {
+        apply_config_map(controller, files.config_map(task)).await?;
+    }
+    if !files.annotated() {
+        return Ok(());
+    }
+    let hash = files.hash();
+    let running = attempts
+        .iter()
+        .filter(|a| matches!(a.outcome, super::attempts::Outcome::Running))
+        .filter_map(|a| a.pod_name.as_deref());
+    for name in running {
+        let Some(pod) = controller
+            .caches
+            .pods
+            .get(&ObjectRef::new(name).within(namespace))
+        else {
+            continue;
+        };
+        // A pod without the hash reads its files from the ConfigMap, kept current above.
+        let stale = pod
+            .annotations()
+            .get(FILES_HASH_ANNOTATION)
+            .is_some_and(|current| *current != hash);
+        if !stale || pod.metadata.deletion_timestamp.is_some() {
+            continue;
+        }
+        let patch = serde_json::json!({"metadata": {"annotations": files.annotations()}});
+        match Api::<Pod>::namespaced(controller.context.client.clone(), namespace)
+            .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+        {
+            Ok(_) => tracing::info!(pod = name, "worker files updated"),
+            Err(kube::Error::Api(status)) if status.code == 404 => {}
+            Err(source) => {
+                return Err(ReconcileError::PatchPod {
+                    name: name.to_string(),
+                    source,
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
 async fn apply_config_map(
     controller: &TaskController,
     config: ConfigMap,
@@ -486,13 +550,14 @@ async fn apply_step(
     decision: &Decision,
     worker: Option<Worker>,
     chain: &[ResolvedProvider],
+    files: Option<WorkerFiles>,
 ) -> Result<(), ReconcileError> {
     let client = &controller.context.client;
     let namespace = task.namespace().unwrap_or_default();
     match &decision.step {
         Step::Nothing => Ok(()),
         Step::StartAttempt { number, provider } => {
-            let Some(worker) = worker else {
+            let (Some(worker), Some(files)) = (worker, files) else {
                 return Ok(());
             };
             let inputs = AttemptInputs {
@@ -505,7 +570,7 @@ async fn apply_step(
                 provider: provider.clone(),
                 router: controller.context.router.clone(),
             };
-            let job = job(task, &inputs);
+            let job = job(task, &inputs, &files);
             let name = job.name_any();
             // Create, never apply: a Job of this attempt that exists already (a restart, a
             // stale cache) is refused with 409 and the attempt runs once.
@@ -623,7 +688,7 @@ async fn report(
     decision: &Decision,
 ) -> Result<(), ReconcileError> {
     let status = &decision.status;
-    if previous == Some(status) {
+    if !super::status::worth_writing(previous, status) {
         return Ok(());
     }
     let namespace = task.namespace().unwrap_or_default();
@@ -666,21 +731,20 @@ async fn report(
         metrics.record_task_usage(&namespace, &attempt.usage);
     }
 
-    // An Event for what a person must know: a failed attempt, a wait on a provider or a broken
-    // reference, the end. Starts and queueing are in status only: at thousands of tasks, an
-    // Event each would double the operator's writes.
+    // A Warning Event for what a person must act on: a failed attempt, a wait on a provider or
+    // a broken reference, a failed or cancelled end. Starts, queueing and success are in
+    // status only: at thousands of tasks, an Event each would add a write to every task.
     let reason_of = |s: Option<&AgentTaskStatus>| s.and_then(|s| s.reason.clone());
     if reason_of(previous) != reason_of(Some(status))
         && let Some(condition) = status.conditions.first()
         && !matches!(
             condition.reason.as_str(),
-            reason::PENDING | reason::RUNNING | reason::CONCURRENCY_LIMIT
+            reason::PENDING | reason::RUNNING | reason::CONCURRENCY_LIMIT | reason::SUCCEEDED
         )
     {
-        let warning = condition.reason != reason::SUCCEEDED;
         controller
             .context
-            .publish(task, warning, &condition.reason, condition.message.clone())
+            .publish(task, true, &condition.reason, condition.message.clone())
             .await;
     }
     if is_finished(Some(status)) && !is_finished(previous) {

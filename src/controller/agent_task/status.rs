@@ -100,6 +100,21 @@ pub fn is_finished(status: Option<&AgentTaskStatus>) -> bool {
     })
 }
 
+/// Whether `status` is worth a write over `previous`. The worker pod's name alone is not: the
+/// pod appears moments after its Job, and writing its name on its own would cost every task a
+/// status write more. It goes out with the next change, the end at the latest; until then
+/// `status.jobName` names the Job, whose pod carries its `job-name` label.
+pub fn worth_writing(previous: Option<&AgentTaskStatus>, status: &AgentTaskStatus) -> bool {
+    let Some(previous) = previous else {
+        return true;
+    };
+    let but_the_pod = AgentTaskStatus {
+        pod_name: previous.pod_name.clone(),
+        ..status.clone()
+    };
+    but_the_pod != *previous
+}
+
 pub fn decide(previous: Option<&AgentTaskStatus>, inputs: &Inputs, now: Timestamp) -> Decision {
     if let Some(finished) = previous.filter(|s| is_finished(Some(s))) {
         return after_finish(finished, inputs, now);
@@ -869,6 +884,48 @@ mod tests {
             },
             first.status
         );
+    }
+
+    #[test]
+    fn the_pod_name_alone_waits_for_the_next_change() {
+        let spec = spec(serde_json::json!({}));
+        let started = decide_with(&spec, None, &[], ready(), Slot::Free, 0).status;
+        let mut running = attempt(1, Outcome::Running);
+        running.pod_name = None;
+        let written = decide_with(&spec, Some(&started), &[running], ready(), Slot::Free, 1);
+        let with_pod = decide_with(
+            &spec,
+            Some(&written.status),
+            &[attempt(1, Outcome::Running)],
+            ready(),
+            Slot::Free,
+            2,
+        )
+        .status;
+        assert_eq!(with_pod.pod_name.as_deref(), Some("t-1-abcde"));
+        assert!(!worth_writing(Some(&written.status), &with_pod));
+        let ended = decide_with(
+            &spec,
+            Some(&written.status),
+            &[attempt(
+                1,
+                Outcome::Succeeded {
+                    result: Some("done".into()),
+                    finished: Some(Time(at(3))),
+                },
+            )],
+            ready(),
+            Slot::Free,
+            3,
+        )
+        .status;
+        assert!(worth_writing(Some(&written.status), &ended));
+        assert_eq!(
+            ended.pod_name.as_deref(),
+            Some("t-1-abcde"),
+            "the end names the pod"
+        );
+        assert!(worth_writing(None, &started));
     }
 
     #[test]
