@@ -37,6 +37,10 @@ struct Args {
     /// (the memory target is for both together); it has no baseline.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     together: bool,
+    /// Run the agents and the tasks on their own, each against its baseline (`false` runs
+    /// only the run at once).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    separate: bool,
     /// Seconds of steady state observed after each convergence.
     #[arg(long, default_value_t = 300)]
     steady_seconds: u64,
@@ -84,11 +88,13 @@ async fn main() {
             .expect("client");
     let fake = fake_provider::FakeProvider::start(fake_provider::Behaviour::default()).await;
     let mut runs = Vec::new();
-    for &n in &args.agents {
-        runs.push(agents_run(&client, &args, &fake, n).await);
-    }
-    if args.tasks > 0 {
-        runs.push(tasks_run(&client, &args, &fake).await);
+    if args.separate {
+        for &n in &args.agents {
+            runs.push(agents_run(&client, &args, &fake, n).await);
+        }
+        if args.tasks > 0 {
+            runs.push(tasks_run(&client, &args, &fake).await);
+        }
     }
     if let Some(&agents) = args.agents.iter().max()
         && args.together

@@ -246,6 +246,15 @@ fn router_running(pod: &Pod) -> bool {
     router_stopped == Some(false) && !phase_final
 }
 
+/// Whether the pod's usage finalizer still holds it for the operator to read its report.
+pub fn holds_usage(pod: &Pod) -> bool {
+    pod.metadata
+        .finalizers
+        .iter()
+        .flatten()
+        .any(|f| f == USAGE_FINALIZER)
+}
+
 /// The attempts of a finished task whose pods stopped after it finished (a cancelled one's),
 /// with their routers' reports. Their Jobs are gone, deleted by the cancellation; the usage
 /// finalizer keeps the pods, which name their task and attempt. A pod older than the task is a
@@ -253,13 +262,7 @@ fn router_running(pod: &Pod) -> bool {
 pub fn stopped_after_finish(task_created: Option<&Time>, pods: &[&Pod]) -> Vec<Attempt> {
     let mut attempts: Vec<Attempt> = pods
         .iter()
-        .filter(|pod| {
-            pod.metadata
-                .finalizers
-                .iter()
-                .flatten()
-                .any(|f| f == USAGE_FINALIZER)
-        })
+        .filter(|pod| holds_usage(pod))
         .filter(
             |pod| match (task_created, &pod.metadata.creation_timestamp) {
                 (Some(task), Some(pod)) => pod.0 >= task.0,

@@ -17,7 +17,7 @@ use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
 use super::TaskController;
-use super::attempts::{Attempt, router_report, stopped};
+use super::attempts::{Attempt, holds_usage, router_report, stopped};
 use super::status::is_finished;
 use crate::api::AgentTask;
 use crate::api::agent_task::{AgentTaskStatus, reason};
@@ -69,10 +69,6 @@ pub fn releasable(pod: &Pod, task: Option<TaskState>) -> bool {
         .and_then(|s| s.usage.as_ref())
         .is_some_and(|u| u.attempts.iter().any(|a| Some(a.attempt) == attempt));
     recorded || router_report(pod).is_none()
-}
-
-fn holds_usage(pod: &Pod) -> bool {
-    pod.finalizers().iter().any(|f| f == USAGE_FINALIZER)
 }
 
 /// Releases the pods of a task's attempts that [`releasable`] allows, judged by `state`: the
