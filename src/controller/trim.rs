@@ -6,7 +6,9 @@
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, Service, ServiceAccount};
+use k8s_openapi::api::core::v1::{
+    ConfigMap, ContainerStatus, Pod, PodStatus, Secret, Service, ServiceAccount,
+};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::Resource;
@@ -45,14 +47,44 @@ impl Trim for Deployment {
     }
 }
 
-/// Labels, owners, container statuses and the hash of a worker's files are read; the spec and
-/// the files themselves (up to 128 KiB a pod) are not.
+/// Labels, owners, the hash of a worker's files, the phase, the address and each container's
+/// state are read. The spec, the files themselves (up to 128 KiB a pod), the pod's conditions
+/// and what the kubelet reports of images, resources and mounts are not: at thousands of
+/// worker pods they were most of the cache.
 impl Trim for Pod {
     fn trim_fields(&mut self) {
         self.spec = None;
+        self.metadata.generate_name = None;
         if let Some(annotations) = self.metadata.annotations.as_mut() {
             annotations.retain(|key, _| !key.starts_with(FILE_ANNOTATION_PREFIX));
         }
+        let Some(status) = self.status.take() else {
+            return;
+        };
+        let containers = |statuses: Option<Vec<ContainerStatus>>| {
+            statuses.map(|statuses| {
+                statuses
+                    .into_iter()
+                    .map(|c| ContainerStatus {
+                        name: c.name,
+                        ready: c.ready,
+                        restart_count: c.restart_count,
+                        started: c.started,
+                        state: c.state,
+                        ..ContainerStatus::default()
+                    })
+                    .collect()
+            })
+        };
+        self.status = Some(PodStatus {
+            phase: status.phase,
+            reason: status.reason,
+            message: status.message,
+            pod_ip: status.pod_ip,
+            init_container_statuses: containers(status.init_container_statuses),
+            container_statuses: containers(status.container_statuses),
+            ..PodStatus::default()
+        });
     }
 }
 
@@ -103,10 +135,29 @@ mod tests {
                     "files.agentoperator.dev/input": "a long input"},
                 "managedFields": [{"manager": "kubectl"}]},
             "spec": {"containers": [{"name": "agent", "image": "x"}]},
-            "status": {"phase": "Running"}
+            "status": {"phase": "Running", "podIP": "10.0.0.7", "qosClass": "Burstable",
+                "conditions": [{"type": "Ready", "status": "True"}],
+                "containerStatuses": [{"name": "agent", "image": "x", "imageID": "sha256:1",
+                    "ready": true, "restartCount": 2,
+                    "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
+                    "state": {"terminated": {"exitCode": 3, "message": "report"}}}]}
         }))
         .expect("pod");
         pod.trim();
+        let status = pod.status.as_ref().expect("status");
+        assert_eq!(status.pod_ip.as_deref(), Some("10.0.0.7"));
+        assert!(status.conditions.is_none() && status.qos_class.is_none());
+        let container = &status.container_statuses.as_ref().expect("containers")[0];
+        assert_eq!(
+            (container.name.as_str(), container.restart_count),
+            ("agent", 2)
+        );
+        assert!(container.image.is_empty() && container.volume_mounts.is_none());
+        let terminated = container.state.as_ref().and_then(|s| s.terminated.as_ref());
+        assert_eq!(
+            terminated.map(|t| (t.exit_code, t.message.as_deref())),
+            Some((3, Some("report")))
+        );
         assert!(pod.spec.is_none());
         assert!(pod.metadata.managed_fields.is_none());
         let annotations = pod.metadata.annotations.expect("annotations");

@@ -41,6 +41,17 @@ impl<S: Clone + PartialEq> WrittenStatus<S> {
         }
     }
 
+    /// Drops the copy once the cache holds it, as a watch event arrives: objects whose own
+    /// status writes do not trigger a reconcile (a finished task) would otherwise keep their
+    /// copy until the next one.
+    pub fn caught_up(&self, uid: &str, cached: Option<&S>) {
+        if let Ok(mut map) = self.by_uid.lock()
+            && map.get(uid).is_some_and(|written| Some(written) == cached)
+        {
+            map.remove(uid);
+        }
+    }
+
     pub fn remember(&self, uid: String, status: S) {
         if let Ok(mut map) = self.by_uid.lock() {
             map.insert(uid, status);
@@ -142,5 +153,14 @@ mod tests {
             Some(2),
             "the cache from now on"
         );
+        written.remember("b".into(), 3);
+        written.caught_up("b", Some(&1));
+        assert_eq!(
+            written.previous("b", Some(&1)),
+            Some(3),
+            "a stale event keeps it"
+        );
+        written.caught_up("b", Some(&3));
+        assert!(written.by_uid.lock().expect("lock").is_empty());
     }
 }

@@ -153,6 +153,11 @@ pub async fn run(
         .inspect_err(move |_| failed.observe_error())
         .inspect_ok(move |event| {
             synced.observe(event);
+            if let Event::Apply(task) | Event::InitApply(task) = event
+                && let Some(uid) = task.uid()
+            {
+                on_task_event.written.caught_up(&uid, task.status.as_ref());
+            }
             match event {
                 Event::Delete(task) => {
                     on_task_event.forget(task);

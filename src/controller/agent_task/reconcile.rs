@@ -415,14 +415,13 @@ fn slot_for(
         return Slot::Free;
     };
     let agent_name = agent.name_any();
-    let with_jobs: std::collections::HashSet<String> = controller
-        .caches
-        .jobs
-        .state()
+    // Borrowed from one snapshot, not cloned: this runs for every reconcile of a queued task.
+    let jobs = controller.caches.jobs.state();
+    let with_jobs: std::collections::HashSet<&str> = jobs
         .iter()
         .filter(|j| j.metadata.namespace == task.metadata.namespace)
-        .flat_map(|j| j.metadata.owner_references.clone().unwrap_or_default())
-        .map(|o| o.uid)
+        .flat_map(|j| j.metadata.owner_references.iter().flatten())
+        .map(|o| o.uid.as_str())
         .collect();
     let entries: Vec<QueueEntry> = controller
         .caches
@@ -449,7 +448,7 @@ fn slot_for(
                 name: t.name_any(),
                 created: t.metadata.creation_timestamp.clone(),
                 finished: is_finished(status.as_ref()),
-                started: with_jobs.contains(&uid)
+                started: with_jobs.contains(uid.as_str())
                     || starting.contains(&uid)
                     || status.as_ref().is_some_and(|s| s.attempts > 0),
                 blocked: waiting_reason.as_deref() == Some(reason::INVALID_REFERENCE),
