@@ -155,9 +155,7 @@ async fn agents_run(
         .map(|v| steady.get(*v).copied().unwrap_or(0.0))
         .sum();
     operator.stop();
-    let _ = Api::<Namespace>::all(client.clone())
-        .delete(&ns, &DeleteParams::background())
-        .await;
+    delete_namespace(client, &ns).await;
 
     let baseline_seconds = agents_baseline(client, n).await;
     Run {
@@ -213,9 +211,7 @@ async fn agents_baseline(client: &Client, n: usize) -> f64 {
     )
     .await;
     let seconds = started.elapsed().as_secs_f64();
-    let _ = Api::<Namespace>::all(client.clone())
-        .delete(&ns, &DeleteParams::background())
-        .await;
+    delete_namespace(client, &ns).await;
     seconds
 }
 
@@ -241,13 +237,9 @@ async fn tasks_run(client: &Client, args: &Args, fake: &fake_provider::FakeProvi
     )
     .await;
     let operator_seconds = started.elapsed().as_secs_f64();
-    let after = operator.requests().await;
-    let (peak_rss_mib, cpu_seconds) = operator.footprint();
-    let latency = operator.latency().await;
+    let readings = operator.readings().await;
     operator.stop();
-    let _ = Api::<Namespace>::all(client.clone())
-        .delete(&ns, &DeleteParams::background())
-        .await;
+    delete_namespace(client, &ns).await;
 
     eprintln!("   baseline: {n} plain Jobs");
     let ns = fresh_namespace(client, &format!("bench-jobs-{n}")).await;
@@ -270,20 +262,18 @@ async fn tasks_run(client: &Client, args: &Args, fake: &fake_provider::FakeProvi
     )
     .await;
     let baseline_seconds = started.elapsed().as_secs_f64();
-    let _ = Api::<Namespace>::all(client.clone())
-        .delete(&ns, &DeleteParams::background())
-        .await;
+    delete_namespace(client, &ns).await;
     Run {
         name: format!("{n} AgentTasks to Succeeded"),
         objects: n,
         operator_seconds,
         baseline_seconds,
-        requests: subtract(&after, &before),
+        requests: subtract(&readings.requests, &before),
         steady_writes: None,
         steady_requests: BTreeMap::new(),
-        peak_rss_mib,
-        cpu_seconds,
-        latency,
+        peak_rss_mib: readings.peak_rss_mib,
+        cpu_seconds: readings.cpu_seconds,
+        latency: readings.latency,
     }
 }
 
@@ -344,24 +334,20 @@ async fn together_run(
     )
     .await;
     let operator_seconds = started.elapsed().as_secs_f64();
-    let after = operator.requests().await;
-    let (peak_rss_mib, cpu_seconds) = operator.footprint();
-    let latency = operator.latency().await;
+    let readings = operator.readings().await;
     operator.stop();
-    let _ = Api::<Namespace>::all(client.clone())
-        .delete(&ns, &DeleteParams::background())
-        .await;
+    delete_namespace(client, &ns).await;
     Run {
         name: format!("{agents} AgentDeployments and {tasks} AgentTasks at once"),
         objects: agents + tasks,
         operator_seconds,
         baseline_seconds: f64::NAN,
-        requests: subtract(&after, &before),
+        requests: subtract(&readings.requests, &before),
         steady_writes: None,
         steady_requests: BTreeMap::new(),
-        peak_rss_mib,
-        cpu_seconds,
-        latency,
+        peak_rss_mib: readings.peak_rss_mib,
+        cpu_seconds: readings.cpu_seconds,
+        latency: readings.latency,
     }
 }
 
@@ -417,6 +403,20 @@ fn tasks_succeeded(n: usize) -> impl Fn(Vec<AgentTask>) -> bool {
             .count()
             == n
     }
+}
+
+/// The operator's requests, footprint and reconcile latency at the end of a run.
+struct Readings {
+    requests: BTreeMap<String, f64>,
+    peak_rss_mib: f64,
+    cpu_seconds: f64,
+    latency: BTreeMap<String, (f64, f64, f64)>,
+}
+
+async fn delete_namespace(client: &Client, ns: &str) {
+    let _ = Api::<Namespace>::all(client.clone())
+        .delete(ns, &DeleteParams::background())
+        .await;
 }
 
 /// The operator as a child process watching one namespace.
@@ -535,6 +535,17 @@ impl Operator {
                 (controller, (quantile(0.5), quantile(0.95), quantile(0.99)))
             })
             .collect()
+    }
+
+    /// What a run reports of the operator at its end.
+    async fn readings(&self) -> Readings {
+        let (peak_rss_mib, cpu_seconds) = self.footprint();
+        Readings {
+            requests: self.requests().await,
+            peak_rss_mib,
+            cpu_seconds,
+            latency: self.latency().await,
+        }
     }
 
     /// Peak resident memory (MiB) and CPU seconds of the process so far.
