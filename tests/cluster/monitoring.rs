@@ -296,7 +296,45 @@ async fn refuse_status_updates(client: &kube::Client, namespace: &str) -> [Api<D
         .patch(&name, &params, &Patch::Apply(&binding))
         .await
         .expect("the binding");
+    policy_in_force(client, namespace).await;
     [policies, bindings]
+}
+
+/// Waits until the API server enforces the policy: it loads policies and bindings from a watch,
+/// so for a while after they are created a status update still passes. A refused provider whose
+/// first status write passed would have nothing more to write, and raise no error at all.
+async fn policy_in_force(client: &kube::Client, namespace: &str) {
+    let providers: Api<LLMProvider> = Api::namespaced(client.clone(), namespace);
+    let name = "refused-probe";
+    apply(&providers, name, json!({
+        "apiVersion": "agentoperator.dev/v1alpha1", "kind": "LLMProvider", "metadata": {"name": name},
+        "spec": {"type": "OpenAICompatible", "endpoint": closed_endpoint(), "allowInsecureHTTP": true}
+    }))
+    .await;
+    let mut generation = 0;
+    wait_until(WAIT, "the policy refusing status updates", || {
+        generation += 1;
+        let status = json!({"status": {"observedGeneration": generation}});
+        let providers = providers.clone();
+        async move {
+            match providers
+                .patch_status(name, &PatchParams::default(), &Patch::Merge(&status))
+                .await
+            {
+                Err(kube::Error::Api(e))
+                    if e.message.contains("refused by the monitoring test") =>
+                {
+                    Some(())
+                }
+                _ => None,
+            }
+        }
+    })
+    .await;
+    providers
+        .delete(name, &DeleteParams::default())
+        .await
+        .expect("the probe goes");
 }
 
 /// Every dashboard query with the dashboard's `job` variable set to the operator's job.
