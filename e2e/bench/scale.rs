@@ -5,6 +5,7 @@
 #[path = "../../tests/support/fake_provider.rs"]
 #[allow(dead_code)]
 mod fake_provider;
+mod queue;
 // Shared by the benchmarks; each uses part of it.
 #[allow(dead_code)]
 mod report;
@@ -41,6 +42,9 @@ struct Args {
     /// only the run at once).
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     separate: bool,
+    /// Tasks queued on one agent with `maxConcurrentTasks` (0: no queue run).
+    #[arg(long, default_value_t = 10_000)]
+    queue: usize,
     /// Seconds of steady state observed after each convergence.
     #[arg(long, default_value_t = 300)]
     steady_seconds: u64,
@@ -102,9 +106,17 @@ async fn main() {
     {
         runs.push(together_run(&client, &args, &fake, agents).await);
     }
-    let section = markdown(&args, &runs);
-    report::write_section(&args.out, "scale", &section);
-    println!("{section}");
+    if !runs.is_empty() {
+        let section = markdown(&args, &runs);
+        report::write_section(&args.out, "scale", &section);
+        println!("{section}");
+    }
+    if args.queue > 0 {
+        let run = queue::queue_run(&client, &args, &fake).await;
+        let section = queue::markdown(&args, &run);
+        report::write_section(&args.out, "queue", &section);
+        println!("{section}");
+    }
 }
 
 async fn agents_run(
@@ -219,7 +231,7 @@ async fn tasks_run(client: &Client, args: &Args, fake: &fake_provider::FakeProvi
     let n = args.tasks;
     eprintln!("== {n} AgentTasks");
     let ns = fresh_namespace(client, &format!("bench-tasks-{n}")).await;
-    let mut operator = task_operator(client, args, fake, &ns).await;
+    let mut operator = task_operator(client, args, fake, &ns, None).await;
     let before = operator.requests().await;
     let started = Instant::now();
     create_all(
@@ -289,7 +301,7 @@ async fn together_run(
     let tasks = args.tasks;
     eprintln!("== {agents} AgentDeployments and {tasks} AgentTasks at once");
     let ns = fresh_namespace(client, &format!("bench-together-{agents}")).await;
-    let mut operator = task_operator(client, args, fake, &ns).await;
+    let mut operator = task_operator(client, args, fake, &ns, None).await;
     let before = operator.requests().await;
     let started = Instant::now();
     let agent_objects: Vec<Value> = (0..agents).map(agent_object).collect();
@@ -357,13 +369,14 @@ async fn task_operator(
     args: &Args,
     fake: &fake_provider::FakeProvider,
     ns: &str,
+    max_concurrent_tasks: Option<i32>,
 ) -> Operator {
     provider(client, ns, fake).await;
     let operator = Operator::start(args, ns).await;
     create_all(
         client,
         ns,
-        vec![worker_agent()],
+        vec![worker_agent(max_concurrent_tasks)],
         serde_json::from_value::<AgentDeployment>,
     )
     .await;
@@ -381,11 +394,15 @@ fn agent_object(i: usize) -> Value {
 }
 
 /// The agent every benchmark task runs: suspended, so it has no pods of its own.
-fn worker_agent() -> Value {
-    json!({
+fn worker_agent(max_concurrent_tasks: Option<i32>) -> Value {
+    let mut agent = json!({
         "apiVersion": "agentoperator.dev/v1alpha1", "kind": "AgentDeployment", "metadata": {"name": "worker"},
         "spec": {"image": "registry.example/agent:1", "suspend": true, "providers": [{"name": "openai"}]}
-    })
+    });
+    if let Some(limit) = max_concurrent_tasks {
+        agent["spec"]["maxConcurrentTasks"] = json!(limit);
+    }
+    agent
 }
 
 fn task_object(i: usize) -> Value {

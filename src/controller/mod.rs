@@ -6,6 +6,7 @@ pub mod agent_task;
 pub mod apply;
 pub mod backoff;
 pub mod chain;
+pub mod index;
 pub mod llm_provider;
 pub mod relist;
 pub mod trim;
@@ -165,6 +166,31 @@ impl Context {
     }
 }
 
+/// What a watch cache can hold.
+pub trait Cached:
+    kube::Resource<DynamicType = ()>
+    + trim::Trim
+    + Clone
+    + serde::de::DeserializeOwned
+    + std::fmt::Debug
+    + Send
+    + Sync
+    + 'static
+{
+}
+
+impl<K> Cached for K where
+    K: kube::Resource<DynamicType = ()>
+        + trim::Trim
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static
+{
+}
+
 /// A reflected watch whose cache counts toward readiness. Children are watched by a label of
 /// ours only, so the caches hold the operator's objects, not the whole cluster's; each object
 /// is trimmed (`trim.rs`) to what reconciles read before it is cached.
@@ -177,14 +203,7 @@ pub fn reflected<K>(
     impl futures::Stream<Item = Result<K, watcher::Error>> + Send + 'static,
 )
 where
-    K: kube::Resource<DynamicType = ()>
-        + trim::Trim
-        + Clone
-        + serde::de::DeserializeOwned
-        + std::fmt::Debug
-        + Send
-        + Sync
-        + 'static,
+    K: Cached,
 {
     reflected_with(context, api, config, |_| {})
 }
@@ -205,14 +224,48 @@ pub fn reflected_with<K>(
     impl futures::Stream<Item = Result<K, watcher::Error>> + Send + 'static,
 )
 where
-    K: kube::Resource<DynamicType = ()>
-        + trim::Trim
-        + Clone
-        + serde::de::DeserializeOwned
-        + std::fmt::Debug
-        + Send
-        + Sync
-        + 'static,
+    K: Cached,
+{
+    reflected_observing(context, api, config, |_| {}, on_delete)
+}
+
+/// As `reflected`, keeping `index` in step with the store.
+pub fn reflected_indexed<K, Key, Member>(
+    context: &Context,
+    api: kube::Api<K>,
+    config: watcher::Config,
+    index: &index::Index<K, Key, Member>,
+) -> (
+    Store<K>,
+    impl futures::Stream<Item = Result<K, watcher::Error>> + Send + 'static,
+)
+where
+    K: Cached,
+    Key: std::hash::Hash + Eq + Clone + Send + Sync + 'static,
+    Member: Ord + Clone + Send + Sync + 'static,
+{
+    let index = index.clone();
+    reflected_observing(
+        context,
+        api,
+        config,
+        move |event| index.observe(event),
+        |_| {},
+    )
+}
+
+fn reflected_observing<K>(
+    context: &Context,
+    api: kube::Api<K>,
+    config: watcher::Config,
+    mut observe: impl FnMut(&WatchEvent<K>) + Send + 'static,
+    on_delete: impl Fn(&K) + Send + 'static,
+) -> (
+    Store<K>,
+    impl futures::Stream<Item = Result<K, watcher::Error>> + Send + 'static,
+)
+where
+    K: Cached,
 {
     let (store, writer) = reflector::store::<K>();
     let synced = Arc::new(context.readiness.sync_marker());
@@ -225,6 +278,7 @@ where
         .inspect_err(move |_| failed.observe_error())
         .map_ok(move |event: WatchEvent<K>| {
             synced.observe(&event);
+            observe(&event);
             let gone = vanished.observe(&event);
             let mut touched = match event {
                 WatchEvent::Apply(object) | WatchEvent::InitApply(object) => vec![object],

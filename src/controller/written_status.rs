@@ -41,6 +41,23 @@ impl<S: Clone + PartialEq> WrittenStatus<S> {
         }
     }
 
+    /// Reads the status `previous` would return, without copying it: for the reconciles that
+    /// read many objects' statuses to decide one (a queue's holders).
+    pub fn read_previous<R>(
+        &self,
+        uid: &str,
+        cached: Option<&S>,
+        read: impl FnOnce(Option<&S>) -> R,
+    ) -> R {
+        let Ok(map) = self.by_uid.lock() else {
+            return read(cached);
+        };
+        match map.get(uid) {
+            Some(written) => read(Some(written)),
+            None => read(cached),
+        }
+    }
+
     /// Drops the copy once the cache holds it, as a watch event arrives: objects whose own
     /// status writes do not trigger a reconcile (a finished task) would otherwise keep their
     /// copy until the next one.

@@ -4,13 +4,14 @@
 
 pub mod attempts;
 pub mod budget;
+pub mod indexes;
 pub mod queue;
 pub mod reconcile;
 pub mod release;
 pub mod status;
 pub mod watches;
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use futures::channel::mpsc;
@@ -26,12 +27,13 @@ use tokio_util::sync::CancellationToken;
 
 use super::trim::Trim;
 use super::written_status::WrittenStatus;
-use super::{Context, Scope, census_of, reflected};
+use super::{Context, Scope, census_of, reflected, reflected_indexed};
 use crate::api::agent_task::AgentTaskStatus;
 use crate::api::llm_provider::LLMProvider;
 use crate::api::{AgentDeployment, AgentTask};
 use crate::resources::labels::TASK_LABEL;
 use crate::runtime::census::ObjectFacts;
+use indexes::{AgentKey, JobsByTask, PodsByTask, TaskQueues};
 use reconcile::{CONTROLLER, ReconcileError, reconcile};
 
 /// Watch caches this controller keeps per scope.
@@ -48,6 +50,56 @@ pub struct Caches {
     pub pods: Store<Pod>,
     /// The tasks' own ConfigMaps (worker files and results).
     pub config_maps: Store<ConfigMap>,
+    pub queues: TaskQueues,
+    pub jobs_by_task: JobsByTask,
+    pub pods_by_task: PodsByTask,
+}
+
+/// Tasks this process is starting whose start the task cache does not show yet: admission
+/// counts them among their agent's holders until it does.
+#[derive(Default)]
+pub struct Starts {
+    /// By task UID: the task's agent and name.
+    pending: HashMap<String, (AgentKey, String)>,
+    seeded: bool,
+}
+
+impl Starts {
+    pub fn insert(&mut self, uid: String, agent: AgentKey, name: String) {
+        self.pending.insert(uid, (agent, name));
+    }
+
+    pub fn remove(&mut self, uid: &str) {
+        self.pending.remove(uid);
+    }
+
+    /// Names of the tasks of `agent` being started.
+    pub fn of_agent<'a>(&'a self, agent: &'a AgentKey) -> impl Iterator<Item = &'a str> {
+        self.pending
+            .values()
+            .filter(move |(a, _)| a == agent)
+            .map(|(_, name)| name.as_str())
+    }
+
+    /// Once the caches are complete, adds the tasks a previous process started whose status
+    /// does not say so (it stopped between creating the Job and writing the status): until
+    /// their next reconcile, only their Jobs show that they hold a slot.
+    pub fn seed_once(&mut self, tasks: &Store<AgentTask>, jobs_by_task: &JobsByTask) {
+        if std::mem::replace(&mut self.seeded, true) {
+            return;
+        }
+        for task in tasks.state() {
+            let Some((agent, place)) = indexes::queue_place(&task) else {
+                continue;
+            };
+            if let Some(uid) = task.uid()
+                && place.waiting
+                && jobs_by_task.contains_key(&uid)
+            {
+                self.insert(uid, agent, place.name);
+            }
+        }
+    }
 }
 
 pub struct TaskController {
@@ -55,10 +107,9 @@ pub struct TaskController {
     pub caches: Caches,
     /// The status last written per task; see `written_status`.
     pub written: WrittenStatus<AgentTaskStatus>,
-    /// UIDs of tasks whose first Job this process is creating, until they finish: admission
-    /// counts them before their Job shows in the cache. Guarded together with the admission
-    /// decision, so two reconciles cannot both take the last slot.
-    pub starting: Mutex<HashSet<String>>,
+    /// Guarded together with the admission decision, so two reconciles cannot both take the
+    /// last slot.
+    pub starting: Mutex<Starts>,
     /// Wakes tasks whose state changed because of another task (a slot freed).
     pub wake: mpsc::UnboundedSender<ObjectRef<AgentTask>>,
 }
@@ -75,9 +126,23 @@ impl TaskController {
             // No limit, no queue: nothing waits for a slot.
             return;
         };
-        let head = watches::queue_head(&self.caches.tasks, namespace, agent, limit);
+        let Some(namespace) = namespace else {
+            return;
+        };
+        let agent = (namespace.to_string(), agent.to_string());
+        let head = watches::queue_head(&self.caches.queues, &self.caches.tasks, &agent, limit);
         for task in head {
             let _ = self.wake.unbounded_send(task);
+        }
+    }
+
+    /// The cache shows the task started or finished: its slot is counted from the cache now.
+    fn started_in_cache(&self, uid: &str, task: &AgentTask) {
+        let status = task.status.as_ref();
+        if (status.is_some_and(|s| s.attempts > 0) || status::is_finished(status))
+            && let Ok(mut starting) = self.starting.lock()
+        {
+            starting.remove(uid);
         }
     }
 
@@ -107,8 +172,15 @@ pub async fn run(
 
     let (agents, agent_stream) = reflected(&context, scope.api::<AgentDeployment>(client), all());
     let (providers, provider_stream) = reflected(&context, scope.api::<LLMProvider>(client), all());
-    let (jobs, job_stream) = reflected(&context, scope.api::<Job>(client), owned());
-    let (pods, pod_stream) = reflected(&context, scope.api::<Pod>(client), owned());
+    let (queues, jobs_by_task, pods_by_task) = (
+        indexes::task_queues(),
+        indexes::jobs_by_task(),
+        indexes::pods_by_task(),
+    );
+    let (jobs, job_stream) =
+        reflected_indexed(&context, scope.api::<Job>(client), owned(), &jobs_by_task);
+    let (pods, pod_stream) =
+        reflected_indexed(&context, scope.api::<Pod>(client), owned(), &pods_by_task);
     let (config_maps, config_map_stream) =
         reflected(&context, scope.api::<ConfigMap>(client), owned());
 
@@ -134,9 +206,12 @@ pub async fn run(
             jobs,
             pods,
             config_maps,
+            queues,
+            jobs_by_task,
+            pods_by_task,
         },
         written: WrittenStatus::default(),
-        starting: Mutex::new(HashSet::new()),
+        starting: Mutex::new(Starts::default()),
         wake,
     });
 
@@ -153,10 +228,12 @@ pub async fn run(
         .inspect_err(move |_| failed.observe_error())
         .inspect_ok(move |event| {
             synced.observe(event);
+            on_task_event.caches.queues.observe(event);
             if let Event::Apply(task) | Event::InitApply(task) = event
                 && let Some(uid) = task.uid()
             {
                 on_task_event.written.caught_up(&uid, task.status.as_ref());
+                on_task_event.started_in_cache(&uid, task);
             }
             match event {
                 Event::Delete(task) => {
@@ -183,15 +260,18 @@ pub async fn run(
     // Part of this future, not spawned: it stops with the controller when leadership is lost.
     let sweep = release::sweep(controller.clone(), shutdown.clone());
 
-    let (tasks_for_agents, tasks_for_providers, agents_for_providers) =
-        (tasks.clone(), tasks.clone(), agents.clone());
+    let (queues_for_agents, tasks_for_providers, agents_for_providers) = (
+        controller.caches.queues.clone(),
+        tasks.clone(),
+        agents.clone(),
+    );
     let reconciling = Controller::for_stream(task_stream, tasks)
         .with_config(kube::runtime::controller::Config::default().concurrency(concurrency))
         .owns_stream(job_stream)
         .owns_stream(config_map_stream)
         .watches_stream(pod_stream, watches::task_of_pod)
         .watches_stream(agent_stream, move |agent| {
-            watches::tasks_of_agent(&tasks_for_agents, &agent)
+            watches::tasks_of_agent(&queues_for_agents, &agent)
         })
         .watches_stream(provider_stream, move |provider| {
             watches::tasks_using_provider(&tasks_for_providers, &agents_for_providers, &provider)
@@ -220,4 +300,55 @@ fn error_policy(
     controller
         .context
         .requeue_after_error(CONTROLLER, object.as_ref(), error.reason(), error)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn task(name: &str, uid: &str, status: serde_json::Value) -> AgentTask {
+        let mut task = crate::api::agent_task::task_for_tests(
+            name,
+            serde_json::json!({"agentRef": {"name": "support"}, "input": "x"}),
+        );
+        task.metadata.uid = Some(uid.into());
+        task.status = serde_json::from_value(status).expect("status");
+        task
+    }
+
+    fn job_of(uid: &str, name: &str) -> Job {
+        serde_json::from_value(
+            serde_json::json!({"metadata": {"name": name, "namespace": "team",
+            "ownerReferences": [{"apiVersion": "agentoperator.dev/v1alpha1", "kind": "AgentTask",
+                "name": "t", "uid": uid}]}}),
+        )
+        .expect("job")
+    }
+
+    #[test]
+    fn a_job_without_a_start_in_the_status_holds_a_slot_after_a_restart() {
+        let (tasks, mut writer) = reflector::store::<AgentTask>();
+        for task in [
+            task("crashed", "u-crashed", serde_json::json!(null)),
+            task("recorded", "u-recorded", serde_json::json!({"attempts": 1})),
+            task("waiting", "u-waiting", serde_json::json!(null)),
+        ] {
+            writer.apply_watcher_event(&Event::Apply(task));
+        }
+        let jobs = indexes::jobs_by_task();
+        for (uid, name) in [("u-crashed", "crashed-1"), ("u-recorded", "recorded-1")] {
+            jobs.observe(&Event::Apply(job_of(uid, name)));
+        }
+        let mut starts = Starts::default();
+        starts.seed_once(&tasks, &jobs);
+        let agent = ("team".to_string(), "support".to_string());
+        assert_eq!(
+            starts.of_agent(&agent).collect::<Vec<_>>(),
+            ["crashed"],
+            "the recorded start is the cache's; the waiting task has no Job"
+        );
+        starts.remove("u-crashed");
+        starts.seed_once(&tasks, &jobs);
+        assert_eq!(starts.of_agent(&agent).count(), 0, "seeded once only");
+    }
 }

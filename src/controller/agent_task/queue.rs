@@ -4,110 +4,138 @@
 //! so a retrying task keeps its place. A waiting task may start when it is among the first
 //! `limit - holders` waiting tasks in creation order. The caller evaluates this and records the
 //! start under one lock, so two reconciles running at once cannot both take the last slot.
+//!
+//! The queue is read from its head and only as far as the answer needs: at most `limit`
+//! waiting tasks ahead of this one decide it, however long the queue behind them.
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-
-/// One task of the agent, as the queue sees it.
+/// A task of the agent that the cache shows waiting for its first attempt, with what this
+/// process knows beyond the cache.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct QueueEntry {
+pub struct Waiter {
     pub uid: String,
-    pub name: String,
-    pub created: Option<Time>,
+    /// Started after all (this process is starting it, or its Job exists): counted among the
+    /// holders by the caller, and not ahead of anyone.
+    pub holds_slot: bool,
+    /// Finished by a status this process wrote and the cache does not show yet.
     pub finished: bool,
-    /// Started at least once (a Job exists, status counts an attempt, or this process is starting
-    /// it).
-    pub started: bool,
     /// Waiting for something other than a slot (a broken reference): it does not block the
     /// queue behind it.
     pub blocked: bool,
 }
 
-/// Whether the task `uid` may start now under `limit`.
-pub fn may_start(uid: &str, entries: &[QueueEntry], limit: i32) -> bool {
-    let active = entries.iter().filter(|e| !e.finished);
-    if active.clone().any(|e| e.uid == uid && e.started) {
-        return true;
-    }
-    let holders = active.clone().filter(|e| e.started).count();
+/// Whether the waiting task `uid` may start now, with `holders` slots of `limit` held and
+/// `queue` the agent's waiting tasks in queue order.
+pub fn may_start(
+    uid: &str,
+    holders: usize,
+    queue: impl IntoIterator<Item = Waiter>,
+    limit: i32,
+) -> bool {
     let free = usize::try_from(limit).unwrap_or(0).saturating_sub(holders);
-    let mut waiting: Vec<&QueueEntry> = active
-        .filter(|e| !e.started && (!e.blocked || e.uid == uid))
-        .collect();
-    waiting.sort_by(|a, b| (&a.created, &a.name).cmp(&(&b.created, &b.name)));
-    waiting
-        .iter()
-        .position(|e| e.uid == uid)
-        .is_some_and(|position| position < free)
+    let mut ahead = 0;
+    for waiter in queue {
+        if ahead >= free {
+            return false;
+        }
+        if waiter.uid == uid {
+            return true;
+        }
+        if !(waiter.holds_slot || waiter.finished || waiter.blocked) {
+            ahead += 1;
+        }
+    }
+    // Not in the queue yet (the index trails the cache by one event): it is the newest.
+    ahead < free
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use k8s_openapi::jiff::Timestamp;
 
-    fn entry(name: &str, second: i64, started: bool, finished: bool) -> QueueEntry {
-        QueueEntry {
-            uid: name.into(),
-            name: name.into(),
-            created: Some(Time(Timestamp::from_second(second).expect("time"))),
-            finished,
-            started,
+    fn waiter(uid: &str) -> Waiter {
+        Waiter {
+            uid: uid.into(),
+            holds_slot: false,
+            finished: false,
             blocked: false,
         }
     }
 
     #[test]
     fn first_come_first_served_within_the_limit() {
-        let entries = [
-            entry("a", 1, true, false),
-            entry("b", 2, false, false),
-            entry("c", 3, false, false),
-        ];
+        let queue = || [waiter("b"), waiter("c")];
         assert!(
-            may_start("b", &entries, 2),
+            may_start("b", 1, queue(), 2),
             "one slot free: the oldest waiter"
         );
-        assert!(!may_start("c", &entries, 2), "c is behind b");
-        assert!(may_start("a", &entries, 2), "a holder always continues");
+        assert!(!may_start("c", 1, queue(), 2), "c is behind b");
+        assert!(may_start("c", 0, queue(), 2), "two slots free");
     }
 
     #[test]
-    fn finished_tasks_free_their_slots() {
-        let entries = [
-            entry("a", 1, true, true),
-            entry("b", 2, true, false),
-            entry("c", 3, false, false),
-        ];
-        assert!(may_start("c", &entries, 2));
-        assert!(!may_start("c", &entries, 1));
+    fn no_free_slot_admits_nobody() {
+        assert!(!may_start("b", 2, [waiter("b")], 2));
+        assert!(
+            !may_start("b", 3, [waiter("b")], 2),
+            "the limit was lowered"
+        );
+        assert!(!may_start("b", 0, [waiter("b")], 0));
     }
 
     #[test]
-    fn same_second_ties_break_by_name() {
-        let entries = [
-            entry("task-02", 5, false, false),
-            entry("task-01", 5, false, false),
-        ];
-        assert!(may_start("task-01", &entries, 1));
-        assert!(!may_start("task-02", &entries, 1));
+    fn finished_started_and_blocked_tasks_are_not_ahead() {
+        let finished = Waiter {
+            finished: true,
+            ..waiter("a")
+        };
+        let started = Waiter {
+            holds_slot: true,
+            ..waiter("b")
+        };
+        let blocked = Waiter {
+            blocked: true,
+            ..waiter("c")
+        };
+        assert!(may_start(
+            "d",
+            1,
+            [finished, started, blocked, waiter("d")],
+            2
+        ));
     }
 
     #[test]
-    fn a_blocked_task_does_not_hold_up_the_queue() {
-        let mut broken = entry("a", 1, false, false);
-        broken.blocked = true;
-        let entries = [broken, entry("b", 2, false, false)];
-        assert!(may_start("b", &entries, 1));
+    fn a_blocked_task_keeps_its_own_place() {
+        let blocked = Waiter {
+            blocked: true,
+            ..waiter("a")
+        };
+        assert!(may_start("a", 0, [blocked, waiter("b")], 1));
+    }
+
+    #[test]
+    fn a_task_not_yet_in_the_queue_is_behind_it() {
+        assert!(may_start("new", 0, [waiter("a")], 2));
+        assert!(!may_start("new", 0, [waiter("a")], 1));
+    }
+
+    #[test]
+    fn the_answer_reads_no_further_than_the_free_slots() {
+        let mut read = 0;
+        let queue = (0..10_000).map(|i| {
+            read += 1;
+            waiter(&format!("t{i}"))
+        });
+        assert!(!may_start("t9999", 7, queue, 10));
+        assert_eq!(read, 4, "three free slots: three ahead decide it");
     }
 
     #[test]
     fn never_more_starts_than_free_slots_whatever_order_they_are_asked_in() {
-        let entries: Vec<QueueEntry> = (0..10)
-            .map(|i| entry(&format!("t{i}"), i, i < 1, false))
-            .collect();
-        let starters = entries
+        let queue: Vec<Waiter> = (0..10).map(|i| waiter(&format!("t{i}"))).collect();
+        let starters = queue
             .iter()
-            .filter(|e| !e.started && may_start(&e.uid, &entries, 3))
+            .filter(|w| may_start(&w.uid, 1, queue.clone(), 3))
             .count();
         assert_eq!(starters, 2, "3 slots, 1 held");
     }

@@ -1,6 +1,7 @@
 //! One reconcile of an AgentTask, as a pipeline: read the task's attempts and references from
 //! the caches → decide (pure) → apply the worker files and the one step decided → report status.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,17 +14,18 @@ use kube::runtime::reflector::ObjectRef;
 use kube::{Resource, ResourceExt};
 use tracing::instrument;
 
-use super::TaskController;
 use super::attempts::{Attempt, observe_attempts};
-use super::queue::{QueueEntry, may_start};
+use super::indexes::AgentKey;
+use super::queue::{Waiter, may_start};
 use super::release::TaskState;
 use super::status::{ChainState, Decision, Inputs, Slot, Step, decide, is_finished};
+use super::{Starts, TaskController};
 use crate::api::agent_task::{AgentTaskStatus, InputSource, TtlDeletes, reason};
 use crate::api::conditions::find_condition;
 use crate::api::{AgentDeployment, AgentTask};
 use crate::controller::apply::apply_if_changed;
 use crate::controller::chain::{credential_validated, resolve_chain};
-use crate::resources::job::{AttemptInputs, TASK_NAME_ANNOTATION, Worker, job};
+use crate::resources::job::{AttemptInputs, Worker, job};
 use crate::resources::provider_config::{ResolvedProvider, provider_config};
 use crate::resources::router_sidecar::router_of;
 use crate::resources::task_config::{
@@ -153,7 +155,7 @@ pub async fn reconcile(
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         let slot = match (agent.as_deref(), may_start_attempt) {
-            (Some(agent), true) => slot_for(&controller, &task, agent, &starting),
+            (Some(agent), true) => slot_for(&controller, &task, agent, &mut starting),
             _ => Slot::Free,
         };
         let inputs = Inputs {
@@ -167,8 +169,14 @@ pub async fn reconcile(
             created: task.meta().creation_timestamp.as_ref().map(|t| t.0),
         };
         let decision = decide(previous.as_ref(), &inputs, Timestamp::now());
-        if matches!(decision.step, Step::StartAttempt { .. }) {
-            starting.insert(uid.clone());
+        if matches!(decision.step, Step::StartAttempt { .. })
+            && let Some(agent) = agent.as_deref()
+        {
+            starting.insert(
+                uid.clone(),
+                (namespace.clone(), agent.name_any()),
+                name.clone(),
+            );
         }
         decision
     };
@@ -221,29 +229,23 @@ fn step_name(step: &Step) -> &'static str {
 
 /// The task's attempts from the Jobs it owns and their pods.
 fn attempts_of(controller: &TaskController, task: &AgentTask) -> Vec<Attempt> {
-    let uid = task.uid();
-    let owned_by_task =
-        |owners: Option<&Vec<k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference>>| {
-            owners
-                .into_iter()
-                .flatten()
-                .any(|o| Some(&o.uid) == uid.as_ref())
-        };
-    let jobs = controller.caches.jobs.state();
-    let jobs: Vec<&Job> = jobs
+    let caches = &controller.caches;
+    let (Some(uid), Some(namespace)) = (task.uid(), task.namespace()) else {
+        return Vec::new();
+    };
+    let jobs: Vec<Arc<Job>> = caches
+        .jobs_by_task
+        .members(&uid)
         .iter()
-        .map(|j| j.as_ref())
-        .filter(|j| owned_by_task(j.metadata.owner_references.as_ref()))
+        .filter_map(|name| caches.jobs.get(&ObjectRef::new(name).within(&namespace)))
         .collect();
     let job_names: Vec<&str> = jobs
         .iter()
         .filter_map(|j| j.metadata.name.as_deref())
         .collect();
-    let pods = controller.caches.pods.state();
-    let pods: Vec<&Pod> = pods
-        .iter()
-        .map(|p| p.as_ref())
-        .filter(|p| p.metadata.namespace == task.metadata.namespace)
+    // A newer task of the same name does not own this one's pods: matched by their Job.
+    let pods: Vec<Arc<Pod>> = pods_of(controller, task)
+        .into_iter()
         .filter(|p| {
             p.metadata
                 .owner_references
@@ -252,20 +254,31 @@ fn attempts_of(controller: &TaskController, task: &AgentTask) -> Vec<Attempt> {
                 .any(|o| o.kind == "Job" && job_names.contains(&o.name.as_str()))
         })
         .collect();
+    let jobs: Vec<&Job> = jobs.iter().map(Arc::as_ref).collect();
+    let pods: Vec<&Pod> = pods.iter().map(Arc::as_ref).collect();
     observe_attempts(&jobs, &pods)
+}
+
+/// The worker pods that name the task, whichever of its Jobs made them.
+fn pods_of(controller: &TaskController, task: &AgentTask) -> Vec<Arc<Pod>> {
+    let caches = &controller.caches;
+    let Some(namespace) = task.namespace() else {
+        return Vec::new();
+    };
+    let key = (namespace, task.name_any());
+    caches
+        .pods_by_task
+        .members(&key)
+        .iter()
+        .filter_map(|name| caches.pods.get(&ObjectRef::new(name).within(&key.0)))
+        .collect()
 }
 
 /// A cancelled task's attempts whose pods stopped after it finished: see
 /// [`super::attempts::stopped_after_finish`].
 fn stopped_after_finish(controller: &TaskController, task: &AgentTask) -> Vec<Attempt> {
-    let name = task.name_any();
-    let pods = controller.caches.pods.state();
-    let pods: Vec<&Pod> = pods
-        .iter()
-        .map(|p| p.as_ref())
-        .filter(|p| p.metadata.namespace == task.metadata.namespace)
-        .filter(|p| p.annotations().get(TASK_NAME_ANNOTATION) == Some(&name))
-        .collect();
+    let pods = pods_of(controller, task);
+    let pods: Vec<&Pod> = pods.iter().map(Arc::as_ref).collect();
     super::attempts::stopped_after_finish(task.metadata.creation_timestamp.as_ref(), &pods)
 }
 
@@ -405,65 +418,75 @@ fn chain_state(chain: &[ResolvedProvider]) -> ChainState {
 }
 
 /// The queue of the task's agent, from the caches plus the starts this process has claimed.
+/// Reads the holders of slots and the queue ahead of the task only: constant work per
+/// reconcile, however many tasks wait behind it.
 fn slot_for(
     controller: &TaskController,
     task: &AgentTask,
     agent: &AgentDeployment,
-    starting: &std::collections::HashSet<String>,
+    starting: &mut Starts,
 ) -> Slot {
     let Some(limit) = agent.spec.max_concurrent_tasks else {
         return Slot::Free;
     };
-    let agent_name = agent.name_any();
-    // Borrowed from one snapshot, not cloned: this runs for every reconcile of a queued task.
-    let jobs = controller.caches.jobs.state();
-    let with_jobs: std::collections::HashSet<&str> = jobs
-        .iter()
-        .filter(|j| j.metadata.namespace == task.metadata.namespace)
-        .flat_map(|j| j.metadata.owner_references.iter().flatten())
-        .map(|o| o.uid.as_str())
-        .collect();
-    let entries: Vec<QueueEntry> = controller
-        .caches
-        .tasks
-        .state()
-        .iter()
-        .filter(|t| t.metadata.namespace == task.metadata.namespace)
-        .filter(|t| {
-            t.spec
-                .agent_ref
-                .as_ref()
-                .is_some_and(|r| r.name == agent_name)
-        })
-        .map(|t| {
-            let uid = t.uid().unwrap_or_default();
-            let status = controller.written.previous(&uid, t.status.as_ref());
-            let waiting_reason = status
-                .as_ref()
-                .and_then(|s| {
-                    find_condition(&s.conditions, crate::api::agent_task::condition::COMPLETE)
-                })
-                .map(|c| c.reason.clone());
-            QueueEntry {
-                name: t.name_any(),
-                created: t.metadata.creation_timestamp.clone(),
-                finished: is_finished(status.as_ref()),
-                started: with_jobs.contains(uid.as_str())
-                    || starting.contains(&uid)
-                    || status.as_ref().is_some_and(|s| s.attempts > 0),
-                blocked: waiting_reason.as_deref() == Some(reason::INVALID_REFERENCE),
-                uid,
-            }
-        })
-        .collect();
-    if may_start(&task.uid().unwrap_or_default(), &entries, limit) {
+    let caches = &controller.caches;
+    starting.seed_once(&caches.tasks, &caches.jobs_by_task);
+    let key: AgentKey = (task.namespace().unwrap_or_default(), agent.name_any());
+    let cached = |name: &str| caches.tasks.get(&ObjectRef::new(name).within(&key.0));
+    let status_is = |task: &AgentTask, test: fn(Option<&AgentTaskStatus>) -> bool| {
+        let uid = task.uid().unwrap_or_default();
+        controller
+            .written
+            .read_previous(&uid, task.status.as_ref(), test)
+    };
+    let holding = |task: Arc<AgentTask>| {
+        (!status_is(&task, is_finished)).then(|| task.uid().unwrap_or_default())
+    };
+    let mut holders: HashSet<String> = caches.queues.with_members(&key, |places| {
+        places
+            .take_while(|place| !place.waiting)
+            .filter_map(|place| cached(&place.name))
+            .filter_map(holding)
+            .collect()
+    });
+    holders.extend(
+        starting
+            .of_agent(&key)
+            .filter_map(cached)
+            .filter_map(holding),
+    );
+    let uid = task.uid().unwrap_or_default();
+    let admitted = holders.contains(&uid)
+        || caches.queues.with_members(&key, |places| {
+            let queue = places
+                .filter(|place| place.waiting)
+                .filter_map(|place| cached(&place.name))
+                .map(|waiting| {
+                    let uid = waiting.uid().unwrap_or_default();
+                    Waiter {
+                        holds_slot: holders.contains(&uid),
+                        finished: status_is(&waiting, is_finished),
+                        blocked: status_is(&waiting, waits_for_a_reference),
+                        uid,
+                    }
+                });
+            may_start(&uid, holders.len(), queue, limit)
+        });
+    if admitted {
         Slot::Free
     } else {
         Slot::Full {
-            agent: agent_name,
+            agent: key.1,
             limit,
         }
     }
+}
+
+/// Waiting for a broken reference to be fixed, not for a slot.
+fn waits_for_a_reference(status: Option<&AgentTaskStatus>) -> bool {
+    status
+        .and_then(|s| find_condition(&s.conditions, crate::api::agent_task::condition::COMPLETE))
+        .is_some_and(|c| c.reason == reason::INVALID_REFERENCE)
 }
 
 fn forget_start(controller: &TaskController, uid: &str) {
@@ -627,14 +650,10 @@ async fn cleanup(
                 .flatten()
                 .any(|o| Some(&o.uid) == uid.as_ref())
         };
-    let jobs: Vec<String> = controller
-        .caches
-        .jobs
-        .state()
-        .iter()
-        .filter(|j| owned(&j.metadata.owner_references))
-        .map(|j| j.name_any())
-        .collect();
+    let jobs = uid
+        .as_ref()
+        .map(|uid| controller.caches.jobs_by_task.members(uid))
+        .unwrap_or_default();
     for name in jobs {
         delete::<Job>(controller, namespace, &name, "Job").await?;
     }

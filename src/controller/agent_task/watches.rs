@@ -6,74 +6,48 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::ResourceExt;
 use kube::runtime::reflector::{ObjectRef, Store};
 
+use super::indexes::{AgentKey, TaskQueues};
 use super::status::is_finished;
 use crate::api::agent_task::reason;
 use crate::api::llm_provider::LLMProvider;
 use crate::api::{AgentDeployment, AgentTask};
 use crate::resources::job::TASK_NAME_ANNOTATION;
 
-/// Unfinished tasks of `agent` (same namespace).
-pub fn unfinished_tasks_of_agent(
-    tasks: &Store<AgentTask>,
-    namespace: Option<&str>,
-    agent: &str,
-) -> Vec<ObjectRef<AgentTask>> {
-    tasks
-        .state()
-        .iter()
-        .filter(|task| task.namespace().as_deref() == namespace)
-        .filter(|task| {
-            task.spec
-                .agent_ref
-                .as_ref()
-                .is_some_and(|r| r.name == agent)
-        })
-        .filter(|task| !is_finished(task.status.as_ref()))
-        .map(|task| ObjectRef::from_obj(task.as_ref()))
-        .collect()
-}
-
 /// The first `limit` tasks of `agent` waiting for their first attempt, in queue order
 /// (creation time, then name), passing over those waiting for a broken reference.
 pub fn queue_head(
+    queues: &TaskQueues,
     tasks: &Store<AgentTask>,
-    namespace: Option<&str>,
-    agent: &str,
+    agent: &AgentKey,
     limit: i32,
 ) -> Vec<ObjectRef<AgentTask>> {
-    let mut waiting: Vec<_> = tasks
-        .state()
-        .into_iter()
-        .filter(|task| task.namespace().as_deref() == namespace)
-        .filter(|task| {
-            task.spec
-                .agent_ref
-                .as_ref()
-                .is_some_and(|r| r.name == agent)
-        })
-        .filter(|task| {
-            let status = task.status.as_ref();
-            !is_finished(status)
-                && status.is_none_or(|s| s.attempts == 0)
-                && status.and_then(|s| s.reason.as_deref()) != Some(reason::INVALID_REFERENCE)
-        })
-        .collect();
-    waiting.sort_by(|a, b| {
-        (&a.metadata.creation_timestamp, &a.metadata.name)
-            .cmp(&(&b.metadata.creation_timestamp, &b.metadata.name))
-    });
-    waiting
-        .iter()
-        .take(usize::try_from(limit).unwrap_or(0))
-        .map(|task| ObjectRef::from_obj(task.as_ref()))
-        .collect()
+    let namespace = &agent.0;
+    queues.with_members(agent, |places| {
+        places
+            .filter(|place| place.waiting)
+            .map(|place| ObjectRef::new(&place.name).within(namespace))
+            .filter(|task| {
+                tasks.get(task).is_some_and(|task| {
+                    task.status.as_ref().and_then(|s| s.reason.as_deref())
+                        != Some(reason::INVALID_REFERENCE)
+                })
+            })
+            .take(usize::try_from(limit).unwrap_or(0))
+            .collect()
+    })
 }
 
-pub fn tasks_of_agent(
-    tasks: &Store<AgentTask>,
-    agent: &AgentDeployment,
-) -> Vec<ObjectRef<AgentTask>> {
-    unfinished_tasks_of_agent(tasks, agent.namespace().as_deref(), &agent.name_any())
+/// Unfinished tasks of `agent`.
+pub fn tasks_of_agent(queues: &TaskQueues, agent: &AgentDeployment) -> Vec<ObjectRef<AgentTask>> {
+    let Some(namespace) = agent.namespace() else {
+        return Vec::new();
+    };
+    let key = (namespace, agent.name_any());
+    queues.with_members(&key, |places| {
+        places
+            .map(|place| ObjectRef::new(&place.name).within(&key.0))
+            .collect()
+    })
 }
 
 /// Unfinished tasks whose failover chain names this provider, directly or through their agent.
@@ -123,22 +97,12 @@ mod tests {
     use kube::runtime::reflector;
     use kube::runtime::watcher::Event;
 
-    fn task(name: &str, second: u32, status: serde_json::Value) -> AgentTask {
-        let mut task = crate::api::agent_task::task_for_tests(
-            name,
-            serde_json::json!({"agentRef": {"name": "support"}, "input": "x"}),
-        );
-        task.metadata.creation_timestamp = Some(
-            serde_json::from_value(serde_json::json!(format!("2026-01-01T00:00:{second:02}Z")))
-                .expect("time"),
-        );
-        task.status = serde_json::from_value(status).expect("status");
-        task
-    }
+    use super::super::indexes::task_created_at as task;
 
     #[test]
     fn the_queue_head_is_the_oldest_waiting_tasks_only() {
         let (store, mut writer) = reflector::store::<AgentTask>();
+        let queues = super::super::indexes::task_queues();
         let finished = serde_json::json!({"attempts": 1, "conditions": [{"type": "Complete",
             "status": "True", "reason": "Succeeded", "message": "", "lastTransitionTime": "2026-01-01T00:00:00Z"}]});
         for task in [
@@ -157,9 +121,12 @@ mod tests {
             ),
             task("second", 4, serde_json::json!(null)),
         ] {
-            writer.apply_watcher_event(&Event::Apply(task));
+            let event = Event::Apply(task);
+            writer.apply_watcher_event(&event);
+            queues.observe(&event);
         }
-        let names: Vec<String> = queue_head(&store, Some("team"), "support", 2)
+        let agent = ("team".to_string(), "support".to_string());
+        let names: Vec<String> = queue_head(&queues, &store, &agent, 2)
             .into_iter()
             .map(|r| r.name)
             .collect();

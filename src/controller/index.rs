@@ -1,0 +1,224 @@
+//! Secondary indexes of a watch cache: the objects of one owner, kept in order, so that a
+//! reconcile reads its task's Jobs, or the head of its agent's queue, without copying and
+//! filtering the whole cache. kube's stores are keyed by name only; at ten thousand tasks a scan
+//! per reconcile made admission quadratic in the queue's length.
+//!
+//! An index follows the same watch events as its store, in the same order, and swaps in a
+//! relist's result only when the relist is complete, as the store does, so the two never
+//! disagree for longer than one event.
+
+use std::collections::{BTreeSet, HashMap};
+use std::hash::Hash;
+use std::sync::{Arc, RwLock};
+
+use kube::Resource;
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::watcher::Event;
+
+/// Where an object belongs in an index: the group it is in, and its place in that group.
+pub type EntryOf<K, Key, Member> = fn(&K) -> Option<(Key, Member)>;
+
+pub struct Index<K, Key, Member>
+where
+    K: Resource<DynamicType = ()>,
+{
+    entries: Arc<RwLock<Entries<K, Key, Member>>>,
+    entry_of: EntryOf<K, Key, Member>,
+}
+
+impl<K, Key, Member> Clone for Index<K, Key, Member>
+where
+    K: Resource<DynamicType = ()>,
+{
+    fn clone(&self) -> Self {
+        Self {
+            entries: self.entries.clone(),
+            entry_of: self.entry_of,
+        }
+    }
+}
+
+struct Entries<K: Resource<DynamicType = ()>, Key, Member> {
+    current: Groups<K, Key, Member>,
+    /// A relist in progress; it replaces `current` when complete.
+    relisting: Option<Groups<K, Key, Member>>,
+}
+
+struct Groups<K: Resource<DynamicType = ()>, Key, Member> {
+    by_key: HashMap<Key, BTreeSet<Member>>,
+    /// Each object's entry, to move or drop it when the object changes or goes.
+    of_object: HashMap<ObjectRef<K>, (Key, Member)>,
+}
+
+impl<K: Resource<DynamicType = ()>, Key, Member> Default for Groups<K, Key, Member> {
+    fn default() -> Self {
+        Self {
+            by_key: HashMap::new(),
+            of_object: HashMap::new(),
+        }
+    }
+}
+
+impl<K, Key, Member> Groups<K, Key, Member>
+where
+    K: Resource<DynamicType = ()>,
+    Key: Hash + Eq + Clone,
+    Member: Ord + Clone,
+{
+    fn upsert(&mut self, object: &K, entry_of: EntryOf<K, Key, Member>) {
+        let reference = ObjectRef::from_obj(object);
+        self.remove(&reference);
+        if let Some((key, member)) = entry_of(object) {
+            self.by_key
+                .entry(key.clone())
+                .or_default()
+                .insert(member.clone());
+            self.of_object.insert(reference, (key, member));
+        }
+    }
+
+    fn remove(&mut self, reference: &ObjectRef<K>) {
+        let Some((key, member)) = self.of_object.remove(reference) else {
+            return;
+        };
+        if let Some(group) = self.by_key.get_mut(&key) {
+            group.remove(&member);
+            if group.is_empty() {
+                self.by_key.remove(&key);
+            }
+        }
+    }
+}
+
+impl<K, Key, Member> Index<K, Key, Member>
+where
+    K: Resource<DynamicType = ()>,
+    Key: Hash + Eq + Clone,
+    Member: Ord + Clone,
+{
+    pub fn new(entry_of: EntryOf<K, Key, Member>) -> Self {
+        Self {
+            entries: Arc::new(RwLock::new(Entries {
+                current: Groups::default(),
+                relisting: None,
+            })),
+            entry_of,
+        }
+    }
+
+    /// Follows one watch event; called right after the store has applied it.
+    pub fn observe(&self, event: &Event<K>) {
+        let mut entries = self
+            .entries
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        match event {
+            Event::Apply(object) => entries.current.upsert(object, self.entry_of),
+            Event::Delete(object) => entries.current.remove(&ObjectRef::from_obj(object)),
+            Event::Init => entries.relisting = Some(Groups::default()),
+            Event::InitApply(object) => match entries.relisting.as_mut() {
+                Some(relisting) => relisting.upsert(object, self.entry_of),
+                None => entries.current.upsert(object, self.entry_of),
+            },
+            Event::InitDone => {
+                if let Some(relisted) = entries.relisting.take() {
+                    entries.current = relisted;
+                }
+            }
+        }
+    }
+
+    /// The members of `key`, in order.
+    pub fn members(&self, key: &Key) -> Vec<Member> {
+        self.with_members(key, |members| members.cloned().collect())
+    }
+
+    /// Lets `read` take as many of the members of `key` as it needs, in order, without copying
+    /// them. The index is read-locked meanwhile: `read` must not wait for a watch event.
+    pub fn with_members<R>(
+        &self,
+        key: &Key,
+        read: impl FnOnce(&mut dyn Iterator<Item = &Member>) -> R,
+    ) -> R {
+        let entries = self
+            .entries
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        read(&mut entries.current.by_key.get(key).into_iter().flatten())
+    }
+
+    pub fn contains_key(&self, key: &Key) -> bool {
+        self.entries
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .current
+            .by_key
+            .contains_key(key)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::core::v1::ConfigMap;
+
+    fn config_map(name: &str, group: &str) -> ConfigMap {
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": name, "namespace": "team", "labels": {"group": group}}
+        }))
+        .expect("config map")
+    }
+
+    fn by_group() -> Index<ConfigMap, String, String> {
+        Index::new(|c| {
+            let group = c.metadata.labels.as_ref()?.get("group")?.clone();
+            Some((group, c.metadata.name.clone()?))
+        })
+    }
+
+    #[test]
+    fn members_follow_applies_and_deletes_in_order() {
+        let index = by_group();
+        for (name, group) in [("c", "x"), ("a", "x"), ("b", "y")] {
+            index.observe(&Event::Apply(config_map(name, group)));
+        }
+        assert_eq!(index.members(&"x".into()), ["a", "c"]);
+        index.observe(&Event::Apply(config_map("a", "y")));
+        assert_eq!(index.members(&"x".into()), ["c"], "a moved to y");
+        assert_eq!(index.members(&"y".into()), ["a", "b"]);
+        index.observe(&Event::Delete(config_map("c", "x")));
+        assert!(!index.contains_key(&"x".into()), "an empty group goes");
+    }
+
+    #[test]
+    fn a_relist_replaces_the_entries_only_when_complete() {
+        let index = by_group();
+        index.observe(&Event::Apply(config_map("gone", "x")));
+        index.observe(&Event::Init);
+        index.observe(&Event::InitApply(config_map("kept", "x")));
+        assert_eq!(
+            index.members(&"x".into()),
+            ["gone"],
+            "the old entries serve until the relist is done"
+        );
+        index.observe(&Event::InitDone);
+        assert_eq!(
+            index.members(&"x".into()),
+            ["kept"],
+            "deleted during the gap"
+        );
+    }
+
+    #[test]
+    fn a_reader_takes_only_what_it_needs() {
+        let index = by_group();
+        for name in ["a", "b", "c"] {
+            index.observe(&Event::Apply(config_map(name, "x")));
+        }
+        let mut seen = 0;
+        let found = index.with_members(&"x".into(), |members| {
+            members.inspect(|_| seen += 1).find(|m| *m == "b").cloned()
+        });
+        assert_eq!((found.as_deref(), seen), (Some("b"), 2));
+    }
+}
