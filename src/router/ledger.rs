@@ -451,6 +451,10 @@ pub struct Ledger {
     /// Set once the last request has finished: the next lease call reads the final counters.
     stopping: std::sync::atomic::AtomicBool,
     final_read: tokio::sync::Notify,
+    /// Held from taking a report to writing it: a periodic write that read the report before
+    /// the last request, and reached the disk after the write at shutdown, left the older
+    /// report as the termination message (found under CI load: a refusal went uncounted).
+    writing: Mutex<()>,
 }
 
 impl Ledger {
@@ -470,6 +474,7 @@ impl Ledger {
             lease: Mutex::new(Leased::NotLeased),
             stopping: std::sync::atomic::AtomicBool::new(false),
             final_read: tokio::sync::Notify::new(),
+            writing: Mutex::new(()),
         }
     }
 
@@ -566,6 +571,10 @@ impl Ledger {
 
     /// Writes the report now (at startup, and at shutdown after the last request).
     pub fn write(&self) {
+        let _writing = self
+            .writing
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         let json = match serde_json::to_string(&self.report()) {
             Ok(json) => json,
             Err(_) => return,
