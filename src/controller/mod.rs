@@ -6,6 +6,7 @@ pub mod agent_task;
 pub mod apply;
 pub mod backoff;
 pub mod chain;
+pub mod compact;
 pub mod index;
 pub mod llm_provider;
 pub mod relist;

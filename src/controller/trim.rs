@@ -5,18 +5,18 @@
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
-use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{
-    ConfigMap, ContainerStatus, Pod, PodStatus, Secret, Service, ServiceAccount,
-};
+use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service, ServiceAccount};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::Resource;
 
+use super::compact::{CachedJob, CachedPod};
 use crate::api::{AgentDeployment, AgentTask, LLMProvider};
 use crate::resources::task_config::FILE_ANNOTATION_PREFIX;
 
 const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
+const OWN_LABEL_PREFIX: &str = "agentoperator.dev/";
 
 /// Drops what no reconcile reads of a cached object.
 pub trait Trim: Resource {
@@ -47,51 +47,29 @@ impl Trim for Deployment {
     }
 }
 
-/// Labels, owners, the hash of a worker's files, the phase, the address and each container's
-/// state are read. The spec, the files themselves (up to 128 KiB a pod), the pod's conditions
-/// and what the kubelet reports of images, resources and mounts are not: at thousands of
-/// worker pods they were most of the cache.
-impl Trim for Pod {
+/// Pods and Jobs are cached in compact forms (`compact.rs`) that hold no spec. Of their labels,
+/// only the operator's own are read (the task, the attempt, the agent): the Job controller's,
+/// the Deployment's and the recommended `app.kubernetes.io/*` set are a dozen strings a pod.
+/// Of a pod's annotations, the worker's files (up to 128 KiB a pod) are never read.
+impl Trim for CachedPod {
     fn trim_fields(&mut self) {
-        self.spec = None;
+        keep_own_labels(&mut self.metadata);
         self.metadata.generate_name = None;
         if let Some(annotations) = self.metadata.annotations.as_mut() {
             annotations.retain(|key, _| !key.starts_with(FILE_ANNOTATION_PREFIX));
         }
-        let Some(status) = self.status.take() else {
-            return;
-        };
-        let containers = |statuses: Option<Vec<ContainerStatus>>| {
-            statuses.map(|statuses| {
-                statuses
-                    .into_iter()
-                    .map(|c| ContainerStatus {
-                        name: c.name,
-                        ready: c.ready,
-                        restart_count: c.restart_count,
-                        started: c.started,
-                        state: c.state,
-                        ..ContainerStatus::default()
-                    })
-                    .collect()
-            })
-        };
-        self.status = Some(PodStatus {
-            phase: status.phase,
-            reason: status.reason,
-            message: status.message,
-            pod_ip: status.pod_ip,
-            init_container_statuses: containers(status.init_container_statuses),
-            container_statuses: containers(status.container_statuses),
-            ..PodStatus::default()
-        });
     }
 }
 
-/// Labels, owners and status are read; the pod template is not.
-impl Trim for Job {
+impl Trim for CachedJob {
     fn trim_fields(&mut self) {
-        self.spec = None;
+        keep_own_labels(&mut self.metadata);
+    }
+}
+
+fn keep_own_labels(metadata: &mut ObjectMeta) {
+    if let Some(labels) = metadata.labels.as_mut() {
+        labels.retain(|key, _| key.starts_with(OWN_LABEL_PREFIX));
     }
 }
 
@@ -128,43 +106,25 @@ mod tests {
     use super::*;
 
     #[test]
-    fn cached_children_keep_metadata_and_status_only() {
-        let mut pod: Pod = serde_json::from_value(serde_json::json!({
-            "metadata": {"name": "p", "labels": {"a": "b"},
+    fn a_cached_pod_drops_the_metadata_nobody_reads() {
+        let mut pod: CachedPod = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "p", "generateName": "p-",
+                "labels": {"agentoperator.dev/attempt": "2", "job-name": "t-2"},
                 "annotations": {LAST_APPLIED: "{...}", "agentoperator.dev/applied-hash": "h",
                     "files.agentoperator.dev/input": "a long input"},
                 "managedFields": [{"manager": "kubectl"}]},
-            "spec": {"containers": [{"name": "agent", "image": "x"}]},
-            "status": {"phase": "Running", "podIP": "10.0.0.7", "qosClass": "Burstable",
-                "conditions": [{"type": "Ready", "status": "True"}],
-                "containerStatuses": [{"name": "agent", "image": "x", "imageID": "sha256:1",
-                    "ready": true, "restartCount": 2,
-                    "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
-                    "state": {"terminated": {"exitCode": 3, "message": "report"}}}]}
+            "status": {"phase": "Running"}
         }))
         .expect("pod");
         pod.trim();
-        let status = pod.status.as_ref().expect("status");
-        assert_eq!(status.pod_ip.as_deref(), Some("10.0.0.7"));
-        assert!(status.conditions.is_none() && status.qos_class.is_none());
-        let container = &status.container_statuses.as_ref().expect("containers")[0];
-        assert_eq!(
-            (container.name.as_str(), container.restart_count),
-            ("agent", 2)
-        );
-        assert!(container.image.is_empty() && container.volume_mounts.is_none());
-        let terminated = container.state.as_ref().and_then(|s| s.terminated.as_ref());
-        assert_eq!(
-            terminated.map(|t| (t.exit_code, t.message.as_deref())),
-            Some((3, Some("report")))
-        );
-        assert!(pod.spec.is_none());
-        assert!(pod.metadata.managed_fields.is_none());
+        assert!(pod.metadata.managed_fields.is_none() && pod.metadata.generate_name.is_none());
         let annotations = pod.metadata.annotations.expect("annotations");
         assert!(!annotations.contains_key(LAST_APPLIED));
         assert!(!annotations.contains_key("files.agentoperator.dev/input"));
         assert_eq!(annotations["agentoperator.dev/applied-hash"], "h");
-        assert_eq!(pod.metadata.labels.expect("labels")["a"], "b");
+        let labels = pod.metadata.labels.expect("labels");
+        assert_eq!(labels["agentoperator.dev/attempt"], "2");
+        assert!(!labels.contains_key("job-name"));
         assert_eq!(pod.status.and_then(|s| s.phase).as_deref(), Some("Running"));
     }
 

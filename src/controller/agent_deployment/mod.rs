@@ -13,7 +13,7 @@ use std::sync::Arc;
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
-use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, Service, ServiceAccount};
+use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service, ServiceAccount};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::runtime::controller::{Action, Controller};
@@ -27,6 +27,7 @@ use super::{Context, Scope, census_of, reflected, reflected_with};
 use crate::api::AgentDeployment;
 use crate::api::agent_deployment::AgentDeploymentStatus;
 use crate::api::llm_provider::LLMProvider;
+use crate::controller::compact::CachedPod;
 use crate::resources::labels::AGENT_LABEL;
 use crate::runtime::census::ObjectFacts;
 use crate::runtime::metrics::Metrics;
@@ -49,7 +50,7 @@ pub struct Caches {
     pub pdbs: Store<PodDisruptionBudget>,
     pub network_policies: Store<NetworkPolicy>,
     /// The agents' pods, to see crash loops and image pull errors.
-    pub pods: Store<Pod>,
+    pub pods: Store<CachedPod>,
 }
 
 pub struct AgentController {
@@ -103,7 +104,7 @@ pub async fn run(
     let (network_policies, network_policy_stream) =
         reflected(&context, scope.api::<NetworkPolicy>(client), owned());
 
-    let (pods, pod_stream) = reflected(&context, scope.api::<Pod>(client), owned());
+    let (pods, pod_stream) = reflected(&context, scope.api::<CachedPod>(client), owned());
     let controller = Arc::new(AgentController {
         context: context.clone(),
         caches: Caches {

@@ -20,6 +20,7 @@ use crate::api::conditions::is_condition_true;
 use crate::api::llm_provider::{LLMProvider, condition as provider_condition};
 use crate::controller::apply::{apply_if_changed, create_if_absent, delete_if_present};
 use crate::controller::chain::resolve_chain;
+use crate::controller::compact::CachedPod;
 use crate::controller::written_status::status_patch;
 use crate::resources::budget_lease::{
     LEASE_INTERVAL, LEASE_TOKEN_KEY, lease_secret, lease_secret_name, new_token,
@@ -278,7 +279,7 @@ pub async fn reconcile(
 
     // Report.
     let pods = running_pods(&controller, &namespace, &name);
-    let agent_pods: Vec<&Pod> = pods.iter().map(|p| p.as_ref()).collect();
+    let agent_pods: Vec<&CachedPod> = pods.iter().map(|p| p.as_ref()).collect();
     let problems = pod_problems(&agent_pods);
     // Counting, events and the write decision compare against the status we last wrote.
     let uid = agent.uid().unwrap_or_default();
@@ -398,7 +399,7 @@ pub async fn reconcile(
 
 /// The pods whose routers are leased the budget: those the kubelet runs, with their
 /// addresses; a terminating pod still counts, for its last readings.
-fn leased_pods(pods: &[&Pod]) -> Vec<super::lease::LeasedPod> {
+fn leased_pods(pods: &[&CachedPod]) -> Vec<super::lease::LeasedPod> {
     pods.iter()
         .filter(|pod| {
             pod.status
@@ -441,7 +442,7 @@ fn token_of(secret: &Secret) -> Option<String> {
 }
 
 /// The agent's pods in the cache.
-fn running_pods(controller: &AgentController, namespace: &str, agent: &str) -> Vec<Arc<Pod>> {
+fn running_pods(controller: &AgentController, namespace: &str, agent: &str) -> Vec<Arc<CachedPod>> {
     let agent_label = crate::resources::labels::selector_labels(agent);
     controller
         .caches
@@ -472,7 +473,7 @@ fn config_hash(config_map: &ConfigMap) -> String {
 /// would reach the routers that late. One patch per running pod per config change; the
 /// template is not touched, so nothing rolls. A failed stamp only delays the refresh to the
 /// kubelet's own schedule.
-async fn refresh_mounted_config(client: &kube::Client, pods: &[Arc<Pod>], config_hash: &str) {
+async fn refresh_mounted_config(client: &kube::Client, pods: &[Arc<CachedPod>], config_hash: &str) {
     let patch = serde_json::json!({
         "metadata": {"annotations": {PROVIDER_CONFIG_ANNOTATION: config_hash}}
     });

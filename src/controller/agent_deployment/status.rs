@@ -5,6 +5,7 @@ use k8s_openapi::jiff::Timestamp;
 
 use crate::api::agent_deployment::{AgentDeploymentStatus, ProviderState, condition};
 use crate::api::conditions::{ConditionStatus, DesiredCondition, Progress, merge_conditions};
+use crate::controller::compact::CachedPod;
 use crate::resources::provider_config::ResolvedProvider;
 
 /// A reference the agent needs that does not resolve.
@@ -73,7 +74,7 @@ const STUCK_REASONS: [&str; 7] = [
 ];
 
 /// The problems of an agent's pods, from their container statuses.
-pub fn pod_problems(pods: &[&k8s_openapi::api::core::v1::Pod]) -> Vec<PodProblem> {
+pub fn pod_problems(pods: &[&CachedPod]) -> Vec<PodProblem> {
     let mut problems = Vec::new();
     for pod in pods {
         let name = pod.metadata.name.clone().unwrap_or_default();
@@ -724,7 +725,7 @@ mod tests {
 
     /// The status of a one-replica agent whose only pod is `pod`.
     fn status_with_pod(pod: serde_json::Value) -> AgentDeploymentStatus {
-        let pod: k8s_openapi::api::core::v1::Pod = serde_json::from_value(pod).expect("pod");
+        let pod: CachedPod = serde_json::from_value(pod).expect("pod");
         let problems = pod_problems(&[&pod]);
         let d = deployment(1, 0, 1);
         let chain = [provider("a", true, true)];
@@ -811,7 +812,7 @@ mod tests {
 
     #[test]
     fn containers_being_created_are_not_problems() {
-        let pod: k8s_openapi::api::core::v1::Pod = serde_json::from_value(serde_json::json!({
+        let pod: CachedPod = serde_json::from_value(serde_json::json!({
             "metadata": {"name": "p"},
             "status": {"containerStatuses": [{
                 "name": "agent", "image": "a", "imageID": "", "ready": false, "restartCount": 0,

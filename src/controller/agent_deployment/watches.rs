@@ -1,12 +1,13 @@
 //! Maps changes of LLMProviders and Secrets back to the AgentDeployments that use them, so a
 //! provider turning healthy or a rotated key reaches the agents at once.
 
-use k8s_openapi::api::core::v1::{Pod, Secret};
+use k8s_openapi::api::core::v1::Secret;
 use kube::ResourceExt;
 use kube::runtime::reflector::{ObjectRef, Store};
 
 use crate::api::AgentDeployment;
 use crate::api::llm_provider::LLMProvider;
+use crate::controller::compact::CachedPod;
 
 /// Agents whose failover chain names this provider (also before the provider existed).
 pub fn agents_using_provider(
@@ -62,7 +63,7 @@ pub fn agents_using_secret(
 }
 
 /// The agent a pod belongs to, by the selector label the operator puts on its pods.
-pub fn agent_of_pod(pod: Pod) -> Option<ObjectRef<AgentDeployment>> {
+pub fn agent_of_pod(pod: CachedPod) -> Option<ObjectRef<AgentDeployment>> {
     let agent = pod
         .labels()
         .get(crate::resources::labels::AGENT_LABEL)?

@@ -4,11 +4,11 @@
 //! deleted before the task ends, so counting and classifying them after an operator restart
 //! gives the same answer as before it.
 
-use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{ContainerStateTerminated, ContainerStatus, Pod};
+use k8s_openapi::api::core::v1::ContainerStateTerminated;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 
 use crate::api::agent_task::exit_code;
+use crate::controller::compact::{CachedContainerStatus, CachedJob, CachedPod};
 use crate::resources::job::{PROVIDER_ANNOTATION, USAGE_FINALIZER};
 use crate::resources::labels::ATTEMPT_LABEL;
 use crate::resources::pod::AGENT_CONTAINER;
@@ -109,7 +109,7 @@ fn first_line(message: &str) -> String {
 
 /// The attempts of a task from its Jobs and their pods, ordered by number. Jobs without a valid
 /// attempt label are not ours to count.
-pub fn observe_attempts(jobs: &[&Job], pods: &[&Pod]) -> Vec<Attempt> {
+pub fn observe_attempts(jobs: &[&CachedJob], pods: &[&CachedPod]) -> Vec<Attempt> {
     let mut attempts: Vec<Attempt> = jobs
         .iter()
         .filter_map(|job| {
@@ -140,7 +140,7 @@ fn attempt_number(metadata: &ObjectMeta) -> Option<i32> {
     metadata.labels.as_ref()?.get(ATTEMPT_LABEL)?.parse().ok()
 }
 
-fn newest_pod_of<'a>(job_name: &str, pods: &[&'a Pod]) -> Option<&'a Pod> {
+fn newest_pod_of<'a>(job_name: &str, pods: &[&'a CachedPod]) -> Option<&'a CachedPod> {
     pods.iter()
         .copied()
         .filter(|pod| {
@@ -157,7 +157,7 @@ fn newest_pod_of<'a>(job_name: &str, pods: &[&'a Pod]) -> Option<&'a Pod> {
         })
 }
 
-fn outcome_of(job: &Job, pod: Option<&Pod>) -> Outcome {
+fn outcome_of(job: &CachedJob, pod: Option<&CachedPod>) -> Outcome {
     let conditions = job
         .status
         .as_ref()
@@ -220,7 +220,7 @@ fn outcome_of(job: &Job, pod: Option<&Pod>) -> Outcome {
 }
 
 /// The router sidecar's status, when the pod runs one.
-fn router_status(pod: &Pod) -> Option<&ContainerStatus> {
+fn router_status(pod: &CachedPod) -> Option<&CachedContainerStatus> {
     pod.status
         .as_ref()?
         .init_container_statuses
@@ -231,7 +231,7 @@ fn router_status(pod: &Pod) -> Option<&ContainerStatus> {
 
 /// Whether the pod's router has not stopped yet while the pod is still live. The kubelet stops
 /// a sidecar after the agent exits, so a cache may see the agent's end before the router's.
-fn router_running(pod: &Pod) -> bool {
+fn router_running(pod: &CachedPod) -> bool {
     let phase_final = pod
         .status
         .as_ref()
@@ -247,7 +247,7 @@ fn router_running(pod: &Pod) -> bool {
 }
 
 /// Whether the pod's usage finalizer still holds it for the operator to read its report.
-pub fn holds_usage(pod: &Pod) -> bool {
+pub fn holds_usage(pod: &CachedPod) -> bool {
     pod.metadata
         .finalizers
         .iter()
@@ -259,7 +259,7 @@ pub fn holds_usage(pod: &Pod) -> bool {
 /// with their routers' reports. Their Jobs are gone, deleted by the cancellation; the usage
 /// finalizer keeps the pods, which name their task and attempt. A pod older than the task is a
 /// deleted namesake's, and is left out.
-pub fn stopped_after_finish(task_created: Option<&Time>, pods: &[&Pod]) -> Vec<Attempt> {
+pub fn stopped_after_finish(task_created: Option<&Time>, pods: &[&CachedPod]) -> Vec<Attempt> {
     let mut attempts: Vec<Attempt> = pods
         .iter()
         .filter(|pod| holds_usage(pod))
@@ -296,7 +296,7 @@ pub fn stopped_after_finish(task_created: Option<&Time>, pods: &[&Pod]) -> Vec<A
 
 /// Whether every container of the pod has stopped for good: its phase is final, or it is being
 /// deleted and nothing in it runs (the kubelet starts nothing in a pod being deleted).
-pub fn stopped(pod: &Pod) -> bool {
+pub fn stopped(pod: &CachedPod) -> bool {
     let Some(status) = pod.status.as_ref() else {
         return pod.metadata.deletion_timestamp.is_some();
     };
@@ -313,13 +313,13 @@ pub fn stopped(pod: &Pod) -> bool {
 }
 
 /// The usage report the router left as its termination message.
-pub fn router_report(pod: &Pod) -> Option<UsageReport> {
+pub fn router_report(pod: &CachedPod) -> Option<UsageReport> {
     let status = router_status(pod)?;
     let terminated = status.state.as_ref()?.terminated.as_ref()?;
     UsageReport::parse(terminated.message.as_deref()?)
 }
 
-fn terminated_agent(pod: &Pod) -> Option<&ContainerStateTerminated> {
+fn terminated_agent(pod: &CachedPod) -> Option<&ContainerStateTerminated> {
     pod.status
         .as_ref()?
         .container_statuses
@@ -348,7 +348,7 @@ fn failure_from_exit(terminated: &ContainerStateTerminated) -> Failure {
 mod tests {
     use super::*;
 
-    fn job(number: i32, condition: Option<(&str, &str)>) -> Job {
+    fn job(number: i32, condition: Option<(&str, &str)>) -> CachedJob {
         let conditions = condition
             .map(|(type_, reason)| {
                 serde_json::json!([{"type": type_, "status": "True", "reason": reason,
@@ -364,7 +364,7 @@ mod tests {
         .expect("job")
     }
 
-    fn pod(job: &str, exit: Option<(i32, &str)>) -> Pod {
+    fn pod(job: &str, exit: Option<(i32, &str)>) -> CachedPod {
         let state = match exit {
             Some((code, message)) => {
                 serde_json::json!({"terminated": {"exitCode": code, "message": message}})
@@ -381,7 +381,7 @@ mod tests {
     }
 
     /// A worker pod whose agent exited 0 and whose router is in `router_state`.
-    fn pod_with_router(phase: &str, router_state: serde_json::Value) -> Pod {
+    fn pod_with_router(phase: &str, router_state: serde_json::Value) -> CachedPod {
         let mut pod = pod("t-1", Some((0, "the answer")));
         let status = pod.status.as_mut().expect("status");
         status.phase = Some(phase.into());
@@ -560,8 +560,8 @@ mod tests {
         ];
         for (condition, exit, expected) in cases {
             let failed = job(1, condition);
-            let pods: Vec<Pod> = exit.map(|e| pod("t-1", Some(e))).into_iter().collect();
-            let pod_refs: Vec<&Pod> = pods.iter().collect();
+            let pods: Vec<CachedPod> = exit.map(|e| pod("t-1", Some(e))).into_iter().collect();
+            let pod_refs: Vec<&CachedPod> = pods.iter().collect();
             let attempts = observe_attempts(&[&failed], &pod_refs);
             match &attempts[0].outcome {
                 Outcome::Failed { failure, .. } => assert_eq!(failure, &expected),

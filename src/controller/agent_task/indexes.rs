@@ -2,13 +2,12 @@
 //! tasks in queue order, each task's Jobs, and each task's worker pods. With them, admitting a
 //! queued task costs the same at ten tasks as at ten thousand.
 
-use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::ResourceExt;
 
 use super::status::is_finished;
 use crate::api::AgentTask;
+use crate::controller::compact::{CachedJob, CachedPod};
 use crate::controller::index::Index;
 use crate::resources::job::TASK_NAME_ANNOTATION;
 
@@ -30,9 +29,9 @@ pub struct QueuePlace {
 /// Unfinished tasks with an `agentRef`, by agent, started ones first, then in queue order.
 pub type TaskQueues = Index<AgentTask, AgentKey, QueuePlace>;
 /// Jobs by the UID of the task that owns them.
-pub type JobsByTask = Index<Job, String, String>;
+pub type JobsByTask = Index<CachedJob, String, String>;
 /// Worker pods by namespace and task name.
-pub type PodsByTask = Index<Pod, (String, String), String>;
+pub type PodsByTask = Index<CachedPod, (String, String), String>;
 
 pub fn task_queues() -> TaskQueues {
     Index::new(queue_place)

@@ -16,8 +16,7 @@ use std::sync::{Arc, Mutex};
 
 use futures::channel::mpsc;
 use futures::{StreamExt, TryStreamExt};
-use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{ConfigMap, Pod};
+use k8s_openapi::api::core::v1::ConfigMap;
 use kube::ResourceExt;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::reflector::{self, ObjectRef, Store};
@@ -31,6 +30,7 @@ use super::{Context, Scope, census_of, reflected, reflected_indexed};
 use crate::api::agent_task::AgentTaskStatus;
 use crate::api::llm_provider::LLMProvider;
 use crate::api::{AgentDeployment, AgentTask};
+use crate::controller::compact::{CachedJob, CachedPod};
 use crate::resources::labels::TASK_LABEL;
 use crate::runtime::census::ObjectFacts;
 use indexes::{AgentKey, JobsByTask, PodsByTask, TaskQueues};
@@ -45,9 +45,9 @@ pub struct Caches {
     pub agents: Store<AgentDeployment>,
     pub providers: Store<LLMProvider>,
     /// The tasks' Jobs, one per attempt.
-    pub jobs: Store<Job>,
+    pub jobs: Store<CachedJob>,
     /// The tasks' worker pods, for exit codes and termination messages.
-    pub pods: Store<Pod>,
+    pub pods: Store<CachedPod>,
     /// The tasks' own ConfigMaps (worker files and results).
     pub config_maps: Store<ConfigMap>,
     pub queues: TaskQueues,
@@ -177,10 +177,18 @@ pub async fn run(
         indexes::jobs_by_task(),
         indexes::pods_by_task(),
     );
-    let (jobs, job_stream) =
-        reflected_indexed(&context, scope.api::<Job>(client), owned(), &jobs_by_task);
-    let (pods, pod_stream) =
-        reflected_indexed(&context, scope.api::<Pod>(client), owned(), &pods_by_task);
+    let (jobs, job_stream) = reflected_indexed(
+        &context,
+        scope.api::<CachedJob>(client),
+        owned(),
+        &jobs_by_task,
+    );
+    let (pods, pod_stream) = reflected_indexed(
+        &context,
+        scope.api::<CachedPod>(client),
+        owned(),
+        &pods_by_task,
+    );
     let (config_maps, config_map_stream) =
         reflected(&context, scope.api::<ConfigMap>(client), owned());
 
@@ -316,7 +324,7 @@ mod tests {
         task
     }
 
-    fn job_of(uid: &str, name: &str) -> Job {
+    fn job_of(uid: &str, name: &str) -> CachedJob {
         serde_json::from_value(
             serde_json::json!({"metadata": {"name": name, "namespace": "team",
             "ownerReferences": [{"apiVersion": "agentoperator.dev/v1alpha1", "kind": "AgentTask",

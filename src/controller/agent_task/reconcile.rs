@@ -25,6 +25,7 @@ use crate::api::conditions::find_condition;
 use crate::api::{AgentDeployment, AgentTask};
 use crate::controller::apply::apply_if_changed;
 use crate::controller::chain::{credential_validated, resolve_chain};
+use crate::controller::compact::{CachedJob, CachedPod};
 use crate::resources::job::{AttemptInputs, Worker, job};
 use crate::resources::provider_config::{ResolvedProvider, provider_config};
 use crate::resources::router_sidecar::router_of;
@@ -233,7 +234,7 @@ fn attempts_of(controller: &TaskController, task: &AgentTask) -> Vec<Attempt> {
     let (Some(uid), Some(namespace)) = (task.uid(), task.namespace()) else {
         return Vec::new();
     };
-    let jobs: Vec<Arc<Job>> = caches
+    let jobs: Vec<Arc<CachedJob>> = caches
         .jobs_by_task
         .members(&uid)
         .iter()
@@ -244,7 +245,7 @@ fn attempts_of(controller: &TaskController, task: &AgentTask) -> Vec<Attempt> {
         .filter_map(|j| j.metadata.name.as_deref())
         .collect();
     // A newer task of the same name does not own this one's pods: matched by their Job.
-    let pods: Vec<Arc<Pod>> = pods_of(controller, task)
+    let pods: Vec<Arc<CachedPod>> = pods_of(controller, task)
         .into_iter()
         .filter(|p| {
             p.metadata
@@ -254,13 +255,13 @@ fn attempts_of(controller: &TaskController, task: &AgentTask) -> Vec<Attempt> {
                 .any(|o| o.kind == "Job" && job_names.contains(&o.name.as_str()))
         })
         .collect();
-    let jobs: Vec<&Job> = jobs.iter().map(Arc::as_ref).collect();
-    let pods: Vec<&Pod> = pods.iter().map(Arc::as_ref).collect();
+    let jobs: Vec<&CachedJob> = jobs.iter().map(Arc::as_ref).collect();
+    let pods: Vec<&CachedPod> = pods.iter().map(Arc::as_ref).collect();
     observe_attempts(&jobs, &pods)
 }
 
 /// The worker pods that name the task, whichever of its Jobs made them.
-fn pods_of(controller: &TaskController, task: &AgentTask) -> Vec<Arc<Pod>> {
+fn pods_of(controller: &TaskController, task: &AgentTask) -> Vec<Arc<CachedPod>> {
     let caches = &controller.caches;
     let Some(namespace) = task.namespace() else {
         return Vec::new();
@@ -278,7 +279,7 @@ fn pods_of(controller: &TaskController, task: &AgentTask) -> Vec<Arc<Pod>> {
 /// [`super::attempts::stopped_after_finish`].
 fn stopped_after_finish(controller: &TaskController, task: &AgentTask) -> Vec<Attempt> {
     let pods = pods_of(controller, task);
-    let pods: Vec<&Pod> = pods.iter().map(Arc::as_ref).collect();
+    let pods: Vec<&CachedPod> = pods.iter().map(Arc::as_ref).collect();
     super::attempts::stopped_after_finish(task.metadata.creation_timestamp.as_ref(), &pods)
 }
 

@@ -21,6 +21,7 @@ use super::attempts::{Attempt, holds_usage, router_report, stopped};
 use super::status::is_finished;
 use crate::api::AgentTask;
 use crate::api::agent_task::{AgentTaskStatus, reason};
+use crate::controller::compact::CachedPod;
 use crate::resources::job::{TASK_NAME_ANNOTATION, USAGE_FINALIZER};
 use crate::resources::labels::ATTEMPT_LABEL;
 
@@ -49,7 +50,7 @@ impl<'a> TaskState<'a> {
 /// runs; then once its report is recorded, or can no longer be: the task is gone, being
 /// deleted or finished (but for a cancellation, whose report is recorded after it), or the
 /// router left no report.
-pub fn releasable(pod: &Pod, task: Option<TaskState>) -> bool {
+pub fn releasable(pod: &CachedPod, task: Option<TaskState>) -> bool {
     let deleting = pod.metadata.deletion_timestamp.is_some();
     if !holds_usage(pod) || !deleting || !stopped(pod) {
         return false;
@@ -129,7 +130,7 @@ pub async fn sweep(controller: Arc<TaskController>, shutdown: CancellationToken)
 /// Removes the usage finalizer, if the pod is still as the cache saw it (its
 /// `resourceVersion` in the patch): a pod another writer changed meanwhile, such as the Job
 /// controller releasing its own finalizer, is left for the next look.
-async fn release(client: &Client, pod: &Pod) {
+async fn release(client: &Client, pod: &CachedPod) {
     let (Some(namespace), Some(name)) = (pod.namespace(), pod.metadata.name.clone()) else {
         return;
     };
@@ -162,8 +163,8 @@ mod tests {
     use crate::resources::router_sidecar::ROUTER_CONTAINER;
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
-    fn worker(router: serde_json::Value, deleting: bool) -> Pod {
-        let mut pod: Pod = serde_json::from_value(json!({
+    fn worker(router: serde_json::Value, deleting: bool) -> CachedPod {
+        let mut pod: CachedPod = serde_json::from_value(json!({
             "metadata": {"name": "t-1-abcde", "namespace": "team", "finalizers": [USAGE_FINALIZER],
                 "labels": {ATTEMPT_LABEL: "1"}, "annotations": {TASK_NAME_ANNOTATION: "t"}},
             "status": {"phase": "Running", "initContainerStatuses": [{"name": ROUTER_CONTAINER,

@@ -2,7 +2,6 @@
 //! starts waiting tasks, an agent's new limit or chain reaches its tasks, and a worker pod's end
 //! reaches its task.
 
-use k8s_openapi::api::core::v1::Pod;
 use kube::ResourceExt;
 use kube::runtime::reflector::{ObjectRef, Store};
 
@@ -11,6 +10,7 @@ use super::status::is_finished;
 use crate::api::agent_task::reason;
 use crate::api::llm_provider::LLMProvider;
 use crate::api::{AgentDeployment, AgentTask};
+use crate::controller::compact::CachedPod;
 use crate::resources::job::TASK_NAME_ANNOTATION;
 
 /// The first `limit` tasks of `agent` waiting for their first attempt, in queue order
@@ -86,7 +86,7 @@ pub fn tasks_using_provider(
 }
 
 /// The task a worker pod runs, from the annotation the operator puts on its pods.
-pub fn task_of_pod(pod: Pod) -> Option<ObjectRef<AgentTask>> {
+pub fn task_of_pod(pod: CachedPod) -> Option<ObjectRef<AgentTask>> {
     let task = pod.annotations().get(TASK_NAME_ANNOTATION)?.clone();
     Some(ObjectRef::new(&task).within(&pod.namespace()?))
 }
