@@ -45,9 +45,62 @@ struct Entries<K: Resource<DynamicType = ()>, Key, Member> {
 }
 
 struct Groups<K: Resource<DynamicType = ()>, Key, Member> {
-    by_key: HashMap<Key, BTreeSet<Member>>,
-    /// Each object's entry, to move or drop it when the object changes or goes.
+    by_key: HashMap<Key, Group<Member>>,
+    /// Each object's entry, to move or drop it when the object changes or goes. The references
+    /// hold no resource version or UID (which their comparison ignores).
     of_object: HashMap<ObjectRef<K>, (Key, Member)>,
+}
+
+/// The members of one key, in order. Most keys have one (a task's Job, a task's pod), and a
+/// `BTreeSet` costs a node of about 0.3 KiB however few members it holds.
+enum Group<Member> {
+    One(Member),
+    Many(BTreeSet<Member>),
+}
+
+impl<Member: Ord> Group<Member> {
+    fn insert(&mut self, member: Member) {
+        match self {
+            Group::One(only) if *only == member => {}
+            Group::One(_) => {
+                let Group::One(first) = std::mem::replace(self, Group::Many(BTreeSet::new()))
+                else {
+                    unreachable!("matched as one member")
+                };
+                *self = Group::Many(BTreeSet::from([first, member]));
+            }
+            Group::Many(members) => {
+                members.insert(member);
+            }
+        }
+    }
+
+    /// Removes `member`; returns whether the group is empty now.
+    fn remove(&mut self, member: &Member) -> bool {
+        match self {
+            Group::One(only) => only == member,
+            Group::Many(members) => {
+                members.remove(member);
+                if members.is_empty() {
+                    return true;
+                }
+                if members.len() == 1
+                    && let Some(last) = members.pop_first()
+                {
+                    *self = Group::One(last);
+                }
+                false
+            }
+        }
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &Member> {
+        let (one, many) = match self {
+            Group::One(only) => (Some(only), None),
+            Group::Many(members) => (None, Some(members.iter())),
+        };
+        one.into_iter().chain(many.into_iter().flatten())
+    }
 }
 
 impl<K: Resource<DynamicType = ()>, Key, Member> Default for Groups<K, Key, Member> {
@@ -66,13 +119,16 @@ where
     Member: Ord + Clone,
 {
     fn upsert(&mut self, object: &K, entry_of: EntryOf<K, Key, Member>) {
-        let reference = ObjectRef::from_obj(object);
+        let mut reference = ObjectRef::from_obj(object);
+        reference.extra = Default::default();
         self.remove(&reference);
         if let Some((key, member)) = entry_of(object) {
-            self.by_key
-                .entry(key.clone())
-                .or_default()
-                .insert(member.clone());
+            match self.by_key.get_mut(&key) {
+                Some(group) => group.insert(member.clone()),
+                None => {
+                    self.by_key.insert(key.clone(), Group::One(member.clone()));
+                }
+            }
             self.of_object.insert(reference, (key, member));
         }
     }
@@ -81,11 +137,10 @@ where
         let Some((key, member)) = self.of_object.remove(reference) else {
             return;
         };
-        if let Some(group) = self.by_key.get_mut(&key) {
-            group.remove(&member);
-            if group.is_empty() {
-                self.by_key.remove(&key);
-            }
+        if let Some(group) = self.by_key.get_mut(&key)
+            && group.remove(&member)
+        {
+            self.by_key.remove(&key);
         }
     }
 }
@@ -144,7 +199,14 @@ where
             .entries
             .read()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        read(&mut entries.current.by_key.get(key).into_iter().flatten())
+        read(
+            &mut entries
+                .current
+                .by_key
+                .get(key)
+                .into_iter()
+                .flat_map(Group::iter),
+        )
     }
 
     pub fn contains_key(&self, key: &Key) -> bool {
@@ -188,6 +250,25 @@ mod tests {
         assert_eq!(index.members(&"y".into()), ["a", "b"]);
         index.observe(&Event::Delete(config_map("c", "x")));
         assert!(!index.contains_key(&"x".into()), "an empty group goes");
+    }
+
+    #[test]
+    fn a_group_grows_and_shrinks_in_order_and_goes_when_empty() {
+        let index = by_group();
+        for name in ["b", "a", "c", "a"] {
+            index.observe(&Event::Apply(config_map(name, "x")));
+        }
+        assert_eq!(index.members(&"x".into()), ["a", "b", "c"]);
+        for (gone, left) in [("b", &["a", "c"][..]), ("a", &["c"][..])] {
+            index.observe(&Event::Delete(config_map(gone, "x")));
+            assert_eq!(index.members(&"x".into()), left);
+        }
+        index.observe(&Event::Apply(config_map("d", "x")));
+        assert_eq!(index.members(&"x".into()), ["c", "d"]);
+        for name in ["c", "d"] {
+            index.observe(&Event::Delete(config_map(name, "x")));
+        }
+        assert!(!index.contains_key(&"x".into()));
     }
 
     #[test]
