@@ -102,20 +102,22 @@ pub struct AgentDeploymentSpec {
     #[schemars(length(max = 16))]
     pub ports: Vec<AgentPort>,
 
+    // The probes and the affinity are boxed: few agents set them, and each agent is cached
+    // twice, with room for all four inline (about 1 KiB) otherwise.
     /// Liveness probe of the agent container.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[x_kube(validation = kube::core::Rule::new(super::rules::one_probe_handler()).message("a probe needs exactly one handler: exec, httpGet, tcpSocket or grpc"))]
     #[x_kube(validation = kube::core::Rule::new(super::rules::probe_port("self.httpGet")).message("httpGet.port must be a port number (1-65535) or a port name"))]
     #[x_kube(validation = kube::core::Rule::new(super::rules::probe_port("self.tcpSocket")).message("tcpSocket.port must be a port number (1-65535) or a port name"))]
     #[x_kube(validation = kube::core::Rule::new("!has(self.successThreshold) || self.successThreshold <= 1").message("successThreshold must be 1 for liveness and startup probes"))]
-    pub liveness_probe: Option<Probe>,
+    pub liveness_probe: Option<Box<Probe>>,
 
     /// Readiness probe of the agent container.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[x_kube(validation = kube::core::Rule::new(super::rules::one_probe_handler()).message("a probe needs exactly one handler: exec, httpGet, tcpSocket or grpc"))]
     #[x_kube(validation = kube::core::Rule::new(super::rules::probe_port("self.httpGet")).message("httpGet.port must be a port number (1-65535) or a port name"))]
     #[x_kube(validation = kube::core::Rule::new(super::rules::probe_port("self.tcpSocket")).message("tcpSocket.port must be a port number (1-65535) or a port name"))]
-    pub readiness_probe: Option<Probe>,
+    pub readiness_probe: Option<Box<Probe>>,
 
     /// Startup probe of the agent container.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -123,11 +125,11 @@ pub struct AgentDeploymentSpec {
     #[x_kube(validation = kube::core::Rule::new(super::rules::probe_port("self.httpGet")).message("httpGet.port must be a port number (1-65535) or a port name"))]
     #[x_kube(validation = kube::core::Rule::new(super::rules::probe_port("self.tcpSocket")).message("tcpSocket.port must be a port number (1-65535) or a port name"))]
     #[x_kube(validation = kube::core::Rule::new("!has(self.successThreshold) || self.successThreshold <= 1").message("successThreshold must be 1 for liveness and startup probes"))]
-    pub startup_probe: Option<Probe>,
+    pub startup_probe: Option<Box<Probe>>,
 
     /// Scheduling affinity of the agent's pods.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub affinity: Option<Affinity>,
+    pub affinity: Option<Box<Affinity>>,
 
     /// Extra labels and annotations for the agent's pods.
     #[serde(default, skip_serializing_if = "Option::is_none")]

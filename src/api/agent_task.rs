@@ -81,7 +81,9 @@ pub struct AgentTaskSpec {
     /// Describe the worker inline instead of referring to an AgentDeployment. Immutable.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[x_kube(validation = kube::core::Rule::new("self == oldSelf").message("spec.template is immutable: create a new AgentTask"))]
-    pub template: Option<TaskTemplate>,
+    // Boxed: most tasks name an agent, and each cached task would otherwise hold room for a
+    // whole workload (about 0.6 KiB).
+    pub template: Option<Box<TaskTemplate>>,
 
     /// The input text, mounted into the worker as a file. At most 64 KiB; use `inputFrom` for
     /// larger inputs. Immutable.

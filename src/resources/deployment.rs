@@ -98,9 +98,9 @@ pub fn deployment(agent: &AgentDeployment, name: &str, inputs: &DeploymentInputs
                 })
                 .collect()
         }),
-        liveness_probe: spec.liveness_probe.clone(),
-        readiness_probe: spec.readiness_probe.clone(),
-        startup_probe: spec.startup_probe.clone(),
+        liveness_probe: spec.liveness_probe.as_deref().cloned(),
+        readiness_probe: spec.readiness_probe.as_deref().cloned(),
+        startup_probe: spec.startup_probe.as_deref().cloned(),
         volume_mounts: Some(mounts),
         security_context: Some(restricted_container_security(
             spec.security.read_only_root_filesystem,
@@ -135,7 +135,7 @@ pub fn deployment(agent: &AgentDeployment, name: &str, inputs: &DeploymentInputs
                     security_context: Some(restricted_pod_security(spec.security.run_as_user)),
                     node_selector: non_empty_map(&workload.node_selector),
                     tolerations: non_empty(&workload.tolerations),
-                    affinity: spec.affinity.clone(),
+                    affinity: spec.affinity.as_deref().cloned(),
                     image_pull_secrets: non_empty(&workload.image_pull_secrets),
                     ..PodSpec::default()
                 }),
