@@ -3,19 +3,85 @@
 //! API inline, about 2.5 KiB for a Pod or a Job before a single string is counted, and
 //! 0.75 KiB per container status; these keep only what a reconcile reads. Field names and
 //! JSON shapes are the API's, so a watch decodes straight into them and skips the rest of each
-//! object without allocating it, and code reads them as it would read the full types.
+//! object without allocating it, and code reads them as it would read the full types, but for
+//! labels and annotations: those read are kept beside the metadata (`ReadMarks`), the rest
+//! dropped.
+
+use std::collections::BTreeMap;
 
 use k8s_openapi::api::batch::v1::{Job, JobCondition};
 use k8s_openapi::api::core::v1::{ContainerState, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use serde::Deserialize;
 
-/// A Pod as the caches hold it: metadata and the parts of the status that are read.
+use crate::resources::job::{PROVIDER_ANNOTATION, TASK_NAME_ANNOTATION};
+use crate::resources::labels::{AGENT_LABEL, ATTEMPT_LABEL};
+use crate::resources::task_config::FILES_HASH_ANNOTATION;
+
+/// Every label and annotation that a reconcile reads of a cached pod or Job; the others are
+/// dropped as the object is decoded.
+const READ_KEYS: [&str; 5] = [
+    AGENT_LABEL,
+    ATTEMPT_LABEL,
+    TASK_NAME_ANNOTATION,
+    PROVIDER_ANNOTATION,
+    FILES_HASH_ANNOTATION,
+];
+
+/// The labels or annotations of a cached pod or Job that are read: at most a few, keyed by the
+/// constants themselves. In the metadata's `BTreeMap` even one entry costs a node of about
+/// 0.5 KiB, and each pod and Job had two, with a string per key.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ReadMarks(Box<[(&'static str, String)]>);
+
+impl ReadMarks {
+    /// Moves the read entries out of a metadata map, leaving it empty.
+    fn taken_from(map: &mut Option<BTreeMap<String, String>>) -> Self {
+        let entries = map.take().unwrap_or_default().into_iter();
+        Self(
+            entries
+                .filter_map(|(key, value)| {
+                    let known = READ_KEYS.iter().find(|read| **read == key)?;
+                    Some((*known, value))
+                })
+                .collect(),
+        )
+    }
+
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .find(|(known, _)| *known == key)
+            .map(|(_, value)| value.as_str())
+    }
+}
+
+#[cfg(test)]
+impl<const N: usize> From<[(&'static str, &str); N]> for ReadMarks {
+    fn from(entries: [(&'static str, &str); N]) -> Self {
+        Self(entries.map(|(key, value)| (key, value.to_string())).into())
+    }
+}
+
+/// A Pod as the caches hold it: metadata, the labels and annotations that are read, and the
+/// parts of the status that are read. The metadata's own label and annotation maps are always
+/// empty: read them with `label` and `annotation`.
 #[derive(Clone, Debug, Default, Deserialize)]
+#[serde(from = "Decoded<CachedPodStatus>")]
 pub struct CachedPod {
-    #[serde(default)]
     pub metadata: ObjectMeta,
+    pub kept_labels: ReadMarks,
+    pub kept_annotations: ReadMarks,
     pub status: Option<CachedPodStatus>,
+}
+
+/// A pod or Job as the API sends it, before its read labels and annotations move out of the
+/// metadata.
+#[derive(Deserialize)]
+struct Decoded<Status> {
+    #[serde(default)]
+    metadata: ObjectMeta,
+    status: Option<Status>,
 }
 
 #[derive(Clone, Debug, Default, Deserialize)]
@@ -38,11 +104,13 @@ pub struct CachedContainerStatus {
     pub state: Option<ContainerState>,
 }
 
-/// A Job as the caches hold it: metadata and the parts of the status that are read.
+/// A Job as the caches hold it, as a pod is (`CachedPod`).
 #[derive(Clone, Debug, Default, Deserialize)]
+#[serde(from = "Decoded<CachedJobStatus>")]
 pub struct CachedJob {
-    #[serde(default)]
     pub metadata: ObjectMeta,
+    pub kept_labels: ReadMarks,
+    pub kept_annotations: ReadMarks,
     pub status: Option<CachedJobStatus>,
 }
 
@@ -54,9 +122,30 @@ pub struct CachedJobStatus {
 }
 
 /// Makes a compact type a resource of the kind it stands for: the same group, version, kind
-/// and URL, so `Api` and the watcher address the real API.
+/// and URL, so `Api` and the watcher address the real API; and decodes it from the API's JSON.
 macro_rules! compact_form_of {
-    ($kind:ty, $compact:ty) => {
+    ($kind:ty, $compact:ty, $status:ty) => {
+        impl From<Decoded<$status>> for $compact {
+            fn from(mut decoded: Decoded<$status>) -> Self {
+                Self {
+                    kept_labels: ReadMarks::taken_from(&mut decoded.metadata.labels),
+                    kept_annotations: ReadMarks::taken_from(&mut decoded.metadata.annotations),
+                    metadata: decoded.metadata,
+                    status: decoded.status,
+                }
+            }
+        }
+
+        impl $compact {
+            pub fn label(&self, key: &str) -> Option<&str> {
+                self.kept_labels.get(key)
+            }
+
+            pub fn annotation(&self, key: &str) -> Option<&str> {
+                self.kept_annotations.get(key)
+            }
+        }
+
         impl k8s_openapi::Resource for $compact {
             const API_VERSION: &'static str = <$kind as k8s_openapi::Resource>::API_VERSION;
             const GROUP: &'static str = <$kind as k8s_openapi::Resource>::GROUP;
@@ -81,8 +170,8 @@ macro_rules! compact_form_of {
     };
 }
 
-compact_form_of!(Pod, CachedPod);
-compact_form_of!(Job, CachedJob);
+compact_form_of!(Pod, CachedPod, CachedPodStatus);
+compact_form_of!(Job, CachedJob, CachedJobStatus);
 
 #[cfg(test)]
 mod tests {
@@ -101,7 +190,8 @@ mod tests {
     fn a_pod_decodes_into_what_is_read() {
         let pod: CachedPod = serde_json::from_value(serde_json::json!({
             "apiVersion": "v1", "kind": "Pod",
-            "metadata": {"name": "p", "labels": {"a": "b"}},
+            "metadata": {"name": "p", "labels": {AGENT_LABEL: "a", "app.kubernetes.io/name": "agent"},
+                "annotations": {TASK_NAME_ANNOTATION: "t", "kubectl.kubernetes.io/restartedAt": "x"}},
             "spec": {"containers": [{"name": "agent", "image": "x"}]},
             "status": {"phase": "Running", "podIP": "10.0.0.7", "qosClass": "Burstable",
                 "conditions": [{"type": "Ready", "status": "True"}],
@@ -112,7 +202,9 @@ mod tests {
                     "state": {"terminated": {"exitCode": 3, "message": "report"}}}]}
         }))
         .expect("pod");
-        assert_eq!(pod.metadata.labels.expect("labels")["a"], "b");
+        assert_eq!(pod.label(AGENT_LABEL), Some("a"));
+        assert_eq!(pod.annotation(TASK_NAME_ANNOTATION), Some("t"));
+        assert!(pod.metadata.labels.is_none() && pod.metadata.annotations.is_none());
         let status = pod.status.expect("status");
         assert_eq!(status.phase.as_deref(), Some("Running"));
         assert_eq!(status.pod_ip.as_deref(), Some("10.0.0.7"));

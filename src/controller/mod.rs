@@ -209,6 +209,23 @@ where
     reflected_with(context, api, config, |_| {})
 }
 
+/// As `reflected`, dropping also what `trim_more` drops: for a controller that reads less of a
+/// kind than the others that cache it.
+pub fn reflected_trimmed<K>(
+    context: &Context,
+    api: kube::Api<K>,
+    config: watcher::Config,
+    trim_more: fn(&mut K),
+) -> (
+    Store<K>,
+    impl futures::Stream<Item = Result<K, watcher::Error>> + Send + 'static,
+)
+where
+    K: Cached,
+{
+    reflected_observing(context, api, config, trim_more, |_| {}, |_| {})
+}
+
 /// As `reflected`, calling `on_delete` for each object deleted (to forget what is kept about it).
 ///
 /// The stream yields every object a change touched, not only the applied ones: a deleted child
@@ -227,7 +244,7 @@ pub fn reflected_with<K>(
 where
     K: Cached,
 {
-    reflected_observing(context, api, config, |_| {}, on_delete)
+    reflected_observing(context, api, config, |_| {}, |_| {}, on_delete)
 }
 
 /// As `reflected`, keeping `index` in step with the store.
@@ -250,6 +267,7 @@ where
         context,
         api,
         config,
+        |_| {},
         move |event| index.observe(event),
         |_| {},
     )
@@ -259,6 +277,7 @@ fn reflected_observing<K>(
     context: &Context,
     api: kube::Api<K>,
     config: watcher::Config,
+    trim_more: fn(&mut K),
     mut observe: impl FnMut(&WatchEvent<K>) + Send + 'static,
     on_delete: impl Fn(&K) + Send + 'static,
 ) -> (
@@ -274,7 +293,10 @@ where
     let mut vanished = relist::Vanished::new(store.clone());
     let stream = watcher::watcher(api, config)
         .backoff(watch_backoff())
-        .modify(trim::Trim::trim)
+        .modify(move |object| {
+            trim::Trim::trim(object);
+            trim_more(object);
+        })
         .reflect(writer)
         .inspect_err(move |_| failed.observe_error())
         .map_ok(move |event: WatchEvent<K>| {

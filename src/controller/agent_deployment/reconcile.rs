@@ -453,7 +453,7 @@ fn running_pods(controller: &AgentController, namespace: &str, agent: &str) -> V
         .filter(|p| {
             agent_label
                 .iter()
-                .all(|(k, v)| p.metadata.labels.as_ref().and_then(|l| l.get(k)) == Some(v))
+                .all(|(key, value)| p.label(key) == Some(value.as_str()))
         })
         .collect()
 }

@@ -64,9 +64,6 @@ pub fn agents_using_secret(
 
 /// The agent a pod belongs to, by the selector label the operator puts on its pods.
 pub fn agent_of_pod(pod: CachedPod) -> Option<ObjectRef<AgentDeployment>> {
-    let agent = pod
-        .labels()
-        .get(crate::resources::labels::AGENT_LABEL)?
-        .clone();
-    Some(ObjectRef::new(&agent).within(&pod.namespace()?))
+    let agent = pod.label(crate::resources::labels::AGENT_LABEL)?;
+    Some(ObjectRef::new(agent).within(&pod.namespace()?))
 }

@@ -5,7 +5,7 @@
 //! gives the same answer as before it.
 
 use k8s_openapi::api::core::v1::ContainerStateTerminated;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 use crate::api::agent_task::exit_code;
 use crate::controller::compact::{CachedContainerStatus, CachedJob, CachedPod};
@@ -113,17 +113,13 @@ pub fn observe_attempts(jobs: &[&CachedJob], pods: &[&CachedPod]) -> Vec<Attempt
     let mut attempts: Vec<Attempt> = jobs
         .iter()
         .filter_map(|job| {
-            let number = attempt_number(&job.metadata)?;
+            let number = attempt_number(job.label(ATTEMPT_LABEL))?;
             let job_name = job.metadata.name.clone()?;
             let pod = newest_pod_of(&job_name, pods);
             Some(Attempt {
                 number,
                 pod_name: pod.and_then(|p| p.metadata.name.clone()),
-                provider: job
-                    .metadata
-                    .annotations
-                    .as_ref()
-                    .and_then(|a| a.get(PROVIDER_ANNOTATION).cloned()),
+                provider: job.annotation(PROVIDER_ANNOTATION).map(str::to_string),
                 started: job.metadata.creation_timestamp.clone(),
                 outcome: outcome_of(job, pod),
                 usage: pod.and_then(router_report),
@@ -136,8 +132,8 @@ pub fn observe_attempts(jobs: &[&CachedJob], pods: &[&CachedPod]) -> Vec<Attempt
 }
 
 /// The attempt a Job or worker pod belongs to, from its label.
-fn attempt_number(metadata: &ObjectMeta) -> Option<i32> {
-    metadata.labels.as_ref()?.get(ATTEMPT_LABEL)?.parse().ok()
+fn attempt_number(label: Option<&str>) -> Option<i32> {
+    label?.parse().ok()
 }
 
 fn newest_pod_of<'a>(job_name: &str, pods: &[&'a CachedPod]) -> Option<&'a CachedPod> {
@@ -271,7 +267,7 @@ pub fn stopped_after_finish(task_created: Option<&Time>, pods: &[&CachedPod]) ->
         )
         .filter(|pod| stopped(pod))
         .filter_map(|pod| {
-            let number = attempt_number(&pod.metadata)?;
+            let number = attempt_number(pod.label(ATTEMPT_LABEL))?;
             Some(Attempt {
                 number,
                 job_name: String::new(),
@@ -432,7 +428,7 @@ mod tests {
             serde_json::json!({"terminated": {"exitCode": 0, "message": report}}),
         );
         stopped_pod.metadata.deletion_timestamp = Some(Time(Default::default()));
-        stopped_pod.metadata.labels = Some([(ATTEMPT_LABEL.to_string(), "2".to_string())].into());
+        stopped_pod.kept_labels = [(ATTEMPT_LABEL, "2")].into();
         stopped_pod.metadata.creation_timestamp = Some(Time(Default::default()));
         stopped_pod.metadata.finalizers = Some(vec![USAGE_FINALIZER.into()]);
         let attempts = stopped_after_finish(None, &[&stopped_pod]);
@@ -576,7 +572,7 @@ mod tests {
     fn attempts_are_ordered_and_foreign_jobs_ignored() {
         let (two, one) = (job(2, None), job(1, Some(("Complete", ""))));
         let mut foreign = job(3, None);
-        foreign.metadata.labels = None;
+        foreign.kept_labels = Default::default();
         let numbers: Vec<i32> = observe_attempts(&[&two, &foreign, &one], &[])
             .iter()
             .map(|a| a.number)

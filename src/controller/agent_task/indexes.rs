@@ -49,7 +49,7 @@ pub fn jobs_by_task() -> JobsByTask {
 
 pub fn pods_by_task() -> PodsByTask {
     Index::new(|pod| {
-        let task = pod.annotations().get(TASK_NAME_ANNOTATION)?.clone();
+        let task = pod.annotation(TASK_NAME_ANNOTATION)?.to_string();
         Some(((pod.namespace()?, task), pod.metadata.name.clone()?))
     })
 }

@@ -26,7 +26,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::trim::Trim;
 use super::written_status::WrittenStatus;
-use super::{Context, Scope, census_of, reflected, reflected_indexed};
+use super::{Context, Scope, census_of, reflected, reflected_indexed, reflected_trimmed};
 use crate::api::agent_task::AgentTaskStatus;
 use crate::api::llm_provider::LLMProvider;
 use crate::api::{AgentDeployment, AgentTask};
@@ -170,7 +170,14 @@ pub async fn run(
     // Only objects that belong to a task: the caches never hold the cluster's other Jobs and pods.
     let owned = || watcher::Config::default().labels(TASK_LABEL);
 
-    let (agents, agent_stream) = reflected(&context, scope.api::<AgentDeployment>(client), all());
+    // Tasks read an agent's spec (the worker, its tools, the concurrency limit), never its
+    // status: the agent controller's cache has that, and here it would be a second copy.
+    let (agents, agent_stream) = reflected_trimmed(
+        &context,
+        scope.api::<AgentDeployment>(client),
+        all(),
+        |agent| agent.status = None,
+    );
     let (providers, provider_stream) = reflected(&context, scope.api::<LLMProvider>(client), all());
     let (queues, jobs_by_task, pods_by_task) = (
         indexes::task_queues(),

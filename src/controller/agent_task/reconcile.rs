@@ -528,9 +528,8 @@ async fn keep_files_current(
         };
         // A pod without the hash reads its files from the ConfigMap, kept current above.
         let stale = pod
-            .annotations()
-            .get(FILES_HASH_ANNOTATION)
-            .is_some_and(|current| *current != hash);
+            .annotation(FILES_HASH_ANNOTATION)
+            .is_some_and(|current| current != hash);
         if !stale || pod.metadata.deletion_timestamp.is_some() {
             continue;
         }

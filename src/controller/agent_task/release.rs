@@ -64,7 +64,7 @@ pub fn releasable(pod: &CachedPod, task: Option<TaskState>) -> bool {
     if task.deleting || (is_finished(task.status) && !cancelled) {
         return true;
     }
-    let attempt: Option<i32> = pod.labels().get(ATTEMPT_LABEL).and_then(|n| n.parse().ok());
+    let attempt: Option<i32> = pod.label(ATTEMPT_LABEL).and_then(|n| n.parse().ok());
     let recorded = task
         .status
         .and_then(|s| s.usage.as_ref())
@@ -109,8 +109,7 @@ pub async fn sweep(controller: Arc<TaskController>, shutdown: CancellationToken)
                 continue;
             }
             let task = pod
-                .annotations()
-                .get(TASK_NAME_ANNOTATION)
+                .annotation(TASK_NAME_ANNOTATION)
                 .zip(pod.namespace())
                 .and_then(|(name, namespace)| {
                     controller

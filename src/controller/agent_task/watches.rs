@@ -87,8 +87,8 @@ pub fn tasks_using_provider(
 
 /// The task a worker pod runs, from the annotation the operator puts on its pods.
 pub fn task_of_pod(pod: CachedPod) -> Option<ObjectRef<AgentTask>> {
-    let task = pod.annotations().get(TASK_NAME_ANNOTATION)?.clone();
-    Some(ObjectRef::new(&task).within(&pod.namespace()?))
+    let task = pod.annotation(TASK_NAME_ANNOTATION)?;
+    Some(ObjectRef::new(task).within(&pod.namespace()?))
 }
 
 #[cfg(test)]
