@@ -21,7 +21,8 @@ pub enum Failure {
     /// The provider's `limits` would be exceeded and the bounded wait ran out. Recorded as a
     /// failover, never against the circuit: a local limit says nothing of the provider.
     LimitReached,
-    /// A 2xx whose body this provider type never sends.
+    /// A 2xx whose body this provider type never sends, or a redirect: the endpoint is not
+    /// the provider's API.
     InvalidResponse,
 }
 
@@ -68,6 +69,9 @@ pub enum Verdict {
 pub fn verdict(status: u16) -> Verdict {
     match status {
         200..=299 => Verdict::Success,
+        // Never followed: a redirect would take the request, key and all, where the operator
+        // did not point it. The endpoint is misconfigured; the next provider may be right.
+        300..=399 => Verdict::Failover(Failure::InvalidResponse),
         401 | 403 => Verdict::Failover(Failure::Unauthorized),
         404 => Verdict::Failover(Failure::ModelNotFound),
         408 => Verdict::Failover(Failure::Timeout),
@@ -217,6 +221,9 @@ mod tests {
         assert_eq!(verdict(429), Verdict::Failover(Failure::RateLimited));
         assert_eq!(verdict(401), Verdict::Failover(Failure::Unauthorized));
         assert_eq!(verdict(404), Verdict::Failover(Failure::ModelNotFound));
+        for status in [301, 302, 307, 308] {
+            assert_eq!(verdict(status), Verdict::Failover(Failure::InvalidResponse));
+        }
         for status in [400, 413, 422] {
             assert_eq!(verdict(status), Verdict::ReturnToAgent, "{status}");
         }

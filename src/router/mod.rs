@@ -3,7 +3,8 @@
 //! each request along the pod's failover chain in the providers' own APIs, holding the
 //! credentials the agent never sees.
 //!
-//! [`config`] reads the mounted files; [`upstream`] builds each provider's request, translated
+//! [`config`] reads the mounted files; [`upstream`] builds each provider's request, which
+//! [`client`] sends, translated
 //! by [`anthropic`] (OpenAI's API to Anthropic's) or [`messages`] (Anthropic's to OpenAI's);
 //! [`answer`] and [`stream`] carry the answer back in the agent's API, with [`usage`] counted;
 //! [`failover`] decides when to move on; [`limits`] enforces the providers' limits; [`proxy`]
@@ -11,6 +12,7 @@
 
 pub mod answer;
 pub mod anthropic;
+pub mod client;
 pub mod config;
 pub mod failover;
 pub mod lease;
@@ -130,7 +132,7 @@ pub enum RouterError {
         source: std::io::Error,
     },
     #[error("cannot build the HTTP client: {0}")]
-    HttpClient(reqwest::Error),
+    HttpClient(#[from] client::ClientError),
     #[error("cannot register metrics: {0}")]
     Metrics(#[from] prometheus::Error),
     #[error("{0}")]
@@ -153,12 +155,7 @@ pub async fn run(options: RouterOptions) -> Result<(), RouterError> {
     crate::runtime::install_crypto_provider();
     let snapshot = config::load(&options.config)?;
     log_snapshot(&snapshot);
-    let http = reqwest::Client::builder()
-        .user_agent(concat!("agent-operator-router/", env!("CARGO_PKG_VERSION")))
-        .connect_timeout(Duration::from_secs(5))
-        .pool_idle_timeout(Duration::from_secs(90))
-        .build()
-        .map_err(RouterError::HttpClient)?;
+    let http = client::ProviderClient::new(Duration::from_secs(5), Duration::from_secs(90))?;
     let ledger = Arc::new(ledger::Ledger::open(ledger::ReportFiles {
         usage_file: options.usage_file.clone(),
         termination_log: options.termination_log.clone(),

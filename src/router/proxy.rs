@@ -13,6 +13,7 @@ use axum::response::Response;
 use serde_json::{Map, Value};
 
 use super::answer;
+use super::client::{self, ProviderClient, ProviderResponse, SendError};
 use super::config::{Snapshot, Upstream};
 use super::failover::{Admission, Circuit, CircuitSettings, Failure, SkipReason, Verdict, verdict};
 use super::ledger::{self, Estimate, Ledger, Rates};
@@ -30,7 +31,7 @@ use crate::resources::provider_config::RouterSettings;
 pub struct Router {
     snapshot: RwLock<Arc<Snapshot>>,
     providers: Mutex<HashMap<String, Arc<ProviderState>>>,
-    http: reqwest::Client,
+    http: ProviderClient,
     pub metrics: RouterMetrics,
     /// What the pod spent, and its budget's reservations.
     pub ledger: Arc<Ledger>,
@@ -48,7 +49,7 @@ struct ProviderState {
 impl Router {
     pub fn new(
         snapshot: Snapshot,
-        http: reqwest::Client,
+        http: ProviderClient,
         metrics: RouterMetrics,
         ledger: Arc<Ledger>,
         telemetry: Option<Telemetry>,
@@ -765,7 +766,7 @@ fn failed(failure: Failure) -> Attempt {
     }
 }
 
-fn transport_failure(error: &reqwest::Error) -> Failure {
+fn transport_failure(error: &SendError) -> Failure {
     if error.is_timeout() {
         Failure::Timeout
     } else {
@@ -807,24 +808,21 @@ async fn attempt_timed(
 ) -> Attempt {
     let sent_at = Instant::now();
     let first_byte_by = deadline.min(sent_at + settings.first_byte_timeout.as_std());
-    let mut builder = router
-        .http
-        .post(&outbound.url)
-        .header(header::CONTENT_TYPE, "application/json")
-        .body(outbound.body.clone());
-    for (name, value) in &outbound.headers {
-        builder = builder.header(*name, value);
-    }
     let head = tokio::time::timeout_at(first_byte_by.into(), async {
-        let mut response = builder.send().await?;
-        let first = response.chunk().await?;
-        Ok::<_, reqwest::Error>((response, first))
+        let mut response = router.http.send(outbound).await.map_err(|error| {
+            tracing::debug!(provider = %upstream.name, %error, "provider not reached");
+            transport_failure(&error)
+        })?;
+        let first = client::next_chunk(response.body_mut())
+            .await
+            .map_err(|_| Failure::Unreachable)?;
+        Ok::<_, Failure>((response, first))
     })
     .await;
     *waited += sent_at.elapsed();
     let (response, first) = match head {
         Err(_) => return failed(Failure::Timeout),
-        Ok(Err(error)) => return failed(transport_failure(&error)),
+        Ok(Err(failure)) => return failed(failure),
         Ok(Ok(answer)) => answer,
     };
     router
@@ -889,15 +887,18 @@ async fn timed<T>(waited: &mut Duration, future: impl std::future::Future<Output
 }
 
 async fn rest_of_body(
-    mut response: reqwest::Response,
+    mut response: ProviderResponse,
     first: Option<Bytes>,
     deadline: Instant,
 ) -> Result<Bytes, Failure> {
     let mut body = first.map(|b| b.to_vec()).unwrap_or_default();
     loop {
-        match tokio::time::timeout_at(deadline.into(), response.chunk()).await {
+        match tokio::time::timeout_at(deadline.into(), client::next_chunk(response.body_mut()))
+            .await
+        {
             Err(_) => return Err(Failure::Timeout),
-            Ok(Err(error)) => return Err(transport_failure(&error)),
+            // The connection broke mid-answer.
+            Ok(Err(_)) => return Err(Failure::Unreachable),
             Ok(Ok(None)) => return Ok(Bytes::from(body)),
             Ok(Ok(Some(chunk))) => body.extend_from_slice(&chunk),
         }

@@ -15,6 +15,7 @@ use serde_json::Value;
 use tokio::sync::mpsc;
 
 use super::answer;
+use super::client::{ProviderResponse, next_chunk};
 use super::config::Upstream;
 use super::failover::{Failure, stream_error_failure};
 use super::limits::Admitted;
@@ -26,7 +27,7 @@ use super::{anthropic, messages};
 
 /// A stream whose first content has arrived, and what was read up to it.
 pub struct Opened {
-    response: reqwest::Response,
+    response: ProviderResponse,
     reader: sse::Reader,
     raw: Vec<u8>,
     events: Vec<Event>,
@@ -36,7 +37,7 @@ pub struct Opened {
 /// for the first byte, `idle` each wait after it. A failure before any content means the next
 /// provider may answer.
 pub async fn open(
-    mut response: reqwest::Response,
+    mut response: ProviderResponse,
     first: Option<Bytes>,
     dialect: Dialect,
     first_by: Instant,
@@ -70,7 +71,7 @@ pub async fn open(
         if events.iter().any(|e| is_content(dialect, e)) {
             break;
         }
-        match tokio::time::timeout_at(wait_until.into(), response.chunk()).await {
+        match tokio::time::timeout_at(wait_until.into(), next_chunk(response.body_mut())).await {
             Err(_) => return Err(Failure::Timeout),
             Ok(Err(_)) => return Err(Failure::Unreachable),
             Ok(Ok(Some(bytes))) => chunk = Some(bytes),
@@ -305,7 +306,8 @@ impl Pump {
             }
             let awaited = Instant::now();
             let wait_until = self.context.deadline.min(awaited + self.context.idle);
-            let next_chunk = tokio::time::timeout_at(wait_until.into(), response.chunk()).await;
+            let next_chunk =
+                tokio::time::timeout_at(wait_until.into(), next_chunk(response.body_mut())).await;
             self.context.report.waited += awaited.elapsed();
             match next_chunk {
                 Ok(Ok(Some(bytes))) => {

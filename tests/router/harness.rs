@@ -62,6 +62,8 @@ pub struct RouterProcess {
     pub address: SocketAddr,
     dir: PathBuf,
     args: Vec<String>,
+    /// Environment variables the process gets beside the test's own.
+    env: Vec<(String, String)>,
     logs: Arc<Mutex<Vec<u8>>>,
     http: reqwest::Client,
     /// Every key ever written, to check none leaks.
@@ -117,10 +119,11 @@ fn render(
 fn spawn(
     address: SocketAddr,
     dir: &std::path::Path,
-    args: &[String],
+    (args, env): (&[String], &[(String, String)]),
     logs: &Arc<Mutex<Vec<u8>>>,
 ) -> Child {
     let mut child = Command::new(env!("CARGO_BIN_EXE_agent-operator"))
+        .envs(env.iter().map(|(name, value)| (name, value)))
         .args(["router", "--listen", &address.to_string(), "--config"])
         .arg(dir.join("providers.json"))
         .args(["--reload-interval", "100ms", "--limit-wait", "300ms"])
@@ -174,6 +177,16 @@ impl RouterProcess {
         allowance: Option<&Allowance>,
         args: &[&str],
     ) -> Self {
+        Self::start_in_env(links, settings, allowance, (args, &[])).await
+    }
+
+    /// Starts the router with `env` set in its environment, as the pod's spec sets it.
+    pub async fn start_in_env(
+        links: &[Link],
+        settings: &RouterSpec,
+        allowance: Option<&Allowance>,
+        (args, env): (&[&str], &[(&str, &str)]),
+    ) -> Self {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let dir = std::env::temp_dir().join(format!(
             "router-test-{}-{}",
@@ -187,12 +200,17 @@ impl RouterProcess {
         let keys = render(&dir, links, settings, allowance);
         let logs = Arc::new(Mutex::new(Vec::new()));
         let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
-        let child = spawn(address, &dir, &args, &logs);
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(name, value)| (name.to_string(), value.to_string()))
+            .collect();
+        let child = spawn(address, &dir, (&args, &env), &logs);
         let router = Self {
             child,
             address,
             dir,
             args,
+            env,
             logs,
             http: reqwest::Client::new(),
             keys: Mutex::new(keys),
@@ -206,7 +224,7 @@ impl RouterProcess {
     pub async fn restart(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-        self.child = spawn(self.address, &self.dir, &self.args, &self.logs);
+        self.child = spawn(self.address, &self.dir, (&self.args, &self.env), &self.logs);
         self.wait_healthy().await;
     }
 

@@ -17,4 +17,5 @@ mod lease;
 mod messages;
 mod reload;
 mod sdk;
+mod tls;
 mod wire;

@@ -12,7 +12,7 @@ use std::time::Duration;
 use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{HeaderMap, StatusCode, Version};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde_json::{Value, json};
@@ -75,6 +75,8 @@ impl Default for Behaviour {
 #[derive(Clone, Debug)]
 pub struct Received {
     pub path: String,
+    /// The HTTP version the request came in.
+    pub version: Version,
     pub headers: HeaderMap,
     pub body: Value,
 }
@@ -98,6 +100,35 @@ impl FakeProvider {
 
     /// As `start`, on a given loopback address.
     pub async fn start_on(address: &str, behaviour: Behaviour) -> Self {
+        let listener = bind(address).await;
+        let address = listener.local_addr().expect("address");
+        // Streamed answers are small writes; real providers do not delay them (Nagle).
+        let listener = axum::serve::ListenerExt::tap_io(listener, |connection| {
+            let _ = connection.set_nodelay(true);
+        });
+        Self::serve(address, behaviour, listener)
+    }
+
+    /// As `start`, over TLS with `tls` (its certificate and its ALPN protocols), as a hosted
+    /// provider serves; `https_endpoint` names it by the certificate's name.
+    pub async fn start_tls(behaviour: Behaviour, tls: Arc<rustls::ServerConfig>) -> Self {
+        let tcp = bind("127.0.0.1:0").await;
+        let address = tcp.local_addr().expect("address");
+        let listener = TlsListener {
+            tcp,
+            acceptor: tokio_rustls::TlsAcceptor::from(tls),
+        };
+        Self::serve(address, behaviour, listener)
+    }
+
+    fn serve<L: axum::serve::Listener>(
+        address: SocketAddr,
+        behaviour: Behaviour,
+        listener: L,
+    ) -> Self
+    where
+        L::Addr: std::fmt::Debug,
+    {
         let shared = Arc::new(Shared {
             behaviour: Mutex::new(behaviour),
             requests: AtomicU64::new(0),
@@ -114,14 +145,6 @@ impl FakeProvider {
             .route("/openai/models", get(list_models))
             .route("/api/tags", get(ollama_tags))
             .with_state(shared.clone());
-        let listener = tokio::net::TcpListener::bind(address)
-            .await
-            .unwrap_or_else(|error| panic!("cannot listen on {address}: {error}"));
-        let address = listener.local_addr().expect("address");
-        // Streamed answers are small writes; real providers do not delay them (Nagle).
-        let listener = axum::serve::ListenerExt::tap_io(listener, |connection| {
-            let _ = connection.set_nodelay(true);
-        });
         let server = tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
         });
@@ -130,6 +153,11 @@ impl FakeProvider {
             shared,
             server,
         }
+    }
+
+    /// Base URL in the OpenAI style over TLS, by the name `localhost` a test certificate is for.
+    pub fn https_endpoint(&self) -> String {
+        format!("https://localhost:{}/v1", self.address.port())
     }
 
     /// Base URL in the OpenAI style (`.../v1`).
@@ -154,6 +182,39 @@ impl FakeProvider {
     /// The chat requests received so far.
     pub fn chats(&self) -> Vec<Received> {
         self.shared.chats.lock().expect("not poisoned").clone()
+    }
+}
+
+async fn bind(address: &str) -> tokio::net::TcpListener {
+    tokio::net::TcpListener::bind(address)
+        .await
+        .unwrap_or_else(|error| panic!("cannot listen on {address}: {error}"))
+}
+
+/// Connections that complete a TLS handshake; one that fails it is dropped, as a server does.
+struct TlsListener {
+    tcp: tokio::net::TcpListener,
+    acceptor: tokio_rustls::TlsAcceptor,
+}
+
+impl axum::serve::Listener for TlsListener {
+    type Io = tokio_rustls::server::TlsStream<tokio::net::TcpStream>;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        loop {
+            let Ok((tcp, address)) = self.tcp.accept().await else {
+                continue;
+            };
+            let _ = tcp.set_nodelay(true);
+            if let Ok(tls) = self.acceptor.accept(tcp).await {
+                return (tls, address);
+            }
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        self.tcp.local_addr()
     }
 }
 
@@ -244,12 +305,13 @@ async fn ollama_tags(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> R
 
 async fn openai_chat(
     State(shared): State<Arc<Shared>>,
+    version: Version,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
     chat(
         &shared,
-        "/v1/chat/completions".into(),
+        ("/v1/chat/completions".into(), version),
         headers,
         body,
         Dialect::OpenAI,
@@ -260,21 +322,23 @@ async fn openai_chat(
 async fn azure_chat(
     State(shared): State<Arc<Shared>>,
     Path(deployment): Path<String>,
+    version: Version,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
     let path = format!("/openai/deployments/{deployment}/chat/completions");
-    chat(&shared, path, headers, body, Dialect::OpenAI).await
+    chat(&shared, (path, version), headers, body, Dialect::OpenAI).await
 }
 
 async fn anthropic_chat(
     State(shared): State<Arc<Shared>>,
+    version: Version,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
     chat(
         &shared,
-        "/v1/messages".into(),
+        ("/v1/messages".into(), version),
         headers,
         body,
         Dialect::Anthropic,
@@ -290,7 +354,7 @@ enum Dialect {
 
 async fn chat(
     shared: &Shared,
-    path: String,
+    (path, version): (String, Version),
     headers: HeaderMap,
     body: Bytes,
     dialect: Dialect,
@@ -304,6 +368,7 @@ async fn chat(
     };
     shared.chats.lock().expect("not poisoned").push(Received {
         path,
+        version,
         headers: headers.clone(),
         body: request.clone(),
     });
