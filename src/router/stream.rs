@@ -11,6 +11,8 @@ use std::time::{Duration, Instant};
 use axum::body::{Body, Bytes};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use futures::FutureExt;
+use hyper::body::Incoming;
 use serde_json::Value;
 use tokio::sync::mpsc;
 
@@ -231,7 +233,7 @@ pub fn respond(opened: Opened, context: StreamContext, admitted: Admitted) -> Re
         (same, _) => Conversion::Same(same),
     };
     let (sender, receiver) = mpsc::channel::<Bytes>(32);
-    let pump = Pump {
+    let mut pump = Pump {
         traced: context.report.traced(),
         context,
         conversion,
@@ -240,7 +242,20 @@ pub fn respond(opened: Opened, context: StreamContext, admitted: Admitted) -> Re
         facts: answer::Facts::default(),
         sender,
     };
-    tokio::spawn(pump.run(opened, admitted));
+    let Opened {
+        response,
+        reader,
+        raw,
+        events,
+    } = opened;
+    // What was read while the stream opened is in the body before the response leaves, so the
+    // head and the first events reach the agent in one write.
+    let first = pump.convert(Bytes::from(raw), &events);
+    if !first.is_empty() {
+        // The channel is new: it has room.
+        let _ = pump.sender.try_send(first);
+    }
+    tokio::spawn(pump.run(response, reader, admitted));
     let body = futures::stream::unfold(receiver, |mut receiver| async move {
         receiver
             .recv()
@@ -271,50 +286,68 @@ struct Pump {
 }
 
 impl Pump {
-    async fn run(mut self, opened: Opened, admitted: Admitted) {
-        let Opened {
-            mut response,
-            mut reader,
-            raw,
-            events,
-        } = opened;
+    async fn run(
+        mut self,
+        mut response: ProviderResponse,
+        mut reader: sse::Reader,
+        admitted: Admitted,
+    ) {
         let mut status = 200;
-        let mut next = Some((Bytes::from(raw), events));
+        let mut next: Option<(Bytes, Vec<Event>)> = None;
+        // How the body went on after the last chunks gathered, when it ended or broke there.
+        let mut then: Option<Next> = None;
         loop {
-            if let Some((bytes, events)) = next.take() {
-                if !self.forward(bytes, &events).await {
-                    // The agent went away; dropping the upstream response closes it.
-                    status = 499;
-                    break;
-                }
-                if let Err(spent) = self.context.held.may_stream(self.streamed) {
-                    status = 429;
-                    self.context
-                        .router
-                        .metrics
-                        .errors
-                        .with_label_values(&[BUDGET_EXCEEDED])
-                        .inc();
-                    let event = answer::stream_error_event(
-                        self.context.agent,
-                        BUDGET_EXCEEDED,
-                        &spent.describe(),
-                    );
-                    let _ = self.sender.send(event).await;
-                    break;
-                }
+            if let Some((bytes, events)) = next.take()
+                && !self.forward(bytes, &events).await
+            {
+                // The agent went away; dropping the upstream response closes it.
+                status = 499;
+                break;
             }
-            let awaited = Instant::now();
-            let wait_until = self.context.deadline.min(awaited + self.context.idle);
-            let next_chunk =
-                tokio::time::timeout_at(wait_until.into(), next_chunk(response.body_mut())).await;
-            self.context.report.waited += awaited.elapsed();
-            match next_chunk {
-                Ok(Ok(Some(bytes))) => {
+            if let Err(spent) = self.context.held.may_stream(self.streamed) {
+                status = 429;
+                self.context
+                    .router
+                    .metrics
+                    .errors
+                    .with_label_values(&[BUDGET_EXCEEDED])
+                    .inc();
+                let event = answer::stream_error_event(
+                    self.context.agent,
+                    BUDGET_EXCEEDED,
+                    &spent.describe(),
+                );
+                let _ = self.sender.send(event).await;
+                break;
+            }
+            let step = match then.take() {
+                Some(step) => step,
+                None => {
+                    let awaited = Instant::now();
+                    let wait_until = self.context.deadline.min(awaited + self.context.idle);
+                    let step = match tokio::time::timeout_at(
+                        wait_until.into(),
+                        next_chunk(response.body_mut()),
+                    )
+                    .await
+                    {
+                        Ok(Ok(Some(bytes))) => Next::Chunk(bytes),
+                        Ok(Ok(None)) => Next::End,
+                        Ok(Err(_)) => Next::Broken,
+                        Err(_) => Next::Silent,
+                    };
+                    self.context.report.waited += awaited.elapsed();
+                    step
+                }
+            };
+            match step {
+                Next::Chunk(bytes) => {
+                    let (bytes, after) = gather_ready(response.body_mut(), bytes).await;
+                    then = after;
                     let events = reader.push(&bytes);
                     next = Some((bytes, events));
                 }
-                Ok(Ok(None)) => {
+                Next::End => {
                     if let Conversion::ToAnthropic(translator) = &mut self.conversion {
                         // OpenAI-compatible servers may end without `[DONE]`.
                         let closing = translator.finish().concat();
@@ -324,12 +357,12 @@ impl Pump {
                     }
                     break;
                 }
-                Ok(Err(_)) => {
+                Next::Broken => {
                     status = 502;
                     self.broke_off("stream_broken").await;
                     break;
                 }
-                Err(_) => {
+                Next::Silent => {
                     status = 504;
                     let idle = Instant::now() < self.context.deadline;
                     self.broke_off(if idle {
@@ -389,6 +422,19 @@ impl Pump {
 
     /// Sends `bytes` (or their translation) on; false when the agent is gone.
     async fn forward(&mut self, bytes: Bytes, events: &[Event]) -> bool {
+        let out = self.convert(bytes, events);
+        if out.is_empty() {
+            return true;
+        }
+        // A full channel is the agent reading slowly: its time, not the router's.
+        let awaited = Instant::now();
+        let sent = self.sender.send(out).await.is_ok();
+        self.context.report.waited += awaited.elapsed();
+        sent
+    }
+
+    /// What the agent gets for `bytes` and their `events`, counted as they pass.
+    fn convert(&mut self, bytes: Bytes, events: &[Event]) -> Bytes {
         let provider_dialect = self.context.provider_dialect;
         self.streamed += events
             .iter()
@@ -399,7 +445,7 @@ impl Pump {
                 read_facts(provider_dialect, event, &mut self.facts);
             }
         }
-        let out = match &mut self.conversion {
+        match &mut self.conversion {
             Conversion::Same(dialect) => {
                 for event in events {
                     count_usage(*dialect, event, &mut self.usage);
@@ -439,16 +485,53 @@ impl Pump {
                     .collect();
                 Bytes::from(out)
             }
-        };
-        if out.is_empty() {
-            return true;
         }
-        // A full channel is the agent reading slowly: its time, not the router's.
-        let awaited = Instant::now();
-        let sent = self.sender.send(out).await.is_ok();
-        self.context.report.waited += awaited.elapsed();
-        sent
     }
+}
+
+/// How a provider's stream went on.
+enum Next {
+    Chunk(Bytes),
+    End,
+    Broken,
+    /// Nothing within the idle timeout, or the request's deadline passed.
+    Silent,
+}
+
+/// The most gathered into one write: a provider that outruns the agent still sees its events
+/// forwarded as they come, not held until it pauses.
+const MOST_GATHERED: usize = 64 * 1024;
+
+/// `first` and whatever else the provider has already sent, without waiting for more, so that
+/// events that arrived together leave together: one write to the agent, where each event was
+/// one. Returns also the body's end or break when the gathering reached it.
+async fn gather_ready(body: &mut Incoming, first: Bytes) -> (Bytes, Option<Next>) {
+    let mut gathered: Option<Vec<u8>> = None;
+    // hyper hands a body over one chunk at a time and decodes the next only once this one is
+    // taken, on its connection's task: a chunk already received may need that task to run
+    // once more, so one yield without progress, not one poll, says nothing more is there.
+    let mut yielded = false;
+    let then = loop {
+        if gathered.as_ref().map_or(first.len(), Vec::len) >= MOST_GATHERED {
+            break None;
+        }
+        match next_chunk(body).now_or_never() {
+            Some(Ok(Some(more))) => {
+                gathered
+                    .get_or_insert_with(|| first.to_vec())
+                    .extend_from_slice(&more);
+                yielded = false;
+            }
+            Some(Ok(None)) => break Some(Next::End),
+            Some(Err(_)) => break Some(Next::Broken),
+            None if !yielded => {
+                tokio::task::yield_now().await;
+                yielded = true;
+            }
+            None => break None,
+        }
+    };
+    (gathered.map_or(first, Bytes::from), then)
 }
 
 /// Reads the usage an event of a passed-on stream carries.

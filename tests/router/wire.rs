@@ -99,27 +99,45 @@ async fn every_provider_type_streams_in_openai_format() {
     for (_fake, link) in each_type().await {
         let router = RouterProcess::start(std::slice::from_ref(&link), &quick_settings()).await;
         let (status, events) = router.stream(&chat_request(true)).await;
-        assert_eq!(status, 200, "{}", link.name);
-        assert_eq!(
-            streamed_content(&events),
-            "Hello from the fake provider",
-            "{}: {events:?}",
-            link.name
-        );
-        assert_eq!(
-            events.last().map(String::as_str),
-            Some("[DONE]"),
-            "{}",
-            link.name
-        );
-        let finish: Vec<Value> = events
-            .iter()
-            .filter_map(|e| serde_json::from_str::<Value>(e).ok())
-            .filter_map(|v| v.pointer("/choices/0/finish_reason").cloned())
-            .filter(|f| !f.is_null())
-            .collect();
-        assert_eq!(finish, [json!("stop")], "{}", link.name);
+        assert_whole_openai_stream(&link, status, &events);
     }
+}
+
+/// A provider that sends its whole answer at once (a fast model, a short answer): the router
+/// forwards the events it has gathered together, none lost, reordered or cut.
+#[tokio::test]
+async fn a_stream_that_arrives_at_once_is_forwarded_whole() {
+    for (fake, link) in each_type().await {
+        fake.set(|behaviour| behaviour.stream_pace = std::time::Duration::ZERO);
+        let router = RouterProcess::start(std::slice::from_ref(&link), &quick_settings()).await;
+        for _ in 0..20 {
+            let (status, events) = router.stream(&chat_request(true)).await;
+            assert_whole_openai_stream(&link, status, &events);
+        }
+    }
+}
+
+fn assert_whole_openai_stream(link: &Link, status: u16, events: &[String]) {
+    assert_eq!(status, 200, "{}", link.name);
+    assert_eq!(
+        streamed_content(events),
+        "Hello from the fake provider",
+        "{}: {events:?}",
+        link.name
+    );
+    assert_eq!(
+        events.last().map(String::as_str),
+        Some("[DONE]"),
+        "{}",
+        link.name
+    );
+    let finish: Vec<Value> = events
+        .iter()
+        .filter_map(|e| serde_json::from_str::<Value>(e).ok())
+        .filter_map(|v| v.pointer("/choices/0/finish_reason").cloned())
+        .filter(|f| !f.is_null())
+        .collect();
+    assert_eq!(finish, [json!("stop")], "{}", link.name);
 }
 
 fn tool_request(stream: bool) -> Value {
