@@ -3,9 +3,9 @@
 //! each request along the pod's failover chain in the providers' own APIs, holding the
 //! credentials the agent never sees.
 //!
-//! [`config`] reads the mounted files; [`upstream`] builds each provider's request, which
-//! [`client`] sends, translated
-//! by [`anthropic`] (OpenAI's API to Anthropic's) or [`messages`] (Anthropic's to OpenAI's);
+//! [`config`] reads the mounted files; [`upstream`] builds each provider's request, translated
+//! by [`anthropic`] (OpenAI's API to Anthropic's) or [`messages`] (Anthropic's to OpenAI's),
+//! and [`client`] sends it;
 //! [`answer`] and [`stream`] carry the answer back in the agent's API, with [`usage`] counted;
 //! [`failover`] decides when to move on; [`limits`] enforces the providers' limits; [`proxy`]
 //! runs one request; this module serves them and reloads the files.
