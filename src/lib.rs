@@ -3,12 +3,14 @@
 //! Layers, from the bottom: [`api`] holds the custom resource types; [`providers`] probes LLM
 //! endpoints; [`controller`] reconciles each kind; [`runtime`] runs the process (logging,
 //! metrics, health endpoints, start-up checks, shutdown). [`router`] is the LLM router that runs
-//! as a sidecar in agent pods: a second mode of the same binary. [`dashboard`] serves a
-//! read-only web page of the cluster's agents, providers and tasks: a third mode.
+//! as a sidecar in agent pods: a binary of its own, `agent-router`. [`dashboard`] serves a
+//! read-only web page of the cluster's agents, providers and tasks: a second mode of the operator's
+//! binary. [`process`] is what both binaries do around their command.
 
 pub mod api;
 pub mod controller;
 pub mod dashboard;
+pub mod process;
 pub mod providers;
 pub mod resources;
 pub mod router;

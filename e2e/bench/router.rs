@@ -27,7 +27,7 @@ use serde_json::{Value, json};
 
 #[derive(Parser, Debug)]
 struct Args {
-    /// The operator binary (a release build), run as `agent-operator router`.
+    /// The router's binary (a release build of `agent-router`).
     #[arg(long)]
     binary: PathBuf,
     /// Requests per measurement (each configuration is measured twice, interleaved).
@@ -178,14 +178,7 @@ impl RouterUnderTest {
         std::fs::write(&file, serde_json::to_string(&config).expect("json")).expect("config");
         let address = format!("127.0.0.1:{port}");
         let child = Command::new(&args.binary)
-            .args([
-                "router",
-                "--listen",
-                &address,
-                "--log-level",
-                "warn",
-                "--config",
-            ])
+            .args(["--listen", &address, "--log-level", "warn", "--config"])
             .arg(&file)
             .args(&extras.args)
             .stdout(Stdio::null())

@@ -27,8 +27,8 @@ pub const ROUTER_PORT: u16 = 8790;
 /// The key the agent's SDK sends to the router. SDKs refuse to start without one; the router
 /// ignores it and never forwards it.
 pub const PLACEHOLDER_API_KEY: &str = "agent-operator-router";
-/// Where the operator binary sits in its image, for the router's exec probe.
-pub const BINARY_PATH: &str = "/agent-operator";
+/// Where the router's binary sits in the operator's image (beside `/agent-operator`).
+pub const BINARY_PATH: &str = "/agent-router";
 
 /// The router settings when the pod runs the router: it is enabled and there is a provider.
 pub fn router_of(workload: &AgentWorkload) -> Option<&RouterSpec> {
@@ -205,7 +205,6 @@ fn router_container(image: &str, spec: &RouterSpec, mounts: Vec<VolumeMount>) ->
         exec: Some(ExecAction {
             command: Some(vec![
                 BINARY_PATH.into(),
-                "router".into(),
                 "--check".into(),
                 "--listen".into(),
                 listen.clone(),
@@ -219,8 +218,9 @@ fn router_container(image: &str, spec: &RouterSpec, mounts: Vec<VolumeMount>) ->
     Container {
         name: ROUTER_CONTAINER.into(),
         image: Some(image.to_string()),
+        // The image's entrypoint is the operator; the router is the binary beside it.
+        command: Some(vec![BINARY_PATH.into()]),
         args: Some(vec![
-            "router".into(),
             "--listen".into(),
             listen.clone(),
             "--config".into(),
@@ -314,6 +314,15 @@ mod tests {
                 && args.contains("--termination-log /dev/termination-log"),
             "the router keeps its report where a restart and the kubelet find it: {args}"
         );
+        // The image's entrypoint is the operator: the container and its probes name the
+        // router's own binary.
+        let command = router.command.clone().unwrap_or_default();
+        assert_eq!(command, [BINARY_PATH]);
+        for probe in [&router.startup_probe, &router.liveness_probe] {
+            let exec = probe.as_ref().and_then(|p| p.exec.as_ref());
+            let probe_command = exec.and_then(|e| e.command.clone()).unwrap_or_default();
+            assert_eq!(probe_command[..2], [BINARY_PATH, "--check"]);
+        }
         let env: Vec<(String, String)> = wiring
             .agent_env
             .iter()

@@ -1,4 +1,4 @@
-//! `agent-operator router`: the LLM router that runs as a native sidecar in agent pods. It
+//! `agent-router`: the LLM router that runs as a native sidecar in agent pods. It
 //! serves the OpenAI chat completions and the Anthropic Messages APIs on loopback and carries
 //! each request along the pod's failover chain in the providers' own APIs, holding the
 //! credentials the agent never sees.

@@ -78,8 +78,8 @@ pub struct RunOptions {
     #[arg(long, env = "AGENT_OPERATOR_CLIENT_BURST", default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=10_000))]
     pub client_burst: u32,
 
-    /// Image of the LLM router sidecar in agent pods: this operator's own image, whose binary
-    /// runs `agent-operator router`. Changing it rolls every agent's pods.
+    /// Image of the LLM router sidecar in agent pods: this operator's own image, which holds the
+    /// router's binary (`/agent-router`) beside the operator's. Changing it rolls every agent's pods.
     #[arg(long, env = "AGENT_OPERATOR_ROUTER_IMAGE", default_value = concat!("ghcr.io/agentoperator/agent-operator:", env!("CARGO_PKG_VERSION")))]
     pub router_image: String,
 

@@ -201,7 +201,7 @@ fn router_pid(pod_uid: &str) -> Option<u32> {
         };
         let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
         let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
-        if !cmdline.starts_with("/agent-operator router --listen") {
+        if !cmdline.starts_with("/agent-router --listen") {
             continue;
         }
         let cgroup = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap_or_default();

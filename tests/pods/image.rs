@@ -1,11 +1,11 @@
 //! The operator's image built here is the one the Dockerfile describes: its user, entrypoint,
-//! command and port, and a binary that runs on the real node.
+//! command and port, and binaries (the operator's and the router's) that run on the real node.
 
 use std::process::Command;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Pod;
-use kube::api::PostParams;
+use kube::api::{LogParams, PostParams};
 use serde_json::{Value, json};
 
 use crate::support::real_node::{self, OPERATOR_IMAGE};
@@ -80,6 +80,12 @@ async fn the_local_operator_image_is_what_the_dockerfile_describes_and_runs() {
             "args": ["version"],
             "securityContext": {"allowPrivilegeEscalation": false, "readOnlyRootFilesystem": true,
                                 "capabilities": {"drop": ["ALL"]}}
+        }, {
+            // The router's binary, at the path agent pods run it from.
+            "name": "router", "image": OPERATOR_IMAGE, "imagePullPolicy": "Never",
+            "command": [agent_operator::resources::router_sidecar::BINARY_PATH], "args": ["--version"],
+            "securityContext": {"allowPrivilegeEscalation": false, "readOnlyRootFilesystem": true,
+                                "capabilities": {"drop": ["ALL"]}}
         }]
     });
     crate::support::merge_patch(&mut spec, &real_node::placement());
@@ -94,13 +100,24 @@ async fn the_local_operator_image_is_what_the_dockerfile_describes_and_runs() {
         (phase == "Succeeded").then_some(())
     })
     .await;
-    let logs = pods
-        .logs("version", &Default::default())
-        .await
-        .expect("the pod's log");
-    let local = Command::new(env!("CARGO_BIN_EXE_agent-operator"))
-        .arg("version")
-        .output()
-        .expect("the binary runs");
-    assert_eq!(logs.trim(), String::from_utf8_lossy(&local.stdout).trim());
+    for (container, binary, arg) in [
+        ("operator", env!("CARGO_BIN_EXE_agent-operator"), "version"),
+        ("router", env!("CARGO_BIN_EXE_agent-router"), "--version"),
+    ] {
+        let logs = pods
+            .logs(
+                "version",
+                &LogParams {
+                    container: Some(container.into()),
+                    ..LogParams::default()
+                },
+            )
+            .await
+            .expect("the pod's log");
+        let local = Command::new(binary)
+            .arg(arg)
+            .output()
+            .expect("the binary runs");
+        assert_eq!(logs.trim(), String::from_utf8_lossy(&local.stdout).trim());
+    }
 }

@@ -154,14 +154,8 @@ async fn the_per_minute_limit_is_enforced() {
 
 #[test]
 fn the_router_refuses_to_listen_beyond_loopback() {
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_agent-operator"))
-        .args([
-            "router",
-            "--listen",
-            "0.0.0.0:18790",
-            "--config",
-            "/nonexistent",
-        ])
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_agent-router"))
+        .args(["--listen", "0.0.0.0:18790", "--config", "/nonexistent"])
         .output()
         .expect("runs");
     assert!(!output.status.success());
@@ -171,8 +165,8 @@ fn the_router_refuses_to_listen_beyond_loopback() {
 
 #[test]
 fn the_check_fails_when_no_router_answers() {
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_agent-operator"))
-        .args(["router", "--check", "--listen", "127.0.0.1:1"])
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_agent-router"))
+        .args(["--check", "--listen", "127.0.0.1:1"])
         .output()
         .expect("runs");
     assert!(!output.status.success());
@@ -181,8 +175,8 @@ fn the_check_fails_when_no_router_answers() {
 #[tokio::test]
 async fn the_check_passes_against_a_running_router() {
     let (_fake, router) = router_with_one_provider().await;
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_agent-operator"))
-        .args(["router", "--check", "--listen", &router.address.to_string()])
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_agent-router"))
+        .args(["--check", "--listen", &router.address.to_string()])
         .output()
         .expect("runs");
     assert!(

@@ -1,4 +1,4 @@
-//! Runs `agent-operator router` as a local process on the files the operator renders, with
+//! Runs `agent-router` as a local process on the files the operator renders, with
 //! fake providers behind it, and talks to it as an agent's OpenAI SDK would.
 
 use std::io::Read;
@@ -122,9 +122,9 @@ fn spawn(
     (args, env): (&[String], &[(String, String)]),
     logs: &Arc<Mutex<Vec<u8>>>,
 ) -> Child {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_agent-operator"))
+    let mut child = Command::new(env!("CARGO_BIN_EXE_agent-router"))
         .envs(env.iter().map(|(name, value)| (name, value)))
-        .args(["router", "--listen", &address.to_string(), "--config"])
+        .args(["--listen", &address.to_string(), "--config"])
         .arg(dir.join("providers.json"))
         .args(["--reload-interval", "100ms", "--limit-wait", "300ms"])
         .arg("--usage-file")
