@@ -360,6 +360,14 @@ pub struct RouterSpec {
     #[schemars(length(min = 1, max = 2048))]
     #[x_kube(validation = kube::core::Rule::new("isURL(self) && url(self).getScheme() in ['http', 'https'] && url(self).getHostname() != ''").message("must be an absolute http:// or https:// URL with a host, e.g. http://otel-collector.monitoring:4318"))]
     pub otlp_endpoint: Option<String>,
+    /// Percent of the agent's requests that start a trace of their own, when the router
+    /// exports (`otlpEndpoint`), chosen at random per request; unset, every one. A request
+    /// whose agent sent a `traceparent` follows its sampled flag instead, so an agent's
+    /// sampled trace is never cut. The GenAI metrics count every request either way. Lower it
+    /// on a busy agent: a span costs the router more than the metrics do.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 100))]
+    pub trace_sampling_percent: Option<i32>,
 }
 
 impl Default for RouterSpec {
@@ -374,6 +382,7 @@ impl Default for RouterSpec {
             circuit_open_duration: default_router_circuit_open(),
             resources: None,
             otlp_endpoint: None,
+            trace_sampling_percent: None,
         }
     }
 }

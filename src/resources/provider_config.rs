@@ -131,6 +131,9 @@ pub struct RouterSettings {
     pub max_attempts: u32,
     pub circuit_failure_threshold: u32,
     pub circuit_open_duration: Duration,
+    /// Below 100 only, so that the files of workloads that do not set it stay as they were.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace_sampling_percent: Option<u8>,
 }
 
 fn default_stream_idle_timeout() -> Duration {
@@ -153,6 +156,10 @@ impl RouterSettings {
             max_attempts: positive(spec.max_attempts),
             circuit_failure_threshold: positive(spec.circuit_failure_threshold),
             circuit_open_duration: spec.circuit_open_duration,
+            trace_sampling_percent: spec
+                .trace_sampling_percent
+                .and_then(|percent| u8::try_from(percent.max(0)).ok())
+                .filter(|percent| *percent < 100),
         }
     }
 }
@@ -318,5 +325,22 @@ mod tests {
         let read: ProviderConfig = serde_json::from_str(&json).expect("deserialize");
         assert_eq!(read, config);
         assert_eq!(read.router.map(|r| r.max_attempts), Some(3));
+    }
+
+    #[test]
+    fn a_sampling_percent_below_100_reaches_the_router_and_the_default_changes_no_file() {
+        let sampled = |percent: Option<i32>| {
+            let spec = RouterSpec {
+                trace_sampling_percent: percent,
+                ..RouterSpec::default()
+            };
+            RouterSettings::of(&spec).trace_sampling_percent
+        };
+        assert_eq!(sampled(Some(10)), Some(10));
+        assert_eq!(sampled(Some(0)), Some(0));
+        assert_eq!(sampled(Some(100)), None);
+        assert_eq!(sampled(None), None);
+        let json = serde_json::to_string(&RouterSettings::default()).expect("serialize");
+        assert!(!json.contains("traceSampling"), "{json}");
     }
 }

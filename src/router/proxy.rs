@@ -301,10 +301,10 @@ pub async fn serve(router: Arc<Router>, inbound: Inbound) -> Response {
         waited: Duration::ZERO,
         stream,
         api: inbound.dialect,
-        record: router
-            .telemetry
-            .as_ref()
-            .map(|_| Box::new(RequestRecord::of(&inbound, &model))),
+        record: router.telemetry.as_ref().map(|_| {
+            let sampling = settings.trace_sampling_percent;
+            Box::new(RequestRecord::of(&inbound, &model, sampling))
+        }),
         model,
         attempts: Vec::new(),
         class: None,

@@ -95,14 +95,22 @@ pub struct RequestRecord {
     pub error: Option<String>,
     /// The attempts abandoned for the next provider: when, which provider, why.
     pub failovers: Vec<(SystemTime, String, &'static str)>,
+    /// Whether the request has a span: with the agent's trace context, as its sampled flag
+    /// says (the tracer's parent-based sampler reads it); without, as the sampling percent
+    /// drew. Its metrics are recorded either way.
+    pub traced: bool,
 }
 
 impl RequestRecord {
-    /// What the request itself says: its model and parameters, and the agent's trace context.
-    pub fn of(inbound: &Inbound, model: &str) -> Self {
+    /// What the request itself says: its model and parameters, and the agent's trace context;
+    /// `sampling_percent` (unset: 100) decides whether a request without a context is traced.
+    pub fn of(inbound: &Inbound, model: &str, sampling_percent: Option<u8>) -> Self {
         let body = &inbound.body;
         Self {
             started: Some(SystemTime::now()),
+            traced: inbound.parent.traceparent.is_some()
+                || sampling_percent
+                    .is_none_or(|percent| rand::random_ratio(u32::from(percent.min(100)), 100)),
             parent: inbound.parent.clone(),
             api: match inbound.dialect {
                 Dialect::OpenAI => "chat_completions",
@@ -329,16 +337,33 @@ impl Telemetry {
 
     /// The span and the metrics of one request.
     pub fn record(&self, record: &RequestRecord) {
-        let parent = parent_context(&record.parent);
         let started = record.started.unwrap_or_else(SystemTime::now);
         // Built once for the span and the three histogram records.
         let common = record.common_attributes();
+        if record.traced {
+            self.trace(record, &common, started);
+        }
+        self.duration.record(record.duration.as_secs_f64(), &common);
+        if record.provider.is_some() && record.error.is_none() {
+            let mut attributes = common;
+            attributes.push(KeyValue::new("gen_ai.token.type", "input"));
+            self.token_usage.record(record.input_tokens, &attributes);
+            if let Some(last) = attributes.last_mut() {
+                *last = KeyValue::new("gen_ai.token.type", "output");
+            }
+            self.token_usage.record(record.output_tokens, &attributes);
+        }
+    }
+
+    /// The request's span, with each abandoned attempt as an event.
+    fn trace(&self, record: &RequestRecord, common: &[KeyValue], started: SystemTime) {
+        let parent = parent_context(&record.parent);
         let mut span = self
             .tracer
             .span_builder(format!("chat {}", record.request_model))
             .with_kind(SpanKind::Client)
             .with_start_time(started)
-            .with_attributes(record.span_attributes_after(&common))
+            .with_attributes(record.span_attributes_after(common))
             .start_with_context(&self.tracer, &parent);
         for (at, provider, class) in &record.failovers {
             span.add_event_with_timestamp(
@@ -354,17 +379,6 @@ impl Telemetry {
             span.set_status(Status::error(error.clone()));
         }
         span.end_with_timestamp(started + record.duration);
-
-        self.duration.record(record.duration.as_secs_f64(), &common);
-        if record.provider.is_some() && record.error.is_none() {
-            let mut attributes = common;
-            attributes.push(KeyValue::new("gen_ai.token.type", "input"));
-            self.token_usage.record(record.input_tokens, &attributes);
-            if let Some(last) = attributes.last_mut() {
-                *last = KeyValue::new("gen_ai.token.type", "output");
-            }
-            self.token_usage.record(record.output_tokens, &attributes);
-        }
     }
 
     /// Exports what is buffered; the router calls it as it stops.
@@ -403,6 +417,24 @@ mod tests {
         );
         assert!(span_context.is_remote());
         assert!(!parent_context(&Parent::default()).has_active_span());
+    }
+
+    #[test]
+    fn sampling_draws_only_for_requests_without_the_agents_trace_context() {
+        let plain = Inbound::chat(serde_json::Map::new(), 2);
+        let mut continued = Inbound::chat(serde_json::Map::new(), 2);
+        continued.parent.traceparent =
+            Some("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".into());
+        for _ in 0..50 {
+            assert!(RequestRecord::of(&plain, "m", None).traced);
+            assert!(!RequestRecord::of(&plain, "m", Some(0)).traced);
+            assert!(RequestRecord::of(&continued, "m", Some(0)).traced);
+        }
+        let drawn = (0..2000)
+            .filter(|_| RequestRecord::of(&plain, "m", Some(25)).traced)
+            .count();
+        // 25% of 2,000 is 500; 350 and 650 are each more than seven standard deviations away.
+        assert!((350..650).contains(&drawn), "{drawn} of 2000 traced at 25%");
     }
 
     #[test]

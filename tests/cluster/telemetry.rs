@@ -2,6 +2,7 @@
 //! operator's reconcile spans, exported over OTLP to a real OpenTelemetry Collector and read
 //! from what its file exporter wrote.
 
+use agent_operator::api::common::RouterSpec;
 use agent_operator::api::llm_provider::ProviderType;
 use serde_json::{Value, json};
 
@@ -159,6 +160,76 @@ async fn the_routers_genai_spans_and_metrics_reach_a_real_collector() {
         attribute(&point["attributes"], "gen_ai.operation.name"),
         Some(json!("chat"))
     );
+}
+
+#[tokio::test]
+async fn a_sampled_router_traces_the_agents_sampled_trace_and_counts_every_request() {
+    let collector = Collector::start("router-sampled").await;
+    let fake = FakeProvider::start(Behaviour::default()).await;
+    let links = [Link::new(
+        "only",
+        ProviderType::OpenAI,
+        fake.openai_endpoint(),
+    )];
+    let settings = RouterSpec {
+        trace_sampling_percent: Some(0),
+        ..quick_settings()
+    };
+    let endpoint = collector.endpoint.clone();
+    let mut router = RouterProcess::start_with(
+        &links,
+        &settings,
+        &[
+            "--otlp-endpoint",
+            &endpoint,
+            "--otlp-metrics-interval",
+            "1s",
+        ],
+    )
+    .await;
+    for _ in 0..3 {
+        let (status, _) = router.chat(&chat_request(false)).await;
+        assert_eq!(status, 200);
+    }
+    let traced = "0af7651916cd43dd8448eb211c80319c";
+    let answered = reqwest::Client::new()
+        .post(router.url("/v1/chat/completions"))
+        .header("traceparent", format!("00-{traced}-{PARENT_SPAN}-01"))
+        .json(&chat_request(false))
+        .send()
+        .await
+        .expect("an answer");
+    assert_eq!(answered.status().as_u16(), 200);
+    router.terminate();
+
+    collector
+        .span("the span of the agent's sampled trace", |span| {
+            span["traceId"] == traced
+        })
+        .await;
+    let requests = |metric: &Value| -> u64 {
+        let points = metric["histogram"]["dataPoints"].as_array().cloned();
+        let count = |p: &Value| p["count"].as_str().and_then(|c| c.parse::<u64>().ok());
+        points.into_iter().flatten().filter_map(|p| count(&p)).sum()
+    };
+    wait_until(
+        std::time::Duration::from_secs(60),
+        "the duration of all four requests",
+        || async {
+            let metrics = collector.metrics();
+            metrics
+                .iter()
+                .filter(|m| m["name"] == "gen_ai.client.operation.duration")
+                .any(|m| requests(m) == 4)
+                .then_some(())
+        },
+    )
+    .await;
+    // Spans are exported in the order they end, so a span of any of the three requests before
+    // would have arrived with the traced one or earlier: those requests, without a context,
+    // drew 0% and have none.
+    let spans = collector.spans();
+    assert_eq!(spans.len(), 1, "{spans:?}");
 }
 
 #[tokio::test]
