@@ -3,7 +3,7 @@
 
 use std::process::ExitCode;
 
-use agent_operator::process::{block_on, version};
+use agent_operator::process::{block_on, parse, version};
 use clap::{Parser, Subcommand};
 
 /// A Kubernetes operator that runs AI agent workloads: LLMProviders, AgentDeployments and
@@ -30,7 +30,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli: Cli = parse();
     match cli.command {
         Command::Run(options) => block_on(
             tokio::runtime::Builder::new_multi_thread(),

@@ -1,8 +1,20 @@
-//! What both binaries (`agent-operator` and `agent-router`) do around their command: the async
-//! runtime it runs on, its error as one line and an exit code, and the version they print.
+//! What both binaries (`agent-operator` and `agent-router`) do around their command: the
+//! command line, the async runtime it runs on, its error as one line and an exit code, and the
+//! version they print.
 
 use std::future::Future;
 use std::process::ExitCode;
+
+use clap::Parser;
+
+/// The command line of `C`, whose `--version` prints [`version`]: clap's own would leave out
+/// the revision that the `version` command and the image's label show.
+pub fn parse<C: Parser>() -> C {
+    // Leaked once per process: clap keeps its version as a `&'static str`.
+    let version: &'static str = version().leak();
+    let matches = C::command().version(version).get_matches();
+    C::from_arg_matches(&matches).unwrap_or_else(|error| error.exit())
+}
 
 /// The crate's version, and the source revision when the build was stamped with one (the
 /// container image sets `AGENT_OPERATOR_REVISION` at build time).

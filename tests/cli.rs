@@ -82,3 +82,24 @@ fn the_dashboard_check_fails_when_nothing_serves() {
     let said = String::from_utf8_lossy(&output.stderr);
     assert!(said.contains("is not healthy"), "{said}");
 }
+
+/// `e2e/test` builds with the revision stamped (`AGENT_OPERATOR_REVISION`), which clap's own
+/// `--version` would leave out.
+#[test]
+fn both_binaries_print_the_version_command_s_text() {
+    let stdout = |output: std::process::Output| {
+        assert!(output.status.success());
+        String::from_utf8(output.stdout).expect("utf-8")
+    };
+    let version = stdout(operator(&["version"]));
+    assert!(version.starts_with("agent-operator "), "{version}");
+    assert_eq!(stdout(operator(&["--version"])), version);
+    let router = Command::new(env!("CARGO_BIN_EXE_agent-router"))
+        .arg("--version")
+        .output()
+        .expect("the router runs");
+    assert_eq!(
+        stdout(router),
+        version.replacen("agent-operator", "agent-router", 1)
+    );
+}

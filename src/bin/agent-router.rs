@@ -6,7 +6,7 @@
 
 use std::process::ExitCode;
 
-use agent_operator::process::block_on;
+use agent_operator::process::{block_on, parse};
 use agent_operator::router::RouterOptions;
 use clap::Parser;
 
@@ -20,7 +20,7 @@ struct Cli {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli: Cli = parse();
     block_on(
         tokio::runtime::Builder::new_current_thread(),
         agent_operator::router::run(cli.options),

@@ -158,7 +158,7 @@ impl RouterSettings {
             circuit_open_duration: spec.circuit_open_duration,
             trace_sampling_percent: spec
                 .trace_sampling_percent
-                .and_then(|percent| u8::try_from(percent.max(0)).ok())
+                .and_then(|percent| u8::try_from(percent.clamp(0, 100)).ok())
                 .filter(|percent| *percent < 100),
         }
     }
