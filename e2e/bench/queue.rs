@@ -18,11 +18,18 @@ use super::{
 
 pub const SLOTS: i32 = 10;
 
+/// A slot free longer than this before its next Job is listed on its own in the report.
+const SLOW_SLOT: f64 = 1.0;
+
 pub struct QueueRun {
     pub tasks: usize,
     pub drain_seconds: f64,
     /// Seconds from each slot freeing to the Job that took it, sorted.
     pub slot_to_job: Vec<f64>,
+    /// The slots that waited longer than `SLOW_SLOT`: when each freed (seconds after the first
+    /// create) and how long it waited, in the order they freed. A quantile cannot say whether
+    /// a long wait is one slot or many, nor when in the run it happened.
+    pub slow_slots: Vec<(f64, f64)>,
     pub most_in_flight: usize,
     pub readings: Readings,
 }
@@ -77,11 +84,19 @@ pub async fn queue_run(
     delete_namespace(client, &ns).await;
 
     let seen = seen.lock().expect("seen");
-    let (slot_to_job, most_in_flight) = slot_latencies(&seen);
+    let (slots, most_in_flight) = slot_latencies(&seen);
+    let slow_slots = slots
+        .iter()
+        .filter(|(_, wait)| *wait > SLOW_SLOT)
+        .map(|(freed, wait)| (signed_seconds(*freed, started), *wait))
+        .collect();
+    let mut slot_to_job: Vec<f64> = slots.iter().map(|(_, wait)| *wait).collect();
+    slot_to_job.sort_by(f64::total_cmp);
     QueueRun {
         tasks: n,
         drain_seconds,
         slot_to_job,
+        slow_slots,
         most_in_flight,
         readings,
     }
@@ -122,20 +137,20 @@ async fn watch(client: Client, ns: String, seen: Arc<Mutex<Seen>>) {
 }
 
 /// Pairs the k-th slot to free with the (k + SLOTS)-th Job: with every slot taken, that Job
-/// could only start once that slot was free. Also the most Jobs in flight at once (started,
-/// task not yet finished), which the limit bounds.
-fn slot_latencies(seen: &Seen) -> (Vec<f64>, usize) {
+/// could only start once that slot was free. Each slot as when it freed and how long it
+/// waited, in the order slots freed; also the most Jobs in flight at once (started, task not
+/// yet finished), which the limit bounds.
+fn slot_latencies(seen: &Seen) -> (Vec<(Instant, f64)>, usize) {
     let mut frees: Vec<Instant> = seen.finished.values().copied().collect();
     let mut starts: Vec<Instant> = seen.jobs.values().copied().collect();
     frees.sort();
     starts.sort();
     let slots = SLOTS as usize;
-    let mut latencies: Vec<f64> = frees
+    let latencies = frees
         .iter()
         .zip(starts.iter().skip(slots))
-        .map(|(free, start)| signed_seconds(*start, *free))
+        .map(|(free, start)| (*free, signed_seconds(*start, *free)))
         .collect();
-    latencies.sort_by(f64::total_cmp);
     let mut events: Vec<(Instant, i32)> = starts
         .iter()
         .map(|t| (*t, 1))
@@ -189,6 +204,7 @@ pub fn markdown(args: &Args, run: &QueueRun) -> String {
         | drain, first create to last Succeeded | {drain:.1} s ({rate:.2} tasks/s) |\n\
         | most Jobs in flight at once | {most} (limit {SLOTS}) |\n\
         | slot free → next Job, p50 / p99 / max | {p50:.0} / {p99:.0} / {max:.0} ms |\n\
+        | slots free over {SLOW_SLOT:.0} s (freed at, after the first create: waited) | {slow} |\n\
         | `agenttask` reconcile, p50 / p99 ≤ | {l50} s / {l99} s |\n\
         | operator CPU per task | {cpu:.1} ms ({cpu_total:.1} s) |\n\
         | operator peak RSS | {rss:.1} MiB |\n\
@@ -202,11 +218,38 @@ pub fn markdown(args: &Args, run: &QueueRun) -> String {
         p50 = q(0.5),
         p99 = q(0.99),
         max = q(1.0),
+        slow = slow_slots(&run.slow_slots),
         l50 = latency.0,
         l99 = latency.2,
         cpu = run.readings.cpu_seconds * 1000.0 / run.tasks as f64,
         cpu_total = run.readings.cpu_seconds,
         rss = run.readings.peak_rss_mib,
         writes = writes.join(", "),
+    )
+}
+
+/// The slow slots for the report: all of them when few, else the count and the ten longest.
+fn slow_slots(slots: &[(f64, f64)]) -> String {
+    const LISTED: usize = 10;
+    let show = |(freed, wait): &(f64, f64)| format!("{freed:.0} s: {wait:.1} s");
+    if slots.len() <= LISTED {
+        let listed: Vec<String> = slots.iter().map(show).collect();
+        return if listed.is_empty() {
+            "none".to_string()
+        } else {
+            listed.join(", ")
+        };
+    }
+    let mut longest = slots.to_vec();
+    longest.sort_by(|a, b| b.1.total_cmp(&a.1));
+    longest.truncate(LISTED);
+    longest.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let listed: Vec<String> = longest.iter().map(show).collect();
+    format!(
+        "{} slots, between {:.0} s and {:.0} s; the {LISTED} longest: {}",
+        slots.len(),
+        slots.first().map_or(0.0, |s| s.0),
+        slots.last().map_or(0.0, |s| s.0),
+        listed.join(", ")
     )
 }
