@@ -241,6 +241,11 @@ impl Metrics {
         }
     }
 
+    /// Counts one status write of `controller`.
+    pub fn status_written(&self, controller: &str) {
+        self.status_writes.with_label_values(&[controller]).inc();
+    }
+
     /// Counts the usage of an attempt just recorded in a task's status.
     pub fn record_task_usage(&self, namespace: &str, usage: &crate::api::budget::UsageTotals) {
         let count = |n: i64| u64::try_from(n).unwrap_or(0);

@@ -386,6 +386,8 @@ async fn max_concurrent_tasks_queues_the_rest_in_creation_order() {
     let jobs = ns.api::<Job>();
     let api = ns.api::<AgentTask>();
     let mut first_seen: BTreeMap<String, tokio::time::Instant> = BTreeMap::new();
+    let mut seen_waiting = BTreeSet::new();
+    let mut seen_started = BTreeSet::new();
     let mut most_running = 0;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(180);
     loop {
@@ -403,11 +405,25 @@ async fn max_concurrent_tasks_queues_the_rest_in_creation_order() {
                 .entry(task)
                 .or_insert_with(tokio::time::Instant::now);
         }
-        let finished = api
+        let listed = api
             .list(&ListParams::default())
             .await
             .expect("list tasks")
-            .items
+            .items;
+        for t in &listed {
+            let name = t.name_any();
+            if t.status.as_ref().is_some_and(|s| s.attempts > 0) {
+                seen_started.insert(name);
+            } else if reason(t).as_deref() == Some("ConcurrencyLimit") {
+                // Written apart from the reconciles: never over the start of the same task.
+                assert!(
+                    !seen_started.contains(&name),
+                    "{name} reads as waiting for a slot after it started"
+                );
+                seen_waiting.insert(name);
+            }
+        }
+        let finished = listed
             .iter()
             .filter(|t| phase(t).as_deref() == Some("Succeeded"))
             .count();
@@ -421,6 +437,13 @@ async fn max_concurrent_tasks_queues_the_rest_in_creation_order() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_eq!(most_running, 2, "the queue used both slots");
+    // The last to start waited for four runs of 2 s, far longer than the 100 ms between looks.
+    for late in &tasks[6..] {
+        assert!(
+            seen_waiting.contains(late),
+            "{late} waited without its status saying so (ConcurrencyLimit); kstatus reads a task without status as Current"
+        );
+    }
     // Two tasks admitted at the same moment (two slots freed together) race to create their
     // Jobs, and under load one reconcile may run a moment after the other, so their Jobs may
     // show in either order. A task admitted ahead of an older one that had to wait would be

@@ -375,12 +375,7 @@ pub async fn reconcile(
         .await
         .map_err(|source| ReconcileError::UpdateStatus { source })?;
         controller.written.remember(uid, status.clone());
-        controller
-            .context
-            .metrics
-            .status_writes
-            .with_label_values(&[CONTROLLER])
-            .inc();
+        controller.context.metrics.status_written(CONTROLLER);
     }
     applied?;
     if !unjudged_credentials.is_empty() && age < CREDENTIAL_GRACE {

@@ -9,6 +9,7 @@ pub mod queue;
 pub mod reconcile;
 pub mod release;
 pub mod status;
+pub mod waiting_writes;
 pub mod watches;
 
 use std::collections::HashMap;
@@ -35,6 +36,7 @@ use crate::resources::labels::TASK_LABEL;
 use crate::runtime::census::ObjectFacts;
 use indexes::{AgentKey, JobsByTask, PodsByTask, TaskQueues};
 use reconcile::{CONTROLLER, ReconcileError, reconcile};
+use waiting_writes::WaitingWrites;
 
 /// Watch caches this controller keeps per scope.
 pub const CACHES: usize = 6;
@@ -112,6 +114,8 @@ pub struct TaskController {
     pub starting: Mutex<Starts>,
     /// Wakes tasks whose state changed because of another task (a slot freed).
     pub wake: mpsc::UnboundedSender<ObjectRef<AgentTask>>,
+    /// The waiting statuses not written yet, in the order they were decided.
+    pub waiting_writes: WaitingWrites,
 }
 
 impl TaskController {
@@ -149,6 +153,7 @@ impl TaskController {
     fn forget(&self, task: &AgentTask) {
         if let Some(uid) = task.uid() {
             self.written.forget(&uid);
+            self.waiting_writes.forget(&uid);
             if let Ok(mut starting) = self.starting.lock() {
                 starting.remove(&uid);
             }
@@ -228,6 +233,7 @@ pub async fn run(
         written: WrittenStatus::default(),
         starting: Mutex::new(Starts::default()),
         wake,
+        waiting_writes: WaitingWrites::default(),
     });
 
     // A task that finished or was deleted frees a slot of its agent: wake the tasks queued
@@ -272,8 +278,9 @@ pub async fn run(
         .predicate_filter(predicates::generation, Default::default());
     let task_stream = super::without_errors(task_stream);
 
-    // Part of this future, not spawned: it stops with the controller when leadership is lost.
+    // Part of this future, not spawned: they stop with the controller when leadership is lost.
     let sweep = release::sweep(controller.clone(), shutdown.clone());
+    let waiting_writes = WaitingWrites::run(controller.clone(), shutdown.clone());
 
     let (queues_for_agents, tasks_for_providers, agents_for_providers) = (
         controller.caches.queues.clone(),
@@ -298,7 +305,7 @@ pub async fn run(
             context.record_reconcile(CONTROLLER, result);
             std::future::ready(())
         });
-    futures::future::join(reconciling, sweep).await;
+    futures::future::join3(reconciling, sweep, waiting_writes).await;
 }
 
 fn wake_after(controller: &TaskController, task: &AgentTask) {

@@ -19,6 +19,7 @@ use super::indexes::AgentKey;
 use super::queue::{Waiter, may_start};
 use super::release::TaskState;
 use super::status::{ChainState, Decision, Inputs, Slot, Step, decide, is_finished};
+use super::waiting_writes::WaitingStatus;
 use super::{Starts, TaskController};
 use crate::api::agent_task::{AgentTaskStatus, InputSource, TtlDeletes, reason};
 use crate::api::conditions::find_condition;
@@ -706,7 +707,24 @@ async fn report(
     decision: &Decision,
 ) -> Result<(), ReconcileError> {
     let status = &decision.status;
+    let uid = task.uid().unwrap_or_default();
+    // No other write of this task's status is queued or in flight past this point.
+    let reread;
+    let previous = if controller.waiting_writes.settle(&uid).await {
+        reread = controller.written.previous(&uid, task.status.as_ref());
+        reread.as_ref()
+    } else {
+        previous
+    };
     if !super::status::worth_writing(previous, status) {
+        return Ok(());
+    }
+    // Waiting for a slot has no Event, usage or metric to go with it: the write takes its turn
+    // behind the others (`waiting_writes`) and this reconcile ends now.
+    if status.reason.as_deref() == Some(reason::CONCURRENCY_LIMIT) {
+        controller
+            .waiting_writes
+            .defer(uid, WaitingStatus::of(task, previous, status));
         return Ok(());
     }
     let namespace = task.namespace().unwrap_or_default();
@@ -720,7 +738,6 @@ async fn report(
             )),
         )
         .await;
-    let uid = task.uid().unwrap_or_default();
     match written {
         Ok(_) => {}
         // Deleted since the cache last saw it (during a watch gap the cache lags): nothing is
@@ -734,7 +751,7 @@ async fn report(
     }
     controller.written.remember(uid.clone(), status.clone());
     let metrics = &controller.context.metrics;
-    metrics.status_writes.with_label_values(&[CONTROLLER]).inc();
+    metrics.status_written(CONTROLLER);
     // Counted once: an attempt's usage enters the status once, in the write that adds it.
     let recorded = |s: Option<&AgentTaskStatus>| {
         s.and_then(|s| s.usage.as_ref())

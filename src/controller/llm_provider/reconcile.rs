@@ -191,12 +191,7 @@ async fn write_status(
             name: name.to_string(),
             source,
         })?;
-    controller
-        .context
-        .metrics
-        .status_writes
-        .with_label_values(&[CONTROLLER])
-        .inc();
+    controller.context.metrics.status_written(CONTROLLER);
     controller.written.remember(uid, status);
     Ok(())
 }
