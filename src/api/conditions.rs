@@ -52,6 +52,14 @@ impl DesiredCondition {
 
 /// Merges freshly computed conditions into the existing list.
 ///
+/// Now, to the second. The API keeps a `Time` to the second, so a status holding a finer time
+/// never equals the same status read back from the watch, and the controllers would keep their
+/// copy of every status they wrote (`written_status`) for the object's life.
+pub fn now_to_the_second() -> Timestamp {
+    let now = Timestamp::now();
+    Timestamp::from_second(now.as_second()).unwrap_or(now)
+}
+
 /// A condition whose status did not change keeps its `lastTransitionTime`, so a status computed
 /// twice from the same facts is byte-for-byte identical and causes no API write. Conditions of
 /// types not in `desired` are dropped: each controller owns the whole list of its kind.

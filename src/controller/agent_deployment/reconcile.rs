@@ -17,6 +17,7 @@ use super::events::{budget_events, events_for};
 use super::status::{BrokenReference, StatusInputs, desired_status, pod_problems};
 use crate::api::AgentDeployment;
 use crate::api::conditions::is_condition_true;
+use crate::api::conditions::now_to_the_second;
 use crate::api::llm_provider::{LLMProvider, condition as provider_condition};
 use crate::controller::apply::{apply_if_changed, create_if_absent, delete_if_present};
 use crate::controller::chain::resolve_chain;
@@ -316,7 +317,7 @@ pub async fn reconcile(
         selector: selector_string(&name),
         budget: budget.as_ref(),
     };
-    let status = desired_status(previous.as_ref(), &inputs, Timestamp::now());
+    let status = desired_status(previous.as_ref(), &inputs, now_to_the_second());
     let metrics = &controller.context.metrics;
     let labels = [namespace.as_str(), name.as_str()];
     metrics

@@ -5,9 +5,9 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::api::conditions::now_to_the_second;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret};
-use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::Action;
 use kube::runtime::reflector::ObjectRef;
@@ -170,7 +170,7 @@ pub async fn reconcile(
             slot,
             created: task.meta().creation_timestamp.as_ref().map(|t| t.0),
         };
-        let decision = decide(previous.as_ref(), &inputs, Timestamp::now());
+        let decision = decide(previous.as_ref(), &inputs, now_to_the_second());
         if matches!(decision.step, Step::StartAttempt { .. })
             && let Some(agent) = agent.as_deref()
         {

@@ -702,7 +702,16 @@ mod tests {
         slot: Slot,
         now: i64,
     ) -> Decision {
-        let inputs = Inputs {
+        decide(previous, &inputs(spec, attempts, chain, slot), at(now))
+    }
+
+    fn inputs<'a>(
+        spec: &'a AgentTaskSpec,
+        attempts: &'a [Attempt],
+        chain: ChainState,
+        slot: Slot,
+    ) -> Inputs<'a> {
+        Inputs {
             name: "t",
             spec,
             generation: Some(1),
@@ -711,8 +720,7 @@ mod tests {
             chain,
             slot,
             created: None,
-        };
-        decide(previous, &inputs, at(now))
+        }
     }
 
     fn ready() -> ChainState {
@@ -840,6 +848,19 @@ mod tests {
         assert_eq!(health(&edited), pair("Ready", reason::SUCCEEDED));
         let again = decide(Some(&edited), &inputs, at(120)).status;
         assert_eq!(again, edited, "nothing more to write");
+    }
+
+    #[test]
+    fn a_status_decided_now_reads_back_from_the_api_unchanged() {
+        // The watch returns what the API keeps, times to the second. A finer time would keep
+        // the copy of every written status (`written_status`) for the task's life.
+        let spec = spec(serde_json::json!({}));
+        let inputs = inputs(&spec, &[], ready(), Slot::Free);
+        let decided = decide(None, &inputs, crate::api::conditions::now_to_the_second()).status;
+        assert!(decided.start_time.is_some() && !decided.conditions.is_empty());
+        let read_back: AgentTaskStatus =
+            serde_json::from_value(serde_json::to_value(&decided).expect("json")).expect("status");
+        assert_eq!(read_back, decided);
     }
 
     #[test]
@@ -1156,14 +1177,8 @@ mod tests {
     fn a_broken_reference_waits_with_its_message() {
         let spec = spec(serde_json::json!({}));
         let inputs = Inputs {
-            name: "t",
-            spec: &spec,
-            generation: Some(1),
-            attempts: &[],
             broken_reference: Some("AgentDeployment support does not exist".into()),
-            chain: ready(),
-            slot: Slot::Free,
-            created: None,
+            ..inputs(&spec, &[], ready(), Slot::Free)
         };
         let decision = decide(None, &inputs, at(0));
         assert_eq!(

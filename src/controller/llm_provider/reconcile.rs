@@ -4,8 +4,8 @@
 use std::sync::Arc;
 use std::time::Instant;
 
+use crate::api::conditions::now_to_the_second;
 use k8s_openapi::api::core::v1::Secret;
-use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::reflector::{ObjectRef, Store};
@@ -86,7 +86,7 @@ pub async fn reconcile(
                 has_credentials: spec.credentials.is_some(),
                 credential_hash: None,
             },
-            Timestamp::now(),
+            now_to_the_second(),
         );
         write_status(&controller, &namespace, &name, uid.clone(), None, first).await?;
     }
@@ -131,7 +131,7 @@ pub async fn reconcile(
         previous.as_ref(),
         provider.meta().generation,
         &report,
-        Timestamp::now(),
+        now_to_the_second(),
     );
     if let Ok(mut remembered) = controller.health.lock() {
         remembered.insert(uid.clone(), health.clone());
