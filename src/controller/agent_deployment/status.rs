@@ -506,6 +506,20 @@ mod tests {
         broken: &[BrokenReference],
         deployment: Option<&Deployment>,
     ) -> AgentDeploymentStatus {
+        status_at(
+            chain,
+            broken,
+            deployment,
+            Timestamp::from_second(1).expect("ts"),
+        )
+    }
+
+    fn status_at(
+        chain: &[ResolvedProvider],
+        broken: &[BrokenReference],
+        deployment: Option<&Deployment>,
+        now: Timestamp,
+    ) -> AgentDeploymentStatus {
         let inputs = StatusInputs {
             pod_problems: &[],
             generation: Some(1),
@@ -517,7 +531,24 @@ mod tests {
             selector: "s=a".into(),
             budget: None,
         };
-        desired_status(None, &inputs, Timestamp::from_second(1).expect("ts"))
+        desired_status(None, &inputs, now)
+    }
+
+    #[test]
+    fn a_status_computed_now_reads_back_from_the_api_unchanged() {
+        // The watch returns what the API keeps, times to the second: a finer time would keep
+        // the copy of the written status (`written_status`) for the agent's life.
+        let d = deployment(1, 1, 1);
+        let computed = status_at(
+            &[provider("a", true, true)],
+            &[],
+            Some(&d),
+            crate::api::conditions::now_to_the_second(),
+        );
+        assert!(!computed.conditions.is_empty());
+        let read_back: AgentDeploymentStatus =
+            serde_json::from_value(serde_json::to_value(&computed).expect("json")).expect("status");
+        assert_eq!(read_back, computed);
     }
 
     fn reason(status: &AgentDeploymentStatus, type_: &str) -> (String, String) {
