@@ -5,7 +5,6 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::api::conditions::now_to_the_second;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret};
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
@@ -22,7 +21,7 @@ use super::status::{ChainState, Decision, Inputs, Slot, Step, decide, is_finishe
 use super::waiting_writes::WaitingStatus;
 use super::{Starts, TaskController};
 use crate::api::agent_task::{AgentTaskStatus, InputSource, TtlDeletes, reason};
-use crate::api::conditions::find_condition;
+use crate::api::conditions::{find_condition, now_to_the_second};
 use crate::api::{AgentDeployment, AgentTask};
 use crate::controller::apply::apply_if_changed;
 use crate::controller::chain::{credential_validated, resolve_chain};

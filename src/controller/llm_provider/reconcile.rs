@@ -4,7 +4,6 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use crate::api::conditions::now_to_the_second;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::Action;
@@ -15,7 +14,7 @@ use tracing::{debug, info, instrument};
 
 use super::ProviderController;
 use super::status::{ProbeReport, desired_status, event_for};
-use crate::api::conditions::is_condition_true;
+use crate::api::conditions::{is_condition_true, now_to_the_second};
 use crate::api::llm_provider::{LLMProvider, LLMProviderStatus, condition};
 use crate::providers::health::{Health, Thresholds, next_probe_delay, observe};
 use crate::providers::{FailureClass, ProbeFailure, ProbeOutcome, probe::probe};
