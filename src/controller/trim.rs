@@ -35,7 +35,17 @@ pub trait Trim: Resource {
 }
 
 impl Trim for AgentDeployment {}
-impl Trim for AgentTask {}
+
+/// A finished task's inline input (up to 64 KiB) is never read again: only the attempts it
+/// starts carry it, and a finished task starts none. Tasks are kept after they finish unless
+/// `ttlSecondsAfterFinished` says otherwise, so these are most of the cached tasks.
+impl Trim for AgentTask {
+    fn trim_fields(&mut self) {
+        if super::agent_task::status::is_finished(self.status.as_ref()) {
+            self.spec.input = None;
+        }
+    }
+}
 impl Trim for LLMProvider {}
 /// Credential values are read (probes, the pod-template hash): kept whole.
 impl Trim for Secret {}
@@ -143,6 +153,40 @@ impl Trim for NetworkPolicy {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_finished_task_drops_its_input_and_one_in_progress_keeps_it() {
+        let task = |conditions: serde_json::Value| -> AgentTask {
+            serde_json::from_value(serde_json::json!({
+                "apiVersion": "agentoperator.dev/v1alpha1", "kind": "AgentTask",
+                "metadata": {"name": "summarise", "namespace": "team"},
+                "spec": {"agentRef": {"name": "support"}, "input": "the long input"},
+                "status": {"conditions": conditions}
+            }))
+            .expect("task")
+        };
+        let condition = |type_: &str, status: &str| {
+            serde_json::json!({"type": type_, "status": status, "reason": "R", "message": "",
+                "lastTransitionTime": "2026-12-04T00:00:00Z"})
+        };
+        for conditions in [
+            serde_json::json!([]),
+            serde_json::json!([condition("Complete", "False"), condition("Failed", "False")]),
+        ] {
+            let mut running = task(conditions);
+            running.trim();
+            assert_eq!(running.spec.input.as_deref(), Some("the long input"));
+        }
+        for finished in [condition("Complete", "True"), condition("Failed", "True")] {
+            let mut task = task(serde_json::json!([finished]));
+            task.trim();
+            assert_eq!(task.spec.input, None);
+            assert_eq!(
+                task.spec.agent_ref.map(|r| r.name).as_deref(),
+                Some("support")
+            );
+        }
+    }
 
     #[test]
     fn a_cached_pod_keeps_only_the_labels_and_annotations_read() {
