@@ -7,6 +7,7 @@ pub mod apply;
 pub mod backoff;
 pub mod chain;
 pub mod compact;
+pub mod event_recorder;
 pub mod index;
 pub mod llm_provider;
 pub mod relist;
@@ -23,12 +24,12 @@ use futures::future::join_all;
 use kube::api::Api;
 use kube::runtime::WatchStreamExt;
 use kube::runtime::controller::Action;
-use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::watcher::{self, Event as WatchEvent};
 use kube::{Client, Resource};
 use tokio_util::sync::CancellationToken;
 
+use self::event_recorder::{EventRecorder, Occurrence};
 use crate::Error;
 use crate::resources::router_sidecar::RouterDefaults;
 use crate::runtime::http::Readiness;
@@ -42,8 +43,8 @@ pub struct Context {
     pub readiness: Arc<Readiness>,
     /// Client for provider probes; connections are pooled across probes.
     pub http: reqwest::Client,
-    /// Publishes Kubernetes Events; it also aggregates repeats into series.
-    pub recorder: Recorder,
+    /// Publishes Kubernetes Events; it also counts repeats into series.
+    pub events: EventRecorder,
     /// Retry delays of objects whose reconcile failed.
     pub error_backoff: backoff::ErrorBackoff,
     /// The LLM router sidecar's image and default telemetry endpoint.
@@ -63,17 +64,17 @@ impl Context {
             .pool_idle_timeout(Duration::from_secs(90))
             .build()
             .map_err(|source| Error::HttpClient { source })?;
-        let reporter = Reporter {
-            controller: "agent-operator".into(),
-            instance: std::env::var("POD_NAME").ok(),
-        };
-        let recorder = Recorder::new(client.clone(), reporter);
+        let events = EventRecorder::new(
+            client.clone(),
+            "agent-operator",
+            std::env::var("POD_NAME").ok(),
+        );
         Ok(Self {
             client,
             metrics,
             readiness,
             http,
-            recorder,
+            events,
             error_backoff: backoff::ErrorBackoff::default(),
             router,
         })
@@ -146,20 +147,15 @@ impl Context {
         reason: &str,
         note: String,
     ) {
-        let kube_event = Event {
-            type_: if warning {
-                EventType::Warning
-            } else {
-                EventType::Normal
-            },
-            reason: reason.to_string(),
-            note: Some(note),
-            action: "Reconcile".into(),
-            secondary: None,
+        let occurrence = Occurrence {
+            warning,
+            reason,
+            action: "Reconcile",
+            note,
         };
         if let Err(error) = self
-            .recorder
-            .publish(&kube_event, &object.object_ref(&()))
+            .events
+            .publish(&object.object_ref(&()), occurrence)
             .await
         {
             tracing::warn!(%error, reason, "cannot publish an event");

@@ -12,6 +12,7 @@ mod support;
 mod agent_deployment;
 mod agent_task;
 mod api;
+mod events;
 mod health;
 mod leader_election;
 mod llm_provider;
