@@ -474,7 +474,7 @@ pub fn task(task: &AgentTask) -> TaskView {
         next_attempt: status.next_attempt_time.map(|t| t.0),
         tokens: status.usage.as_ref().map(|u| u.total.total_tokens),
         cost: status.usage.as_ref().and_then(|u| cost_text(&u.total)),
-        budget: task.spec.budget.as_ref().map(budget_text),
+        budget: task.spec.budget.as_deref().map(budget_text),
         usage: status.usage.clone(),
     }
 }

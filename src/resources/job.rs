@@ -256,7 +256,7 @@ fn task_volume(placement: &FilesIn, files: &WorkerFiles, task: &AgentTask) -> Vo
         },
     };
     let mut sources = vec![own_source];
-    match &task.spec.input_from {
+    match task.spec.input_from.as_deref() {
         None => {}
         Some(InputSource {
             config_map_key_ref: Some(reference),

@@ -291,7 +291,7 @@ pub async fn reconcile(
                 token,
                 budget,
                 super::lease::LastStatus {
-                    budget: previous.as_ref().and_then(|s| s.budget.as_ref()),
+                    budget: previous.as_ref().and_then(|s| s.budget.as_deref()),
                     conditions: previous
                         .as_ref()
                         .map(|s| s.conditions.as_slice())

@@ -463,6 +463,7 @@ pub fn desired_status(
             budget
                 .status
                 .clone()
+                .map(Box::new)
                 .or_else(|| previous.and_then(|p| p.budget.clone()))
         }),
     }

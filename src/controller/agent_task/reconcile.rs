@@ -192,7 +192,7 @@ pub async fn reconcile(
         let mut providers = provider_config(&chain, &tools, router);
         // In the next attempt's files, so its router starts with what is left.
         providers.allowance =
-            super::budget::allowance(task.spec.budget.as_ref(), decision.status.usage.as_ref());
+            super::budget::allowance(task.spec.budget.as_deref(), decision.status.usage.as_ref());
         WorkerFiles::of(&task, &providers)
     });
     if let Some(files) = &files {
@@ -285,7 +285,12 @@ fn stopped_after_finish(controller: &TaskController, task: &AgentTask) -> Vec<At
 
 /// The worker from the referenced AgentDeployment or the inline template, or why there is none.
 fn worker_of(task: &AgentTask, agent: Option<&AgentDeployment>) -> Result<Worker, String> {
-    let task_metadata = task.spec.pod_metadata.clone().unwrap_or_default();
+    let task_metadata = task
+        .spec
+        .pod_metadata
+        .as_deref()
+        .cloned()
+        .unwrap_or_default();
     if let Some(template) = &task.spec.template {
         return Ok(Worker {
             workload: template.workload.clone(),
@@ -306,7 +311,12 @@ fn worker_of(task: &AgentTask, agent: Option<&AgentDeployment>) -> Result<Worker
             "AgentDeployment {reference} named by spec.agentRef does not exist; create it, or delete this task and create one for an existing agent"
         ));
     };
-    let mut pod_metadata = agent.spec.pod_metadata.clone().unwrap_or_default();
+    let mut pod_metadata = agent
+        .spec
+        .pod_metadata
+        .as_deref()
+        .cloned()
+        .unwrap_or_default();
     pod_metadata.labels.extend(task_metadata.labels);
     pod_metadata.annotations.extend(task_metadata.annotations);
     let workload = &agent.spec.workload;
@@ -332,7 +342,7 @@ async fn missing_input(
     namespace: &str,
 ) -> Result<Option<String>, ReconcileError> {
     let client = &controller.context.client;
-    match &task.spec.input_from {
+    match task.spec.input_from.as_deref() {
         Some(InputSource {
             config_map_key_ref: Some(reference),
             ..

@@ -195,7 +195,8 @@ pub fn decide(previous: Option<&AgentTaskStatus>, inputs: &Inputs, now: Timestam
             let refused = latest
                 .and_then(|a| a.usage.as_ref())
                 .is_some_and(|u| u.refused > 0);
-            let spent = super::budget::exhausted(inputs.spec.budget.as_ref(), base.usage.as_ref());
+            let spent =
+                super::budget::exhausted(inputs.spec.budget.as_deref(), base.usage.as_ref());
             // Whether the task ends here, and why: the budget first, since the worker's failure
             // is then only the router's refusal.
             let ending = if refused || spent.is_some() {
