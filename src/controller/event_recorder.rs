@@ -18,6 +18,8 @@ use kube::Client;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use serde_json::json;
 
+use crate::resources::names::DNS_SUBDOMAIN_MAX;
+
 /// How long after its last occurrence a repeat still joins an event's series: client-go's
 /// and kube-runtime's window.
 const SERIES_WINDOW: SignedDuration = SignedDuration::from_mins(6);
@@ -119,8 +121,7 @@ fn event_for(
     let object = regarding.name.as_deref().unwrap_or(&reporter.controller);
     Event {
         metadata: ObjectMeta {
-            // client-go's naming: the object's name and the time, unique per occurrence.
-            name: Some(format!("{object}.{:x}", now.as_nanosecond())),
+            name: Some(event_name(object, now)),
             namespace: regarding.namespace.clone(),
             ..ObjectMeta::default()
         },
@@ -141,6 +142,15 @@ fn event_for(
         reporting_instance: Some(reporter.instance.clone()),
         ..Event::default()
     }
+}
+
+/// client-go's naming: the object's name and the time, unique per occurrence. A name is a DNS
+/// subdomain of at most 253 characters, so the object's part of a long one is cut.
+fn event_name(object: &str, now: Timestamp) -> String {
+    let suffix = format!(".{:x}", now.as_nanosecond());
+    let room = DNS_SUBDOMAIN_MAX - suffix.len();
+    let object = within_bytes(object, room).trim_end_matches(['.', '-']);
+    format!("{object}{suffix}")
 }
 
 /// What makes two occurrences one series: the object (by UID, so a recreated object starts
@@ -337,6 +347,20 @@ mod tests {
             recent.by_key.capacity() < grown / SPARSE,
             "the room is given back"
         );
+    }
+
+    #[test]
+    fn an_event_of_an_object_with_a_long_name_has_a_valid_name() {
+        assert_eq!(
+            event_name("support", at(0)),
+            format!("support.{:x}", at(0).as_nanosecond())
+        );
+        let long = format!("{}-{}", "a".repeat(235), "b".repeat(17));
+        let name = event_name(&long, at(0));
+        assert_eq!(name.len(), 253 - 1, "{name}");
+        assert!(name.starts_with(&"a".repeat(235)));
+        // The cut fell after a dash, which may not end a name's part: it goes too.
+        assert!(!name.contains("-."), "{name}");
     }
 
     #[test]

@@ -108,4 +108,19 @@ async fn repeats_join_one_events_series_and_a_deleted_event_is_created_again() {
     assert_ne!(failovers[0].metadata.name.as_deref(), Some(name.as_str()));
     assert_eq!(failovers[0].note.as_deref(), Some("after"));
     assert_eq!(failovers[0].series, None);
+
+    // An object whose name is as long as names go still gets its Event.
+    let long_name = format!("{}-{}", "a".repeat(235), "b".repeat(17));
+    let long: ConfigMap =
+        serde_json::from_value(json!({"metadata": {"name": long_name}})).expect("config map");
+    let long = ns
+        .api::<ConfigMap>()
+        .create(&PostParams::default(), &long)
+        .await
+        .expect("create the object with the longest name");
+    recorder
+        .publish(&long.object_ref(&()), occurrence("Degraded", "long"))
+        .await
+        .expect("publish about the object with the longest name");
+    assert_eq!(events_about(&ns, "Degraded").await.len(), 1);
 }
