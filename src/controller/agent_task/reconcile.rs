@@ -3,7 +3,6 @@
 
 use std::collections::HashSet;
 use std::sync::Arc;
-use std::time::Duration;
 
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret};
@@ -34,9 +33,6 @@ use crate::resources::task_config::{
 };
 
 pub const CONTROLLER: &str = "agenttask";
-
-/// Nothing announces drift of a running task that nobody changed; look again this often.
-const IDLE_REQUEUE: Duration = Duration::from_secs(600);
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReconcileError {
@@ -212,10 +208,7 @@ pub async fn reconcile(
     };
     super::release::release_attempts(&controller, &namespace, &attempts, recorded).await;
     tracing::debug!(reason = ?decision.status.reason, step = ?step_name(&decision.step), requeue_after = ?decision.requeue_after, "reconciled");
-    Ok(decision
-        .requeue_after
-        .map(Action::requeue)
-        .unwrap_or_else(|| Action::requeue(IDLE_REQUEUE)))
+    Ok(decision.next_look())
 }
 
 fn step_name(step: &Step) -> &'static str {

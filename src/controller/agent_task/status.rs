@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
+use kube::runtime::controller::Action;
 
 use super::attempts::{Attempt, Failure, Outcome};
 use crate::api::agent_task::{
@@ -90,6 +91,24 @@ pub struct Decision {
     pub step: Step,
     /// When to look again without any watch event (a backoff or TTL ending).
     pub requeue_after: Option<Duration>,
+}
+
+/// Nothing announces drift of a running task that nobody changed; look again this often.
+const IDLE_REQUEUE: Duration = Duration::from_secs(600);
+
+impl Decision {
+    /// When to reconcile again without a watch event. A finished task waits only for its TTL,
+    /// if it has one: nothing about it changes unless an object it watches does, and its pods
+    /// are released by the sweep. A scheduled look is an entry in kube-runtime's scheduler for
+    /// as long as the task exists, and a reconcile every 10 minutes that finds nothing to do;
+    /// finished tasks are most of the tasks.
+    pub fn next_look(&self) -> Action {
+        match self.requeue_after {
+            Some(after) => Action::requeue(after),
+            None if is_finished(Some(&self.status)) => Action::await_change(),
+            None => Action::requeue(IDLE_REQUEUE),
+        }
+    }
 }
 
 /// Whether a status is final: `Complete` or `Failed` is True.
@@ -1212,6 +1231,46 @@ mod tests {
         let queued = decide_with(&spec, None, &[], ready(), Slot::Free, 0);
         assert_eq!(queued.status.phase, Some(TaskPhase::Cancelled));
         assert_eq!(queued.step, Step::Nothing);
+    }
+
+    #[test]
+    fn a_finished_task_without_a_ttl_is_looked_at_again_only_when_something_changes() {
+        let done = Outcome::Succeeded {
+            result: None,
+            finished: Some(Time(at(10))),
+        };
+        let running = decide_with(
+            &spec(serde_json::json!({})),
+            None,
+            &[attempt(1, Outcome::Running)],
+            ready(),
+            Slot::Free,
+            5,
+        );
+        assert_eq!(running.next_look(), Action::requeue(IDLE_REQUEUE));
+        let kept = decide_with(
+            &spec(serde_json::json!({})),
+            None,
+            &[attempt(1, done.clone())],
+            ready(),
+            Slot::Free,
+            12,
+        );
+        assert!(is_finished(Some(&kept.status)));
+        assert_eq!(kept.next_look(), Action::await_change());
+        let with_ttl = spec(serde_json::json!({"ttlSecondsAfterFinished": 30}));
+        let expiring = decide_with(
+            &with_ttl,
+            None,
+            &[attempt(1, done)],
+            ready(),
+            Slot::Free,
+            12,
+        );
+        assert_eq!(
+            expiring.next_look(),
+            Action::requeue(Duration::from_secs(30))
+        );
     }
 
     #[test]
