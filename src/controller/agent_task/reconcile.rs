@@ -52,6 +52,8 @@ pub enum ReconcileError {
         name: String,
         source: kube::Error,
     },
+    #[error("cannot read AgentDeployment {name} named by spec.agentRef: {source}")]
+    ReadAgent { name: String, source: kube::Error },
     #[error("cannot read {kind} {name} for spec.inputFrom: {source}")]
     ReadInput {
         kind: &'static str,
@@ -71,6 +73,7 @@ impl ReconcileError {
         "Apply",
         "CreateJob",
         "Delete",
+        "ReadAgent",
         "ReadInput",
         "UpdateStatus",
         "PatchPod",
@@ -82,6 +85,7 @@ impl ReconcileError {
             ReconcileError::ApplyConfigMap { .. } => "Apply",
             ReconcileError::CreateJob { .. } => "CreateJob",
             ReconcileError::Delete { .. } => "Delete",
+            ReconcileError::ReadAgent { .. } => "ReadAgent",
             ReconcileError::ReadInput { .. } => "ReadInput",
             ReconcileError::UpdateStatus { .. } => "UpdateStatus",
             ReconcileError::PatchPod { .. } => "PatchPod",
@@ -117,12 +121,21 @@ pub async fn reconcile(
     } else {
         Vec::new()
     };
-    let agent = task.spec.agent_ref.as_ref().and_then(|r| {
-        controller
-            .caches
-            .agents
-            .get(&ObjectRef::new(&r.name).within(&namespace))
-    });
+    let agent = match &task.spec.agent_ref {
+        Some(reference) => {
+            let cached = controller
+                .caches
+                .agents
+                .get(&ObjectRef::new(&reference.name).within(&namespace));
+            match cached {
+                Some(agent) => Some(agent),
+                // A finished task reads nothing of its agent.
+                None if is_finished(previous.as_ref()) => None,
+                None => agent_missing_from_cache(&controller, &namespace, &reference.name).await?,
+            }
+        }
+        None => None,
+    };
     let worker = worker_of(&task, agent.as_deref());
     let chain = worker
         .as_ref()
@@ -274,6 +287,27 @@ fn stopped_after_finish(controller: &TaskController, task: &AgentTask) -> Vec<At
     let pods = pods_of(controller, task);
     let pods: Vec<&CachedPod> = pods.iter().map(Arc::as_ref).collect();
     super::attempts::stopped_after_finish(task.metadata.creation_timestamp.as_ref(), &pods)
+}
+
+/// An agent the cache does not have, read from the API server before the task reports it
+/// missing. The cache lags the API by a watch event: a task created in the same second as its
+/// agent (as a GitOps sync or a Helm release creates them) is reconciled before that event
+/// arrives, and reporting `InvalidReference` then would publish a Warning, and a status, that
+/// are false. Only a miss costs the read; the agent's own watch event reconciles the task
+/// again when it arrives.
+async fn agent_missing_from_cache(
+    controller: &TaskController,
+    namespace: &str,
+    name: &str,
+) -> Result<Option<Arc<AgentDeployment>>, ReconcileError> {
+    let found = Api::<AgentDeployment>::namespaced(controller.context.client.clone(), namespace)
+        .get_opt(name)
+        .await
+        .map_err(|source| ReconcileError::ReadAgent {
+            name: name.to_string(),
+            source,
+        })?;
+    Ok(found.map(Arc::new))
 }
 
 /// The worker from the referenced AgentDeployment or the inline template, or why there is none.
