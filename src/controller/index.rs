@@ -9,10 +9,10 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::hash::Hash;
+use std::marker::PhantomData;
 use std::sync::{Arc, RwLock};
 
 use kube::Resource;
-use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher::Event;
 
 /// Where an object belongs in an index: the group it is in, and its place in that group.
@@ -46,9 +46,11 @@ struct Entries<K: Resource<DynamicType = ()>, Key, Member> {
 
 struct Groups<K: Resource<DynamicType = ()>, Key, Member> {
     by_key: HashMap<Key, Group<Member>>,
-    /// Each object's entry, to move or drop it when the object changes or goes. The references
-    /// hold no resource version or UID (which their comparison ignores).
-    of_object: HashMap<ObjectRef<K>, (Key, Member)>,
+    /// Each object's entry, to move or drop it when the object changes or goes, by the
+    /// object's UID: one short string, where kube's `ObjectRef` is four fields and two strings,
+    /// and this table has an entry for every Job and pod of every task.
+    of_object: HashMap<Box<str>, (Key, Member)>,
+    _kind: PhantomData<fn(&K)>,
 }
 
 /// The members of one key, in order. Most keys have one (a task's Job, a task's pod), and a
@@ -108,6 +110,7 @@ impl<K: Resource<DynamicType = ()>, Key, Member> Default for Groups<K, Key, Memb
         Self {
             by_key: HashMap::new(),
             of_object: HashMap::new(),
+            _kind: PhantomData,
         }
     }
 }
@@ -119,8 +122,7 @@ where
     Member: Ord + Clone,
 {
     fn upsert(&mut self, object: &K, entry_of: EntryOf<K, Key, Member>) {
-        let mut reference = ObjectRef::from_obj(object);
-        reference.extra = Default::default();
+        let reference = object_key(object);
         self.remove(&reference);
         if let Some((key, member)) = entry_of(object) {
             match self.by_key.get_mut(&key) {
@@ -133,7 +135,7 @@ where
         }
     }
 
-    fn remove(&mut self, reference: &ObjectRef<K>) {
+    fn remove(&mut self, reference: &str) {
         let Some((key, member)) = self.of_object.remove(reference) else {
             return;
         };
@@ -142,6 +144,21 @@ where
         {
             self.by_key.remove(&key);
         }
+    }
+}
+
+/// An object's UID, which the API server gives every object; objects built without one (in
+/// tests) go by namespace and name, which no UID can equal.
+fn object_key<K: Resource>(object: &K) -> Box<str> {
+    let meta = object.meta();
+    match &meta.uid {
+        Some(uid) => uid.as_str().into(),
+        None => format!(
+            "{}/{}",
+            meta.namespace.as_deref().unwrap_or_default(),
+            meta.name.as_deref().unwrap_or_default()
+        )
+        .into(),
     }
 }
 
@@ -169,7 +186,7 @@ where
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         match event {
             Event::Apply(object) => entries.current.upsert(object, self.entry_of),
-            Event::Delete(object) => entries.current.remove(&ObjectRef::from_obj(object)),
+            Event::Delete(object) => entries.current.remove(&object_key(object)),
             Event::Init => entries.relisting = Some(Groups::default()),
             Event::InitApply(object) => match entries.relisting.as_mut() {
                 Some(relisting) => relisting.upsert(object, self.entry_of),
@@ -250,6 +267,24 @@ mod tests {
         assert_eq!(index.members(&"y".into()), ["a", "b"]);
         index.observe(&Event::Delete(config_map("c", "x")));
         assert!(!index.contains_key(&"x".into()), "an empty group goes");
+    }
+
+    #[test]
+    fn objects_from_the_api_are_followed_by_uid() {
+        let index = by_group();
+        let with_uid = |name: &str, group: &str, uid: &str| {
+            let mut object = config_map(name, group);
+            object.metadata.uid = Some(uid.into());
+            object
+        };
+        index.observe(&Event::Apply(with_uid("a", "x", "uid-1")));
+        index.observe(&Event::Apply(with_uid("a", "y", "uid-1")));
+        assert!(!index.contains_key(&"x".into()), "a moved to y");
+        // Its last state, as a Delete event carries it: the entry goes by the UID.
+        index.observe(&Event::Delete(with_uid("a", "z", "uid-1")));
+        assert!(!index.contains_key(&"y".into()));
+        index.observe(&Event::Apply(with_uid("a", "x", "uid-2")));
+        assert_eq!(index.members(&"x".into()), ["a"], "created again");
     }
 
     #[test]

@@ -87,10 +87,20 @@ impl Trim for CachedPod {
 
 /// Of a Job's conditions, only a true `Complete` or `Failed` is read (`attempts.rs`): the
 /// `SuccessCriteriaMet` and `FailureTarget` that precede them are a third of a finished Job.
+/// Of those two, the time is read, and of `Failed` its reason and message (a deadline, or why
+/// the Job failed without a pod to tell); `Complete`'s reason and message are the same two
+/// sentences on every Job, and no probe time is read.
 impl Trim for CachedJob {
     fn trim_fields(&mut self) {
         if let Some(conditions) = self.status.as_mut().and_then(|s| s.conditions.as_mut()) {
             conditions.retain(|c| c.type_ == "Complete" || c.type_ == "Failed");
+            for condition in conditions.iter_mut() {
+                condition.last_probe_time = None;
+                if condition.type_ == "Complete" {
+                    condition.reason = None;
+                    condition.message = None;
+                }
+            }
         }
     }
 }
@@ -265,7 +275,10 @@ mod tests {
                     "name": "t", "uid": "u"}]},
             "status": {"conditions": [
                 {"type": "SuccessCriteriaMet", "status": "True"},
-                {"type": "Complete", "status": "True"}]}
+                {"type": "Complete", "status": "True", "reason": "CompletionsReached",
+                    "message": "Reached expected number of succeeded pods",
+                    "lastProbeTime": "2026-12-04T00:00:01Z",
+                    "lastTransitionTime": "2026-12-04T00:00:01Z"}]}
         }))
         .expect("job");
         job.trim();
@@ -280,7 +293,41 @@ mod tests {
         );
         let conditions = job.status.and_then(|s| s.conditions).expect("conditions");
         assert_eq!(conditions.len(), 1);
-        assert_eq!(conditions[0].type_, "Complete");
+        let complete = &conditions[0];
+        assert_eq!(
+            (complete.type_.as_str(), complete.status.as_str()),
+            ("Complete", "True")
+        );
+        assert!(
+            complete.last_transition_time.is_some(),
+            "the end of the attempt"
+        );
+        assert!(complete.reason.is_none() && complete.message.is_none());
+        assert!(complete.last_probe_time.is_none());
+    }
+
+    #[test]
+    fn a_failed_job_keeps_why_it_failed() {
+        let mut job: CachedJob = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "j"},
+            "status": {"conditions": [
+                {"type": "FailureTarget", "status": "True", "reason": "DeadlineExceeded"},
+                {"type": "Failed", "status": "True", "reason": "DeadlineExceeded",
+                    "message": "Job was active longer than specified deadline",
+                    "lastProbeTime": "2026-12-04T00:00:01Z",
+                    "lastTransitionTime": "2026-12-04T00:00:01Z"}]}
+        }))
+        .expect("job");
+        job.trim();
+        let conditions = job.status.and_then(|s| s.conditions).expect("conditions");
+        assert_eq!(conditions.len(), 1);
+        let failed = &conditions[0];
+        assert_eq!(failed.reason.as_deref(), Some("DeadlineExceeded"));
+        assert_eq!(
+            failed.message.as_deref(),
+            Some("Job was active longer than specified deadline")
+        );
+        assert!(failed.last_transition_time.is_some() && failed.last_probe_time.is_none());
     }
 
     #[test]

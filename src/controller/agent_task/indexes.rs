@@ -79,6 +79,8 @@ pub fn task_created_at(name: &str, second: u32, status: serde_json::Value) -> Ag
         serde_json::from_value(serde_json::json!(format!("2026-01-01T00:00:{second:02}Z")))
             .expect("time"),
     );
+    // Each its own object, as the API server makes them.
+    task.metadata.uid = Some(format!("uid-{name}"));
     task.status = serde_json::from_value(status).expect("status");
     task
 }
