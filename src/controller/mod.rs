@@ -11,6 +11,7 @@ pub mod event_recorder;
 pub mod index;
 pub mod llm_provider;
 pub mod relist;
+pub mod shared;
 pub mod trim;
 pub mod written_status;
 
@@ -202,45 +203,7 @@ pub fn reflected<K>(
 where
     K: Cached,
 {
-    reflected_with(context, api, config, |_| {})
-}
-
-/// As `reflected`, dropping also what `trim_more` drops: for a controller that reads less of a
-/// kind than the others that cache it.
-pub fn reflected_trimmed<K>(
-    context: &Context,
-    api: kube::Api<K>,
-    config: watcher::Config,
-    trim_more: fn(&mut K),
-) -> (
-    Store<K>,
-    impl futures::Stream<Item = Result<K, watcher::Error>> + Send + 'static,
-)
-where
-    K: Cached,
-{
-    reflected_observing(context, api, config, trim_more, |_| {}, |_| {})
-}
-
-/// As `reflected`, calling `on_delete` for each object deleted (to forget what is kept about it).
-///
-/// The stream yields every object a change touched, not only the applied ones: a deleted child
-/// must trigger its owner (to create it again) and a deleted Secret the agents that use it (to
-/// report it missing). That includes the objects a relist shows only by their absence, deleted
-/// during a watch gap with no `Delete` event ever sent (`relist.rs`).
-pub fn reflected_with<K>(
-    context: &Context,
-    api: kube::Api<K>,
-    config: watcher::Config,
-    on_delete: impl Fn(&K) + Send + 'static,
-) -> (
-    Store<K>,
-    impl futures::Stream<Item = Result<K, watcher::Error>> + Send + 'static,
-)
-where
-    K: Cached,
-{
-    reflected_observing(context, api, config, |_| {}, |_| {}, on_delete)
+    reflected_observing(context, api, config, |_| {})
 }
 
 /// As `reflected`, keeping `index` in step with the store.
@@ -259,26 +222,49 @@ where
     Member: Ord + Clone + Send + Sync + 'static,
 {
     let index = index.clone();
-    reflected_observing(
-        context,
-        api,
-        config,
-        |_| {},
-        move |event| index.observe(event),
-        |_| {},
-    )
+    reflected_observing(context, api, config, move |event| index.observe(event))
 }
 
 fn reflected_observing<K>(
     context: &Context,
     api: kube::Api<K>,
     config: watcher::Config,
-    trim_more: fn(&mut K),
-    mut observe: impl FnMut(&WatchEvent<K>) + Send + 'static,
-    on_delete: impl Fn(&K) + Send + 'static,
+    observe: impl FnMut(&WatchEvent<K>) + Send + 'static,
 ) -> (
     Store<K>,
     impl futures::Stream<Item = Result<K, watcher::Error>> + Send + 'static,
+)
+where
+    K: Cached,
+{
+    let (store, touches) = reflected_touches(context, api, config, observe);
+    let stream = touches.map_ok(|touched| touched.object);
+    (store, without_errors(stream))
+}
+
+/// An object a watch event touched: applied, or deleted (by a `Delete` event, or found missing
+/// by a relist).
+#[derive(Clone, Debug)]
+pub struct Touched<K> {
+    pub object: K,
+    pub deleted: bool,
+}
+
+/// The reflected watch behind every cache: trims each object, keeps the store, reports to
+/// readiness, and yields every object a change touched.
+///
+/// Not only the applied ones: a deleted child must trigger its owner (to create it again) and
+/// a deleted Secret the agents that use it (to report it missing). That includes the objects a
+/// relist shows only by their absence, deleted during a watch gap with no `Delete` event ever
+/// sent (`relist.rs`).
+fn reflected_touches<K>(
+    context: &Context,
+    api: kube::Api<K>,
+    config: watcher::Config,
+    mut observe: impl FnMut(&WatchEvent<K>) + Send + 'static,
+) -> (
+    Store<K>,
+    impl futures::Stream<Item = Result<Touched<K>, watcher::Error>> + Send + 'static,
 )
 where
     K: Cached,
@@ -289,10 +275,7 @@ where
     let mut vanished = relist::Vanished::new(store.clone());
     let stream = watcher::watcher(api, config)
         .backoff(watch_backoff())
-        .modify(move |object| {
-            trim::Trim::trim(object);
-            trim_more(object);
-        })
+        .modify(trim::Trim::trim)
         .reflect(writer)
         .inspect_err(move |_| failed.observe_error())
         .map_ok(move |event: WatchEvent<K>| {
@@ -300,21 +283,24 @@ where
             observe(&event);
             let gone = vanished.observe(&event);
             let mut touched = match event {
-                WatchEvent::Apply(object) | WatchEvent::InitApply(object) => vec![object],
-                WatchEvent::Delete(object) => {
-                    on_delete(&object);
-                    vec![object]
-                }
+                WatchEvent::Apply(object) | WatchEvent::InitApply(object) => vec![Touched {
+                    object,
+                    deleted: false,
+                }],
+                WatchEvent::Delete(object) => vec![Touched {
+                    object,
+                    deleted: true,
+                }],
                 WatchEvent::Init | WatchEvent::InitDone => Vec::new(),
             };
-            for object in gone {
-                on_delete(&object);
-                touched.push(K::clone(&object));
-            }
+            touched.extend(gone.into_iter().map(|object| Touched {
+                object: K::clone(&object),
+                deleted: true,
+            }));
             futures::stream::iter(touched.into_iter().map(Ok))
         })
         .try_flatten();
-    (store, without_errors(stream))
+    (store, stream)
 }
 
 /// Keeps a watch's errors away from the controller. Each watch retries by itself (with
@@ -405,31 +391,48 @@ impl Scope {
 /// Runs every controller in every scope until `shutdown`.
 pub async fn run_all(context: Arc<Context>, options: RunOptions, shutdown: CancellationToken) {
     let scopes = Scope::from_options(&options);
-    let caches_per_scope = llm_provider::CACHES + agent_deployment::CACHES + agent_task::CACHES;
+    // The provider controller's caches are all shared.
+    let caches_per_scope = shared::CACHES + agent_deployment::CACHES + agent_task::CACHES;
     context
         .readiness
         .expect_caches(scopes.len() * caches_per_scope);
     let mut controllers: Vec<Pin<Box<dyn Future<Output = ()> + Send>>> = Vec::new();
     for scope in scopes {
         let concurrency = options.concurrency;
+        let mut caches = shared::SharedCaches::watch(&context, &scope, &context.client);
+        let for_providers = (caches.providers.subscribe(), caches.secrets.subscribe());
+        let for_agents = agent_deployment::Shared {
+            agents: caches.agents.subscribe(),
+            providers: caches.providers.subscribe(),
+            secrets: caches.secrets.subscribe(),
+        };
+        let for_tasks = agent_task::Shared {
+            agents: caches.agents.subscribe(),
+            providers: caches.providers.subscribe(),
+        };
         controllers.push(Box::pin(llm_provider::run(
             context.clone(),
             scope.clone(),
+            for_providers.0,
+            for_providers.1,
             concurrency,
             shutdown.clone(),
         )));
         controllers.push(Box::pin(agent_deployment::run(
             context.clone(),
             scope.clone(),
+            for_agents,
             concurrency,
             shutdown.clone(),
         )));
         controllers.push(Box::pin(agent_task::run(
             context.clone(),
             scope,
+            for_tasks,
             concurrency,
             shutdown.clone(),
         )));
+        controllers.push(Box::pin(caches.run(shutdown.clone())));
     }
     join_all(controllers).await;
 }

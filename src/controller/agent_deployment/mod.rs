@@ -22,8 +22,9 @@ use kube::runtime::watcher;
 use kube::runtime::{WatchStreamExt, predicates};
 use tokio_util::sync::CancellationToken;
 
+use super::shared::Subscription;
 use super::written_status::WrittenStatus;
-use super::{Context, Scope, census_of, reflected, reflected_with};
+use super::{Context, Scope, census_of, reflected};
 use crate::api::AgentDeployment;
 use crate::api::agent_deployment::AgentDeploymentStatus;
 use crate::api::llm_provider::LLMProvider;
@@ -34,8 +35,15 @@ use crate::runtime::metrics::Metrics;
 use kube::ResourceExt;
 use reconcile::{CONTROLLER, ReconcileError, reconcile};
 
-/// Watch caches this controller keeps per scope.
-pub const CACHES: usize = 11;
+/// Watch caches this controller keeps per scope, besides the shared ones (`Shared`).
+pub const CACHES: usize = 8;
+
+/// The caches this controller shares with the others (`shared.rs`).
+pub struct Shared {
+    pub agents: Subscription<AgentDeployment>,
+    pub providers: Subscription<LLMProvider>,
+    pub secrets: Subscription<Secret>,
+}
 
 /// Read-only views of everything a reconcile reads.
 pub struct Caches {
@@ -63,6 +71,7 @@ pub struct AgentController {
 pub async fn run(
     context: Arc<Context>,
     scope: Scope,
+    shared: Shared,
     concurrency: u16,
     shutdown: CancellationToken,
 ) {
@@ -70,24 +79,23 @@ pub async fn run(
         .metrics
         .start_controller(CONTROLLER, ReconcileError::REASONS);
     let client = &context.client;
-    let all = watcher::Config::default;
     // Children carry the agent label; task objects share the managed-by label but not this one,
     // so this controller never caches the tasks' Jobs, pods and ConfigMaps.
     let owned = || watcher::Config::default().labels(AGENT_LABEL);
 
     let metrics = context.metrics.clone();
-    let (agents, agent_stream) = reflected_with(
-        &context,
-        scope.api::<AgentDeployment>(client),
-        all(),
-        move |agent| forget_metrics(&metrics, agent),
-    );
+    let agents = shared.agents.store.clone();
+    let agent_stream = shared
+        .agents
+        .changes(move |agent| forget_metrics(&metrics, agent));
     let _census = census_of(&context, CONTROLLER, &scope, &agents, |agent| {
         let conditions = agent.status.as_ref().map(|s| s.conditions.as_slice());
         ObjectFacts::new("AgentDeployment", conditions.unwrap_or_default(), None)
     });
-    let (providers, provider_stream) = reflected(&context, scope.api::<LLMProvider>(client), all());
-    let (secrets, secret_stream) = reflected(&context, scope.api::<Secret>(client), all());
+    let providers = shared.providers.store.clone();
+    let provider_stream = shared.providers.changes(|_| {});
+    let secrets = shared.secrets.store.clone();
+    let secret_stream = shared.secrets.changes(|_| {});
     let (deployments, deployment_stream) =
         reflected(&context, scope.api::<Deployment>(client), owned());
     let (services, service_stream) = reflected(&context, scope.api::<Service>(client), owned());

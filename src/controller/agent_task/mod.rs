@@ -25,9 +25,10 @@ use kube::runtime::watcher::{self, Event};
 use kube::runtime::{WatchStreamExt, predicates};
 use tokio_util::sync::CancellationToken;
 
+use super::shared::Subscription;
 use super::trim::Trim;
 use super::written_status::WrittenStatus;
-use super::{Context, Scope, census_of, reflected, reflected_indexed, reflected_trimmed};
+use super::{Context, Scope, census_of, reflected, reflected_indexed};
 use crate::api::agent_task::AgentTaskStatus;
 use crate::api::llm_provider::LLMProvider;
 use crate::api::{AgentDeployment, AgentTask};
@@ -38,8 +39,14 @@ use indexes::{AgentKey, JobsByTask, PodsByTask, TaskQueues};
 use reconcile::{CONTROLLER, ReconcileError, reconcile};
 use waiting_writes::WaitingWrites;
 
-/// Watch caches this controller keeps per scope.
-pub const CACHES: usize = 6;
+/// Watch caches this controller keeps per scope, besides the shared ones (`Shared`).
+pub const CACHES: usize = 4;
+
+/// The caches this controller shares with the others (`shared.rs`).
+pub struct Shared {
+    pub agents: Subscription<AgentDeployment>,
+    pub providers: Subscription<LLMProvider>,
+}
 
 /// Read-only views of everything a reconcile reads.
 pub struct Caches {
@@ -164,6 +171,7 @@ impl TaskController {
 pub async fn run(
     context: Arc<Context>,
     scope: Scope,
+    shared: Shared,
     concurrency: u16,
     shutdown: CancellationToken,
 ) {
@@ -175,15 +183,12 @@ pub async fn run(
     // Only objects that belong to a task: the caches never hold the cluster's other Jobs and pods.
     let owned = || watcher::Config::default().labels(TASK_LABEL);
 
-    // Tasks read an agent's spec (the worker, its tools, the concurrency limit), never its
-    // status: the agent controller's cache has that, and here it would be a second copy.
-    let (agents, agent_stream) = reflected_trimmed(
-        &context,
-        scope.api::<AgentDeployment>(client),
-        all(),
-        |agent| agent.status = None,
-    );
-    let (providers, provider_stream) = reflected(&context, scope.api::<LLMProvider>(client), all());
+    // The agent controller's cache: tasks read an agent's spec (the worker, its tools, the
+    // concurrency limit), and the providers of its chain.
+    let agents = shared.agents.store.clone();
+    let agent_stream = shared.agents.changes(|_| {});
+    let providers = shared.providers.store.clone();
+    let provider_stream = shared.providers.changes(|_| {});
     let (queues, jobs_by_task, pods_by_task) = (
         indexes::task_queues(),
         indexes::jobs_by_task(),

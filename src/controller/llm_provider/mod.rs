@@ -11,24 +11,20 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::ResourceExt;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::reflector::{ObjectRef, Store};
-use kube::runtime::watcher;
 use kube::runtime::{WatchStreamExt, predicates};
 use tokio_util::sync::CancellationToken;
 
 use std::collections::HashMap;
 use std::sync::Mutex;
 
+use super::shared::Subscription;
 use super::written_status::WrittenStatus;
-use super::{Context, Scope, census_of, reflected, reflected_with};
+use super::{Context, Scope, census_of};
 use crate::api::llm_provider::LLMProvider;
 use crate::api::llm_provider::LLMProviderStatus;
 use crate::providers::health::Health;
 use crate::runtime::census::ObjectFacts;
 use reconcile::{CONTROLLER, ReconcileError, reconcile};
-
-/// The controller's own context: the shared one plus its Secret cache.
-/// Watch caches this controller keeps per scope: LLMProviders and Secrets.
-pub const CACHES: usize = 2;
 
 pub struct ProviderController {
     pub context: Arc<Context>,
@@ -43,29 +39,24 @@ pub struct ProviderController {
 pub async fn run(
     context: Arc<Context>,
     scope: Scope,
+    providers: Subscription<LLMProvider>,
+    secrets: Subscription<Secret>,
     concurrency: u16,
     shutdown: CancellationToken,
 ) {
     context
         .metrics
         .start_controller(CONTROLLER, ReconcileError::REASONS);
-    let providers_api = scope.api::<LLMProvider>(&context.client);
-    let secrets_api = scope.api::<Secret>(&context.client);
-
-    let (secret_store, secrets) = reflected(&context, secrets_api, watcher::Config::default());
     let controller = Arc::new(ProviderController {
         context: context.clone(),
-        secrets: secret_store,
+        secrets: secrets.store.clone(),
         health: Mutex::new(HashMap::new()),
         written: WrittenStatus::default(),
     });
+    let secrets = secrets.changes(|_| {});
     let forget = controller.clone();
-    let (provider_store, providers) = reflected_with(
-        &context,
-        providers_api,
-        watcher::Config::default(),
-        move |provider| forget_provider(&forget, provider),
-    );
+    let provider_store = providers.store.clone();
+    let providers = providers.changes(move |provider| forget_provider(&forget, provider));
     let _census = census_of(&context, CONTROLLER, &scope, &provider_store, |provider| {
         let conditions = provider.status.as_ref().map(|s| s.conditions.as_slice());
         ObjectFacts::new("LLMProvider", conditions.unwrap_or_default(), None)
