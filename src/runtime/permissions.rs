@@ -28,15 +28,8 @@ const OWN: &[&str] = &["list", "watch", "create", "patch", "delete"];
 pub const CONTROLLER_PERMISSIONS: &[Permission] = &[
     Permission {
         group: "agentoperator.dev",
-        resources: &["llmproviders"],
+        resources: &["llmproviders", "agentdeployments"],
         verbs: WATCH,
-    },
-    // `get` confirms that an agent a task names is missing before the task reports it: the
-    // cache may not have an agent created a moment ago.
-    Permission {
-        group: "agentoperator.dev",
-        resources: &["agentdeployments"],
-        verbs: &["get", "list", "watch"],
     },
     // `delete` for `ttlDeletes: Task`.
     Permission {

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret};
-use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::Action;
 use kube::runtime::reflector::ObjectRef;
 use kube::{Resource, ResourceExt};
@@ -294,20 +294,22 @@ fn stopped_after_finish(controller: &TaskController, task: &AgentTask) -> Vec<At
 /// agent (as a GitOps sync or a Helm release creates them) is reconciled before that event
 /// arrives, and reporting `InvalidReference` then would publish a Warning, and a status, that
 /// are false. Only a miss costs the read; the agent's own watch event reconciles the task
-/// again when it arrives.
+/// again when it arrives. A list of the one name, not a GET: it needs no permission beyond
+/// the watch's, so an operator upgraded before its RBAC still starts.
 async fn agent_missing_from_cache(
     controller: &TaskController,
     namespace: &str,
     name: &str,
 ) -> Result<Option<Arc<AgentDeployment>>, ReconcileError> {
+    let only_this = ListParams::default().fields(&format!("metadata.name={name}"));
     let found = Api::<AgentDeployment>::namespaced(controller.context.client.clone(), namespace)
-        .get_opt(name)
+        .list(&only_this)
         .await
         .map_err(|source| ReconcileError::ReadAgent {
             name: name.to_string(),
             source,
         })?;
-    Ok(found.map(Arc::new))
+    Ok(found.items.into_iter().next().map(Arc::new))
 }
 
 /// The worker from the referenced AgentDeployment or the inline template, or why there is none.
