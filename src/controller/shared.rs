@@ -33,8 +33,8 @@ pub struct SharedCache<K: Cached> {
 }
 
 impl<K: Cached> SharedCache<K> {
-    fn watch(context: &Context, api: kube::Api<K>) -> Self {
-        let (store, touches) = reflected_touches(context, api, watcher::Config::default(), |_| {});
+    fn watch(context: &Context, api: kube::Api<K>, config: watcher::Config) -> Self {
+        let (store, touches) = reflected_touches(context, api, config, |_| {});
         Self {
             store,
             touches: Box::pin(touches),
@@ -108,6 +108,17 @@ impl<K: Cached> Subscription<K> {
     }
 }
 
+/// Helm keeps each revision of each release in a Secret of this type: a compressed copy of
+/// every manifest it installed, often tens or hundreds of KiB, ten revisions a release by
+/// default. No provider key or agent environment variable lives in one.
+pub const HELM_RELEASE_SECRET_TYPE: &str = "helm.sh/release.v1";
+
+/// The Secrets the controllers may read: all but Helm's releases, left out by the API server
+/// (`type` is a field it selects Secrets by), so they are neither sent nor decoded.
+fn secrets_read() -> watcher::Config {
+    watcher::Config::default().fields(&format!("type!={HELM_RELEASE_SECRET_TYPE}"))
+}
+
 /// The caches of one scope that several controllers share.
 pub struct SharedCaches {
     pub providers: SharedCache<LLMProvider>,
@@ -118,9 +129,9 @@ pub struct SharedCaches {
 impl SharedCaches {
     pub fn watch(context: &Context, scope: &Scope, client: &Client) -> Self {
         Self {
-            providers: SharedCache::watch(context, scope.api(client)),
-            agents: SharedCache::watch(context, scope.api(client)),
-            secrets: SharedCache::watch(context, scope.api(client)),
+            providers: SharedCache::watch(context, scope.api(client), watcher::Config::default()),
+            agents: SharedCache::watch(context, scope.api(client), watcher::Config::default()),
+            secrets: SharedCache::watch(context, scope.api(client), secrets_read()),
         }
     }
 

@@ -189,6 +189,44 @@ async fn each_failure_class_has_its_own_reason_and_recovery_follows() {
     }
 }
 
+/// Helm's release Secrets are left out of the operator's watch by the API server: a provider
+/// that names one finds no credentials, where the same key in an ordinary Secret is read.
+#[tokio::test]
+async fn helm_release_secrets_are_not_read() {
+    let (_, ns) = support::namespace_with_crds("provider-helm-secret").await;
+    let fake = FakeProvider::start(Behaviour {
+        api_key: Some(KEY.into()),
+        ..Behaviour::default()
+    })
+    .await;
+    let release: Secret = serde_json::from_value(json!({
+        "metadata": { "name": "sh.helm.release.v1.agents.v1" },
+        "type": agent_operator::controller::shared::HELM_RELEASE_SECRET_TYPE,
+        "stringData": { "apiKey": KEY }
+    }))
+    .expect("secret");
+    ns.api::<Secret>()
+        .create(&PostParams::default(), &release)
+        .await
+        .expect("create the release secret");
+    create_secret(&ns, "key", KEY).await;
+    let release_credentials = json!({"credentials": {"name": "sh.helm.release.v1.agents.v1"}});
+    create_provider(&ns, "from-release", openai_spec(&fake, release_credentials)).await;
+    create_provider(&ns, "from-secret", openai_spec(&fake, json!({}))).await;
+    let _operator = OperatorProcess::start(&ns.name).await;
+
+    let api = ns.api::<LLMProvider>();
+    wait_for_condition(&api, "from-secret", "Ready", "True", "Available").await;
+    wait_for_condition(
+        &api,
+        "from-release",
+        "CredentialsValid",
+        "False",
+        "CredentialsNotFound",
+    )
+    .await;
+}
+
 #[tokio::test]
 async fn fixing_the_secret_recovers_without_touching_the_provider() {
     let (_, ns) = support::namespace_with_crds("provider-rotation").await;
