@@ -19,8 +19,13 @@ const KEY: &str = "sk-test-4f1c2a9b8e7d6c5b";
 const WAIT: Duration = Duration::from_secs(45);
 
 async fn create_secret(ns: &TestNamespace, name: &str, key: &str) {
+    create_secret_of_type(ns, name, "Opaque", key).await;
+}
+
+async fn create_secret_of_type(ns: &TestNamespace, name: &str, type_: &str, key: &str) {
     let secret: Secret = serde_json::from_value(json!({
         "metadata": { "name": name },
+        "type": type_,
         "stringData": { "apiKey": key }
     }))
     .expect("secret");
@@ -199,16 +204,8 @@ async fn helm_release_secrets_are_not_read() {
         ..Behaviour::default()
     })
     .await;
-    let release: Secret = serde_json::from_value(json!({
-        "metadata": { "name": "sh.helm.release.v1.agents.v1" },
-        "type": agent_operator::controller::shared::HELM_RELEASE_SECRET_TYPE,
-        "stringData": { "apiKey": KEY }
-    }))
-    .expect("secret");
-    ns.api::<Secret>()
-        .create(&PostParams::default(), &release)
-        .await
-        .expect("create the release secret");
+    let release_type = agent_operator::controller::shared::HELM_RELEASE_SECRET_TYPE;
+    create_secret_of_type(&ns, "sh.helm.release.v1.agents.v1", release_type, KEY).await;
     create_secret(&ns, "key", KEY).await;
     let release_credentials = json!({"credentials": {"name": "sh.helm.release.v1.agents.v1"}});
     create_provider(&ns, "from-release", openai_spec(&fake, release_credentials)).await;
