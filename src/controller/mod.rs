@@ -399,8 +399,11 @@ pub async fn run_all(context: Arc<Context>, options: RunOptions, shutdown: Cance
     let mut controllers: Vec<Pin<Box<dyn Future<Output = ()> + Send>>> = Vec::new();
     for scope in scopes {
         let concurrency = options.concurrency;
-        let mut caches = shared::SharedCaches::watch(&context, &scope, &context.client);
-        let for_providers = (caches.providers.subscribe(), caches.secrets.subscribe());
+        let mut caches = shared::SharedCaches::watch(&context, &scope);
+        let for_providers = llm_provider::Shared {
+            providers: caches.providers.subscribe(),
+            secrets: caches.secrets.subscribe(),
+        };
         let for_agents = agent_deployment::Shared {
             agents: caches.agents.subscribe(),
             providers: caches.providers.subscribe(),
@@ -413,8 +416,7 @@ pub async fn run_all(context: Arc<Context>, options: RunOptions, shutdown: Cance
         controllers.push(Box::pin(llm_provider::run(
             context.clone(),
             scope.clone(),
-            for_providers.0,
-            for_providers.1,
+            for_providers,
             concurrency,
             shutdown.clone(),
         )));

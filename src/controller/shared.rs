@@ -12,7 +12,6 @@ use std::sync::Arc;
 use futures::channel::mpsc;
 use futures::{Stream, StreamExt};
 use k8s_openapi::api::core::v1::Secret;
-use kube::Client;
 use kube::runtime::reflector::Store;
 use kube::runtime::watcher;
 use tokio_util::sync::CancellationToken;
@@ -127,7 +126,8 @@ pub struct SharedCaches {
 }
 
 impl SharedCaches {
-    pub fn watch(context: &Context, scope: &Scope, client: &Client) -> Self {
+    pub fn watch(context: &Context, scope: &Scope) -> Self {
+        let client = &context.client;
         Self {
             providers: SharedCache::watch(context, scope.api(client), watcher::Config::default()),
             agents: SharedCache::watch(context, scope.api(client), watcher::Config::default()),

@@ -129,8 +129,11 @@ pub async fn reconcile(
                 .get(&ObjectRef::new(&reference.name).within(&namespace));
             match cached {
                 Some(agent) => Some(agent),
-                // A finished task reads nothing of its agent.
-                None if is_finished(previous.as_ref()) => None,
+                // A finished task reads nothing of its agent; a task already reported broken
+                // had its miss confirmed, and the agent's watch event brings it back.
+                None if is_finished(previous.as_ref()) || reported_broken(previous.as_ref()) => {
+                    None
+                }
                 None => agent_missing_from_cache(&controller, &namespace, &reference.name).await?,
             }
         }
@@ -287,6 +290,10 @@ fn stopped_after_finish(controller: &TaskController, task: &AgentTask) -> Vec<At
     let pods = pods_of(controller, task);
     let pods: Vec<&CachedPod> = pods.iter().map(Arc::as_ref).collect();
     super::attempts::stopped_after_finish(task.metadata.creation_timestamp.as_ref(), &pods)
+}
+
+fn reported_broken(status: Option<&AgentTaskStatus>) -> bool {
+    status.and_then(|s| s.reason.as_deref()) == Some(reason::INVALID_REFERENCE)
 }
 
 /// An agent the cache does not have, read from the API server before the task reports it

@@ -26,6 +26,12 @@ use crate::providers::health::Health;
 use crate::runtime::census::ObjectFacts;
 use reconcile::{CONTROLLER, ReconcileError, reconcile};
 
+/// The caches this controller shares with the others (`shared.rs`): all it reads.
+pub struct Shared {
+    pub providers: Subscription<LLMProvider>,
+    pub secrets: Subscription<Secret>,
+}
+
 pub struct ProviderController {
     pub context: Arc<Context>,
     pub secrets: Store<Secret>,
@@ -39,8 +45,7 @@ pub struct ProviderController {
 pub async fn run(
     context: Arc<Context>,
     scope: Scope,
-    providers: Subscription<LLMProvider>,
-    secrets: Subscription<Secret>,
+    Shared { providers, secrets }: Shared,
     concurrency: u16,
     shutdown: CancellationToken,
 ) {
