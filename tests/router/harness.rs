@@ -313,6 +313,18 @@ impl RouterProcess {
         String::from_utf8_lossy(&self.logs.lock().expect("logs")).into_owned()
     }
 
+    /// Whether the router logs `line` within a few seconds: its output is read apart from the
+    /// requests, so a line written as an answer leaves may be read after the answer arrives.
+    pub async fn logs_soon(&self, line: &str) -> bool {
+        for _ in 0..250 {
+            if self.logs().contains(line) {
+                return true;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        false
+    }
+
     /// POSTs `body` as the agent's SDK would, with its placeholder key.
     pub async fn post(&self, body: &Value) -> reqwest::Response {
         self.http
