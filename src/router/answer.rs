@@ -85,7 +85,8 @@ pub fn whole(agent: Dialect, provider: Dialect, body: Bytes) -> Option<(Bytes, F
         Dialect::OpenAI => anthropic::response(&answer, super::unix_now()),
         Dialect::Anthropic => messages::response(&answer),
     };
-    Some((Bytes::from(translated.to_string()), facts))
+    // Written straight into the body: `to_string` goes through `Display`, a token at a time.
+    Some((Bytes::from(serde_json::to_vec(&translated).ok()?), facts))
 }
 
 /// A 4xx the provider answered, for the agent: in the agent's error format, and with the

@@ -10,8 +10,10 @@
 
 use std::collections::HashMap;
 
+use serde::Serialize;
 use serde_json::{Map, Value, json};
 
+use super::json::{sse, value_at};
 use super::usage::Usage;
 
 /// `max_tokens` is required by Anthropic; OpenAI's callers often leave it out.
@@ -174,8 +176,7 @@ fn user_part(part: &Value) -> Result<Value, TranslateError> {
             Ok(json!({"type": "text", "text": part.get("text").cloned().unwrap_or(json!(""))}))
         }
         Some("image_url") => {
-            let url = part
-                .pointer("/image_url/url")
+            let url = value_at(part, &["image_url", "url"])
                 .and_then(Value::as_str)
                 .unwrap_or_default();
             let source = match url
@@ -208,8 +209,7 @@ fn assistant_blocks(message: &Value) -> Result<Vec<Value>, TranslateError> {
         .into_iter()
         .flatten()
     {
-        let arguments = call
-            .pointer("/function/arguments")
+        let arguments = value_at(call, &["function", "arguments"])
             .and_then(Value::as_str)
             .unwrap_or("{}");
         let input: Value = serde_json::from_str(arguments).map_err(|_| {
@@ -218,7 +218,7 @@ fn assistant_blocks(message: &Value) -> Result<Vec<Value>, TranslateError> {
         blocks.push(json!({
             "type": "tool_use",
             "id": call.get("id").cloned().unwrap_or(json!("")),
-            "name": call.pointer("/function/name").cloned().unwrap_or(json!("")),
+            "name": value_at(call, &["function", "name"]).cloned().unwrap_or(json!("")),
             "input": input,
         }));
     }
@@ -261,8 +261,7 @@ fn tool_choice(choice: &Value) -> Option<Value> {
             "none" => Some(json!({"type": "none"})),
             _ => None,
         },
-        Value::Object(_) => choice
-            .pointer("/function/name")
+        Value::Object(_) => value_at(choice, &["function", "name"])
             .map(|name| json!({"type": "tool", "name": name})),
         _ => None,
     }
@@ -273,7 +272,7 @@ fn json_mode_instruction(format: Option<&Value>) -> Option<String> {
     match format?.get("type")?.as_str()? {
         "json_object" => Some("Respond with one JSON object and nothing else.".into()),
         "json_schema" => {
-            let schema = format?.pointer("/json_schema/schema")?;
+            let schema = value_at(format?, &["json_schema", "schema"])?;
             Some(format!(
                 "Respond with one JSON object and nothing else, matching this JSON schema: {schema}"
             ))
@@ -342,8 +341,8 @@ pub fn response(anthropic: &Value, created: u64) -> Value {
 /// An OpenAI error body for an Anthropic error body.
 pub fn error(anthropic: &Value) -> Value {
     json!({"error": {
-        "message": anthropic.pointer("/error/message").cloned().unwrap_or(json!("error from the provider")),
-        "type": anthropic.pointer("/error/type").cloned().unwrap_or(json!("invalid_request_error")),
+        "message": value_at(anthropic, &["error", "message"]).cloned().unwrap_or(json!("error from the provider")),
+        "type": value_at(anthropic, &["error", "type"]).cloned().unwrap_or(json!("invalid_request_error")),
         "code": Value::Null,
     }})
 }
@@ -361,6 +360,29 @@ pub struct StreamTranslator {
     stop_reason: Option<String>,
     /// The agent asked for the usage chunk (`stream_options.include_usage`).
     include_usage: bool,
+}
+
+/// An OpenAI `chat.completion.chunk` as the translator writes it.
+#[derive(Serialize)]
+struct Chunk<'a, Delta> {
+    id: &'a str,
+    object: &'static str,
+    created: u64,
+    model: &'a str,
+    choices: [Choice<Delta>; 1],
+}
+
+#[derive(Serialize)]
+struct Choice<Delta> {
+    index: u32,
+    delta: Delta,
+    finish_reason: Option<&'static str>,
+}
+
+/// The delta of a piece of text.
+#[derive(Serialize)]
+struct Content<'a> {
+    content: &'a str,
 }
 
 impl StreamTranslator {
@@ -381,40 +403,51 @@ impl StreamTranslator {
         self.usage
     }
 
-    fn chunk(&self, delta: Value, finish: Value) -> String {
-        let chunk = json!({
-            "id": self.id, "object": "chat.completion.chunk", "created": self.created,
-            "model": self.model,
-            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
-        });
-        format!("data: {chunk}\n\n")
+    /// A `chat.completion.chunk` with one choice, written from borrowed parts: most of a
+    /// streamed answer is these, one per piece of text.
+    fn chunk(&self, delta: impl Serialize, finish_reason: Option<&'static str>) -> String {
+        sse(
+            &["data: "],
+            &Chunk {
+                id: &self.id,
+                object: "chat.completion.chunk",
+                created: self.created,
+                model: &self.model,
+                choices: [Choice {
+                    index: 0,
+                    delta,
+                    finish_reason,
+                }],
+            },
+        )
     }
 
     /// The OpenAI events for one Anthropic event (often none).
     pub fn translate(&mut self, event: &str, data: &Value) -> Vec<String> {
         match event {
             "message_start" => {
-                let message = data.get("message").cloned().unwrap_or(json!({}));
-                self.id = message
-                    .get("id")
-                    .and_then(Value::as_str)
-                    .unwrap_or_default()
-                    .to_string();
-                self.model = message
-                    .get("model")
-                    .and_then(Value::as_str)
-                    .unwrap_or_default()
-                    .to_string();
-                if let Some(usage) = message.get("usage") {
+                let message = data.get("message");
+                let text = |key: &str| {
+                    message
+                        .and_then(|m| m.get(key))
+                        .and_then(Value::as_str)
+                        .unwrap_or_default()
+                        .to_string()
+                };
+                self.id = text("id");
+                self.model = text("model");
+                if let Some(usage) = message.and_then(|m| m.get("usage")) {
                     self.usage.merge_anthropic(usage);
                 }
-                vec![self.chunk(json!({"role": "assistant", "content": ""}), Value::Null)]
+                vec![self.chunk(json!({"role": "assistant", "content": ""}), None)]
             }
             "content_block_start" => {
-                let block = data.get("content_block").cloned().unwrap_or(json!({}));
-                if block.get("type").and_then(Value::as_str) != Some("tool_use") {
+                let Some(block) = data
+                    .get("content_block")
+                    .filter(|b| b.get("type").and_then(Value::as_str) == Some("tool_use"))
+                else {
                     return Vec::new();
-                }
+                };
                 let index = data.get("index").and_then(Value::as_u64).unwrap_or(0);
                 let call = self.tool_calls.len();
                 self.tool_calls.insert(index, call);
@@ -425,15 +458,18 @@ impl StreamTranslator {
                         "type": "function",
                         "function": {"name": block.get("name").cloned().unwrap_or(json!("")), "arguments": ""},
                     }]}),
-                    Value::Null,
+                    None,
                 )]
             }
             "content_block_delta" => {
-                let delta = data.get("delta").cloned().unwrap_or(json!({}));
-                match delta.get("type").and_then(Value::as_str) {
+                let delta = data.get("delta");
+                let field = |key: &str| delta.and_then(|d| d.get(key));
+                match field("type").and_then(Value::as_str) {
                     Some("text_delta") => vec![self.chunk(
-                        json!({"content": delta.get("text").cloned().unwrap_or(json!(""))}),
-                        Value::Null,
+                        Content {
+                            content: field("text").and_then(Value::as_str).unwrap_or_default(),
+                        },
+                        None,
                     )],
                     Some("input_json_delta") => {
                         let index = data.get("index").and_then(Value::as_u64).unwrap_or(0);
@@ -443,17 +479,16 @@ impl StreamTranslator {
                         vec![self.chunk(
                             json!({"tool_calls": [{
                                 "index": call,
-                                "function": {"arguments": delta.get("partial_json").cloned().unwrap_or(json!(""))},
+                                "function": {"arguments": field("partial_json").cloned().unwrap_or(json!(""))},
                             }]}),
-                            Value::Null,
+                            None,
                         )]
                     }
                     _ => Vec::new(),
                 }
             }
             "message_delta" => {
-                self.stop_reason = data
-                    .pointer("/delta/stop_reason")
+                self.stop_reason = value_at(data, &["delta", "stop_reason"])
                     .and_then(Value::as_str)
                     .map(str::to_string);
                 if let Some(usage) = data.get("usage") {
@@ -463,19 +498,19 @@ impl StreamTranslator {
             }
             "message_stop" => {
                 let mut events =
-                    vec![self.chunk(json!({}), json!(finish_reason(self.stop_reason.as_deref())))];
+                    vec![self.chunk(json!({}), Some(finish_reason(self.stop_reason.as_deref())))];
                 if self.include_usage {
                     let chunk = json!({
                         "id": self.id, "object": "chat.completion.chunk", "created": self.created,
                         "model": self.model, "choices": [],
                         "usage": self.usage.openai(),
                     });
-                    events.push(format!("data: {chunk}\n\n"));
+                    events.push(sse(&["data: "], &chunk));
                 }
                 events.push("data: [DONE]\n\n".into());
                 events
             }
-            "error" => vec![format!("data: {}\n\n", error(data))],
+            "error" => vec![sse(&["data: "], &error(data))],
             _ => Vec::new(),
         }
     }

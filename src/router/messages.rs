@@ -10,9 +10,11 @@
 
 use std::collections::HashMap;
 
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
 use super::anthropic::TranslateError;
+use super::json::{sse, value_at};
 use super::usage::Usage;
 
 /// OpenAI accepts at most this many stop sequences.
@@ -298,8 +300,7 @@ pub fn stop_reason(finish_reason: Option<&str>) -> &'static str {
 
 /// The Anthropic message for an OpenAI chat completion.
 pub fn response(openai: &Value) -> Value {
-    let message = openai
-        .pointer("/choices/0/message")
+    let message = value_at(openai, &["choices", "0", "message"])
         .cloned()
         .unwrap_or(json!({}));
     let mut content = Vec::new();
@@ -317,8 +318,8 @@ pub fn response(openai: &Value) -> Value {
         content.push(json!({
             "type": "tool_use",
             "id": call.get("id").cloned().unwrap_or(json!("")),
-            "name": call.pointer("/function/name").cloned().unwrap_or(json!("")),
-            "input": tool_input(call.pointer("/function/arguments")),
+            "name": value_at(call, &["function", "name"]).cloned().unwrap_or(json!("")),
+            "input": tool_input(value_at(call, &["function", "arguments"])),
         }));
     }
     let usage = Usage::from_openai(openai.get("usage").unwrap_or(&Value::Null));
@@ -328,7 +329,7 @@ pub fn response(openai: &Value) -> Value {
         "role": "assistant",
         "model": openai.get("model").cloned().unwrap_or(json!("")),
         "content": content,
-        "stop_reason": stop_reason(openai.pointer("/choices/0/finish_reason").and_then(Value::as_str)),
+        "stop_reason": stop_reason(value_at(openai, &["choices", "0", "finish_reason"]).and_then(Value::as_str)),
         "stop_sequence": Value::Null,
         "usage": usage.anthropic(),
     })
@@ -366,8 +367,7 @@ pub fn error_body(kind: &str, message: &str) -> Value {
 
 /// An Anthropic error body for an OpenAI error body answered with `status`.
 pub fn error(status: u16, openai: &Value) -> Value {
-    let message = openai
-        .pointer("/error/message")
+    let message = value_at(openai, &["error", "message"])
         .and_then(Value::as_str)
         .unwrap_or("error from the provider");
     error_body(error_type(status), message)
@@ -389,8 +389,59 @@ pub struct StreamTranslator {
     usage: Usage,
 }
 
-fn event(name: &str, data: Value) -> String {
-    format!("event: {name}\ndata: {data}\n\n")
+fn event(name: &str, data: impl Serialize) -> String {
+    sse(&["event: ", name, "\ndata: "], &data)
+}
+
+/// What the translator reads of an OpenAI chunk. The rest of it is skipped as it is parsed,
+/// where a whole `Value` allocates a map for each object and a string for each member. Each
+/// field read stays a `Value`, so only a chunk whose `choices` or `delta` is not of the API's
+/// shape reads differently: it is skipped, as a chunk that is not JSON is.
+#[derive(Deserialize)]
+struct ChunkIn {
+    #[serde(default)]
+    error: Option<Value>,
+    #[serde(default)]
+    id: Option<Value>,
+    #[serde(default)]
+    model: Option<Value>,
+    #[serde(default)]
+    usage: Option<Value>,
+    #[serde(default)]
+    choices: Option<Vec<ChoiceIn>>,
+}
+
+#[derive(Deserialize)]
+struct ChoiceIn {
+    #[serde(default)]
+    delta: Option<DeltaIn>,
+    #[serde(default)]
+    finish_reason: Option<Value>,
+}
+
+#[derive(Deserialize)]
+struct DeltaIn {
+    #[serde(default)]
+    content: Option<Value>,
+    #[serde(default)]
+    tool_calls: Option<Value>,
+}
+
+/// A piece of text, the event most of a streamed answer is made of: written from the chunk's
+/// own string, where a `json!` event would copy it and build a map for each object.
+#[derive(Serialize)]
+struct TextDelta<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    index: usize,
+    delta: TextPiece<'a>,
+}
+
+#[derive(Serialize)]
+struct TextPiece<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    text: &'a str,
 }
 
 impl StreamTranslator {
@@ -406,10 +457,10 @@ impl StreamTranslator {
         if data.trim() == "[DONE]" {
             return self.finish();
         }
-        let Ok(chunk) = serde_json::from_str::<Value>(data) else {
+        let Ok(chunk) = serde_json::from_str::<ChunkIn>(data) else {
             return Vec::new();
         };
-        if let Some(problem) = chunk.get("error") {
+        if let Some(problem) = &chunk.error {
             let message = problem
                 .get("message")
                 .and_then(Value::as_str)
@@ -423,32 +474,41 @@ impl StreamTranslator {
             out.push(event(
                 "message_start",
                 json!({"type": "message_start", "message": {
-                    "id": chunk.get("id").cloned().unwrap_or(json!("")),
+                    "id": chunk.id.clone().unwrap_or(json!("")),
                     "type": "message", "role": "assistant",
-                    "model": chunk.get("model").cloned().unwrap_or(json!("")),
+                    "model": chunk.model.clone().unwrap_or(json!("")),
                     "content": [], "stop_reason": Value::Null, "stop_sequence": Value::Null,
                     "usage": Usage::default().anthropic(),
                 }}),
             ));
         }
-        if let Some(usage) = chunk.get("usage").filter(|u| u.is_object()) {
+        if let Some(usage) = chunk.usage.as_ref().filter(|u| u.is_object()) {
             self.usage = Usage::from_openai(usage);
         }
-        let Some(choice) = chunk.pointer("/choices/0") else {
+        let Some(choice) = chunk.choices.as_ref().and_then(|choices| choices.first()) else {
             return out;
         };
-        if let Some(text) = choice.pointer("/delta/content").and_then(Value::as_str)
+        let delta = choice.delta.as_ref();
+        if let Some(text) = delta
+            .and_then(|d| d.content.as_ref())
+            .and_then(Value::as_str)
             && !text.is_empty()
         {
             let index = self.open_block(true, None, &mut out);
             out.push(event(
                 "content_block_delta",
-                json!({"type": "content_block_delta", "index": index,
-                       "delta": {"type": "text_delta", "text": text}}),
+                TextDelta {
+                    kind: "content_block_delta",
+                    index,
+                    delta: TextPiece {
+                        kind: "text_delta",
+                        text,
+                    },
+                },
             ));
         }
-        for call in choice
-            .pointer("/delta/tool_calls")
+        for call in delta
+            .and_then(|d| d.tool_calls.as_ref())
             .and_then(Value::as_array)
             .into_iter()
             .flatten()
@@ -459,14 +519,15 @@ impl StreamTranslator {
                 None => {
                     let start = json!({"type": "tool_use",
                         "id": call.get("id").cloned().unwrap_or(json!("")),
-                        "name": call.pointer("/function/name").cloned().unwrap_or(json!("")),
+                        "name": value_at(call, &["function", "name"]).cloned().unwrap_or(json!("")),
                         "input": {}});
                     let index = self.open_block(false, Some(start), &mut out);
                     self.tool_calls.insert(call_index, index);
                     index
                 }
             };
-            if let Some(arguments) = call.pointer("/function/arguments").and_then(Value::as_str)
+            if let Some(arguments) =
+                value_at(call, &["function", "arguments"]).and_then(Value::as_str)
                 && !arguments.is_empty()
             {
                 out.push(event(
@@ -476,7 +537,7 @@ impl StreamTranslator {
                 ));
             }
         }
-        if let Some(reason) = choice.get("finish_reason").and_then(Value::as_str) {
+        if let Some(reason) = choice.finish_reason.as_ref().and_then(Value::as_str) {
             self.finish_reason = Some(reason.to_string());
         }
         out

@@ -7,7 +7,8 @@
 //! by [`anthropic`] (OpenAI's API to Anthropic's) or [`messages`] (Anthropic's to OpenAI's),
 //! and [`client`] sends it;
 //! [`answer`] and [`stream`] carry the answer back in the agent's API, with [`usage`] counted;
-//! [`failover`] decides when to move on; [`limits`] enforces the providers' limits; [`proxy`]
+//! [`failover`] decides when to move on; [`json`] looks into and writes JSON without
+//! allocating; [`limits`] enforces the providers' limits; [`proxy`]
 //! runs one request; this module serves them and reloads the files.
 
 pub mod answer;
@@ -15,6 +16,7 @@ pub mod anthropic;
 pub mod client;
 pub mod config;
 pub mod failover;
+pub mod json;
 pub mod lease;
 pub mod ledger;
 pub mod limits;

@@ -20,6 +20,7 @@ use super::answer;
 use super::client::{ProviderResponse, next_chunk};
 use super::config::Upstream;
 use super::failover::{Failure, stream_error_failure};
+use super::json::value_at;
 use super::limits::Admitted;
 use super::proxy::{BUDGET_EXCEEDED, Report, Reservation, Router};
 use super::sse::{self, Event};
@@ -101,8 +102,7 @@ fn error_in(dialect: Dialect, event: &Event) -> Option<Failure> {
             if !named && data.get("type").and_then(Value::as_str) != Some("error") {
                 return None;
             }
-            let kind = data
-                .pointer("/error/type")
+            let kind = value_at(&data, &["error", "type"])
                 .and_then(Value::as_str)
                 .unwrap_or("api_error");
             Some(stream_error_failure(kind))
@@ -166,7 +166,7 @@ fn read_facts(dialect: Dialect, event: &Event, facts: &mut answer::Facts) {
             Some("message_delta") => {
                 if let Some(reason) = parse()
                     .as_ref()
-                    .and_then(|d| d.pointer("/delta/stop_reason"))
+                    .and_then(|d| value_at(d, &["delta", "stop_reason"]))
                     .and_then(Value::as_str)
                 {
                     facts.finish_reasons.push(reason.to_string());
@@ -469,10 +469,10 @@ impl Pump {
                     let data = serde_json::from_str::<Value>(&event.data).unwrap_or(Value::Null);
                     let name = event
                         .event
-                        .clone()
-                        .or_else(|| data.get("type").and_then(Value::as_str).map(str::to_string))
+                        .as_deref()
+                        .or_else(|| data.get("type").and_then(Value::as_str))
                         .unwrap_or_default();
-                    for line in translator.translate(&name, &data) {
+                    for line in translator.translate(name, &data) {
                         out.push_str(&line);
                     }
                 }
@@ -549,7 +549,7 @@ fn count_usage(dialect: Dialect, event: &Event, usage: &mut Usage) {
             }
         }
         Dialect::Anthropic => {
-            let reported = data.pointer("/message/usage").or_else(|| data.get("usage"));
+            let reported = value_at(&data, &["message", "usage"]).or_else(|| data.get("usage"));
             if let Some(reported) = reported {
                 usage.merge_anthropic(reported);
             }

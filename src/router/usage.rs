@@ -5,6 +5,8 @@
 
 use serde_json::{Value, json};
 
+use super::json::value_at;
+
 /// The tokens of one answer.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Usage {
@@ -17,17 +19,17 @@ pub struct Usage {
     pub cache_write: u64,
 }
 
-fn field(usage: &Value, pointer: &str) -> Option<u64> {
-    usage.pointer(pointer).and_then(Value::as_u64)
+fn field(usage: &Value, path: &[&str]) -> Option<u64> {
+    value_at(usage, path).and_then(Value::as_u64)
 }
 
 impl Usage {
     /// From an OpenAI `usage` object.
     pub fn from_openai(usage: &Value) -> Self {
         Self {
-            prompt: field(usage, "/prompt_tokens").unwrap_or(0),
-            completion: field(usage, "/completion_tokens").unwrap_or(0),
-            cache_read: field(usage, "/prompt_tokens_details/cached_tokens").unwrap_or(0),
+            prompt: field(usage, &["prompt_tokens"]).unwrap_or(0),
+            completion: field(usage, &["completion_tokens"]).unwrap_or(0),
+            cache_read: field(usage, &["prompt_tokens_details", "cached_tokens"]).unwrap_or(0),
             cache_write: 0,
         }
     }
@@ -43,15 +45,15 @@ impl Usage {
     /// `message_start` has the input side, `message_delta` the cumulative output (and, since
     /// 2025, the input side again), so a field absent from one event keeps its earlier value.
     pub fn merge_anthropic(&mut self, usage: &Value) {
-        let uncached = field(usage, "/input_tokens").unwrap_or_else(|| self.uncached_prompt());
-        if let Some(read) = field(usage, "/cache_read_input_tokens") {
+        let uncached = field(usage, &["input_tokens"]).unwrap_or_else(|| self.uncached_prompt());
+        if let Some(read) = field(usage, &["cache_read_input_tokens"]) {
             self.cache_read = read;
         }
-        if let Some(write) = field(usage, "/cache_creation_input_tokens") {
+        if let Some(write) = field(usage, &["cache_creation_input_tokens"]) {
             self.cache_write = write;
         }
         self.prompt = uncached + self.cache_read + self.cache_write;
-        if let Some(output) = field(usage, "/output_tokens") {
+        if let Some(output) = field(usage, &["output_tokens"]) {
             self.completion = output;
         }
     }
