@@ -10,7 +10,7 @@
 
 use std::collections::HashMap;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
 use super::json::{sse, value_at};
@@ -379,6 +379,45 @@ struct Choice<Delta> {
     finish_reason: Option<&'static str>,
 }
 
+/// What the translator reads of an Anthropic event. The rest is skipped as it is parsed, where
+/// a whole `Value` allocates a map for each object and a string for each member. What stays a
+/// `Value` is passed on or read leniently, as the `Value` was; a field of another type than
+/// the API's (a `type` that is not a string, say) leaves the event read as empty.
+#[derive(Default, Deserialize)]
+struct EventIn {
+    #[serde(rename = "type")]
+    kind: Option<String>,
+    message: Option<MessageIn>,
+    content_block: Option<BlockIn>,
+    index: Option<u64>,
+    delta: Option<DeltaIn>,
+    usage: Option<Value>,
+}
+
+#[derive(Default, Deserialize)]
+struct MessageIn {
+    id: Option<Value>,
+    model: Option<Value>,
+    usage: Option<Value>,
+}
+
+#[derive(Deserialize)]
+struct BlockIn {
+    #[serde(rename = "type")]
+    kind: Option<String>,
+    id: Option<Value>,
+    name: Option<Value>,
+}
+
+#[derive(Default, Deserialize)]
+struct DeltaIn {
+    #[serde(rename = "type")]
+    kind: Option<String>,
+    text: Option<Value>,
+    partial_json: Option<Value>,
+    stop_reason: Option<Value>,
+}
+
 /// The delta of a piece of text.
 #[derive(Serialize)]
 struct Content<'a> {
@@ -422,64 +461,67 @@ impl StreamTranslator {
         )
     }
 
-    /// The OpenAI events for one Anthropic event (often none).
-    pub fn translate(&mut self, event: &str, data: &Value) -> Vec<String> {
-        match event {
+    /// The OpenAI events for one Anthropic event (often none): `name` is its `event:` line,
+    /// `data` its JSON.
+    pub fn translate(&mut self, name: Option<&str>, data: &str) -> Vec<String> {
+        // An event that is not JSON still counts by its name (`message_stop` ends the answer).
+        let event = serde_json::from_str::<EventIn>(data).unwrap_or_default();
+        let text =
+            |value: &Option<Value>| value.as_ref().and_then(Value::as_str).map(str::to_string);
+        match name.or(event.kind.as_deref()).unwrap_or_default() {
             "message_start" => {
-                let message = data.get("message");
-                let text = |key: &str| {
-                    message
-                        .and_then(|m| m.get(key))
-                        .and_then(Value::as_str)
-                        .unwrap_or_default()
-                        .to_string()
-                };
-                self.id = text("id");
-                self.model = text("model");
-                if let Some(usage) = message.and_then(|m| m.get("usage")) {
+                let message = event.message.unwrap_or_default();
+                self.id = text(&message.id).unwrap_or_default();
+                self.model = text(&message.model).unwrap_or_default();
+                if let Some(usage) = &message.usage {
                     self.usage.merge_anthropic(usage);
                 }
                 vec![self.chunk(json!({"role": "assistant", "content": ""}), None)]
             }
             "content_block_start" => {
-                let Some(block) = data
-                    .get("content_block")
-                    .filter(|b| b.get("type").and_then(Value::as_str) == Some("tool_use"))
+                let Some(block) = event
+                    .content_block
+                    .filter(|b| b.kind.as_deref() == Some("tool_use"))
                 else {
                     return Vec::new();
                 };
-                let index = data.get("index").and_then(Value::as_u64).unwrap_or(0);
+                let index = event.index.unwrap_or(0);
                 let call = self.tool_calls.len();
                 self.tool_calls.insert(index, call);
                 vec![self.chunk(
                     json!({"tool_calls": [{
                         "index": call,
-                        "id": block.get("id").cloned().unwrap_or(json!("")),
+                        "id": block.id.unwrap_or(json!("")),
                         "type": "function",
-                        "function": {"name": block.get("name").cloned().unwrap_or(json!("")), "arguments": ""},
+                        "function": {"name": block.name.unwrap_or(json!("")), "arguments": ""},
                     }]}),
                     None,
                 )]
             }
             "content_block_delta" => {
-                let delta = data.get("delta");
-                let field = |key: &str| delta.and_then(|d| d.get(key));
-                match field("type").and_then(Value::as_str) {
-                    Some("text_delta") => vec![self.chunk(
-                        Content {
-                            content: field("text").and_then(Value::as_str).unwrap_or_default(),
-                        },
-                        None,
-                    )],
+                let delta = event.delta.unwrap_or_default();
+                match delta.kind.as_deref() {
+                    Some("text_delta") => vec![
+                        self.chunk(
+                            Content {
+                                content: delta
+                                    .text
+                                    .as_ref()
+                                    .and_then(Value::as_str)
+                                    .unwrap_or_default(),
+                            },
+                            None,
+                        ),
+                    ],
                     Some("input_json_delta") => {
-                        let index = data.get("index").and_then(Value::as_u64).unwrap_or(0);
+                        let index = event.index.unwrap_or(0);
                         let Some(call) = self.tool_calls.get(&index) else {
                             return Vec::new();
                         };
                         vec![self.chunk(
                             json!({"tool_calls": [{
                                 "index": call,
-                                "function": {"arguments": field("partial_json").cloned().unwrap_or(json!(""))},
+                                "function": {"arguments": delta.partial_json.unwrap_or(json!(""))},
                             }]}),
                             None,
                         )]
@@ -488,10 +530,8 @@ impl StreamTranslator {
                 }
             }
             "message_delta" => {
-                self.stop_reason = value_at(data, &["delta", "stop_reason"])
-                    .and_then(Value::as_str)
-                    .map(str::to_string);
-                if let Some(usage) = data.get("usage") {
+                self.stop_reason = event.delta.and_then(|d| text(&d.stop_reason));
+                if let Some(usage) = &event.usage {
                     self.usage.merge_anthropic(usage);
                 }
                 Vec::new()
@@ -510,7 +550,11 @@ impl StreamTranslator {
                 events.push("data: [DONE]\n\n".into());
                 events
             }
-            "error" => vec![sse(&["data: "], &error(data))],
+            "error" => {
+                // Rare: read whole, as a refusal's body is.
+                let problem = serde_json::from_str::<Value>(data).unwrap_or(Value::Null);
+                vec![sse(&["data: "], &error(&problem))]
+            }
             _ => Vec::new(),
         }
     }
@@ -648,7 +692,7 @@ mod tests {
             ("message_stop", json!({})),
         ];
         for (name, data) in events {
-            out.extend(translator.translate(name, &data));
+            out.extend(translator.translate(Some(name), &data.to_string()));
         }
         assert_eq!(out.len(), 7);
         assert!(out[1].contains("\"content\":\"Hi\""));

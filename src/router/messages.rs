@@ -399,31 +399,22 @@ fn event(name: &str, data: impl Serialize) -> String {
 /// shape reads differently: it is skipped, as a chunk that is not JSON is.
 #[derive(Deserialize)]
 struct ChunkIn {
-    #[serde(default)]
     error: Option<Value>,
-    #[serde(default)]
     id: Option<Value>,
-    #[serde(default)]
     model: Option<Value>,
-    #[serde(default)]
     usage: Option<Value>,
-    #[serde(default)]
     choices: Option<Vec<ChoiceIn>>,
 }
 
 #[derive(Deserialize)]
 struct ChoiceIn {
-    #[serde(default)]
     delta: Option<DeltaIn>,
-    #[serde(default)]
     finish_reason: Option<Value>,
 }
 
 #[derive(Deserialize)]
 struct DeltaIn {
-    #[serde(default)]
     content: Option<Value>,
-    #[serde(default)]
     tool_calls: Option<Value>,
 }
 

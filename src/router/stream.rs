@@ -464,18 +464,10 @@ impl Pump {
                 }
             }
             Conversion::ToOpenAI(translator) => {
-                let mut out = String::new();
-                for event in events {
-                    let data = serde_json::from_str::<Value>(&event.data).unwrap_or(Value::Null);
-                    let name = event
-                        .event
-                        .as_deref()
-                        .or_else(|| data.get("type").and_then(Value::as_str))
-                        .unwrap_or_default();
-                    for line in translator.translate(name, &data) {
-                        out.push_str(&line);
-                    }
-                }
+                let out: String = events
+                    .iter()
+                    .flat_map(|event| translator.translate(event.event.as_deref(), &event.data))
+                    .collect();
                 Bytes::from(out)
             }
             Conversion::ToAnthropic(translator) => {
