@@ -1,6 +1,7 @@
 //! The router benchmark, measured the way the public gateway boards measure: the latency the
 //! router adds against calling the fake provider directly (p50 and p99, at 1 and 100 clients,
-//! streamed and not), throughput, streamed time to first token, the router's CPU time per
+//! streamed and not), throughput, the most requests a second within a p99 bound (the board's
+//! capacity figure), streamed time to first token, the router's CPU time per
 //! request and per streamed event (process CPU time over requests, which a noisy machine does
 //! not skew the way wall time is skewed), its own `overhead` metric, and its memory. Each of the
 //! router's paths: OpenAI's API and Anthropic's, passed on to a provider of the same API or
@@ -40,9 +41,13 @@ struct Args {
     #[arg(long)]
     out: PathBuf,
     /// What to measure: every path (`paths`), the router with a budget and tracing against the
-    /// same router without (`instrumented`), or both.
+    /// same router without (`instrumented`), the most requests a second within a p99 bound
+    /// (`capacity`), or all three.
     #[arg(long, value_enum, default_value = "all")]
     part: Part,
+    /// The p99 latency bound of `capacity`, in milliseconds.
+    #[arg(long, default_value_t = 5.0)]
+    p99_bound_ms: f64,
     /// An OpenTelemetry Collector binary (`e2e/tools/otelcol`), which the instrumented router
     /// exports its spans and metrics to; required by `instrumented`.
     #[arg(long)]
@@ -54,6 +59,13 @@ enum Part {
     All,
     Paths,
     Instrumented,
+    Capacity,
+}
+
+impl Part {
+    fn includes(self, part: Part) -> bool {
+        self == Part::All || self == part
+    }
 }
 
 /// What a router under test runs with beyond its provider.
@@ -227,14 +239,19 @@ async fn main() {
         .pool_max_idle_per_host(256)
         .build()
         .expect("client");
-    if args.part != Part::Paths {
+    if args.part.includes(Part::Instrumented) {
         let section = instrumented(&args, &dir, &fake, &http).await;
         report::write_section(&args.out, "router-instrumented", &section);
         println!("{section}");
     }
-    if args.part != Part::Instrumented {
+    if args.part.includes(Part::Paths) {
         let section = paths(&args, &dir, &fake, &http).await;
         report::write_section(&args.out, "router", &section);
+        println!("{section}");
+    }
+    if args.part.includes(Part::Capacity) {
+        let section = capacity(&args, &dir, &fake, &http).await;
+        report::write_section(&args.out, "router-capacity", &section);
         println!("{section}");
     }
     let _ = std::fs::remove_dir_all(&dir);
@@ -331,6 +348,102 @@ async fn paths(
         let _ = router.child.wait();
     }
     markdown(args, &rows, &footprints, overhead)
+}
+
+/// Clients of the capacity part, each a measurement: closed loops, so each level's
+/// throughput is what the machine serves at that concurrency, and its p99 what it costs.
+const CAPACITY_CLIENTS: [usize; 9] = [1, 2, 4, 8, 16, 32, 64, 128, 256];
+
+/// One level of the capacity part: (requests a second, p99 in ms) directly and routed.
+struct Level {
+    clients: usize,
+    direct: (f64, f64),
+    routed: (f64, f64),
+}
+
+/// Throughput at a fixed p99 bound, as the gateway boards report capacity: the most requests
+/// a second through the router, at any number of clients whose p99 stays within the bound,
+/// beside the same for the fake called directly (the machine's own bound, since the load
+/// generator and the fake share its cores with the router). The OpenAI-compatible path,
+/// not streamed.
+async fn capacity(
+    args: &Args,
+    dir: &std::path::Path,
+    fake: &fake_provider::FakeProvider,
+    http: &reqwest::Client,
+) -> String {
+    let mut router = RouterUnderTest::start(
+        args,
+        dir,
+        ProviderType::OpenAICompatible,
+        fake.openai_endpoint(),
+        18796,
+        &Extras::default(),
+    )
+    .await;
+    let path = &PATHS[0];
+    let routed_url = format!("http://{}{}", router.address, path.routed);
+    let direct_url = format!("http://{}{}", fake.address, path.direct);
+    let routed_body = body(path.routed, false);
+    let direct_body = body(path.direct, false);
+    let mut levels = Vec::new();
+    for clients in CAPACITY_CLIENTS {
+        // At least 20 requests a client, so that a p99 is not one client's first request.
+        let requests = args.requests.max(clients * 20);
+        measure(http, &direct_url, &direct_body, clients, 200).await;
+        measure(http, &routed_url, &routed_body, clients, 200).await;
+        let rate_and_p99 = |mut samples: Samples| {
+            let rate = samples.latency.len() as f64 / samples.wall.as_secs_f64();
+            (rate, quantiles(&mut samples.latency).1)
+        };
+        let direct =
+            rate_and_p99(measure(http, &direct_url, &direct_body, clients, requests).await);
+        let routed =
+            rate_and_p99(measure(http, &routed_url, &routed_body, clients, requests).await);
+        eprintln!(
+            "capacity clients={clients}: direct {:.0}/s p99 {:.3} ms, routed {:.0}/s p99 {:.3} ms",
+            direct.0, direct.1, routed.0, routed.1
+        );
+        levels.push(Level {
+            clients,
+            direct,
+            routed,
+        });
+    }
+    let _ = router.child.kill();
+    let _ = router.child.wait();
+    capacity_markdown(args, &levels)
+}
+
+fn capacity_markdown(args: &Args, levels: &[Level]) -> String {
+    let bound = args.p99_bound_ms;
+    let best = |of: fn(&Level) -> (f64, f64)| {
+        levels
+            .iter()
+            .filter(|level| of(level).1 <= bound)
+            .max_by(|a, b| of(a).0.total_cmp(&of(b).0))
+            .map_or("none within the bound".to_string(), |level| {
+                format!("{:.0}/s at {} clients", of(level).0, level.clients)
+            })
+    };
+    let mut out = format!(
+        "## LLM router: throughput within a p99 bound\n\nGenerated by `e2e/bench/router --part capacity`. Machine: {}; release build; the router its own process (one thread), the fake provider and the load generator in another, all on the same cores. The OpenAI-compatible path, not streamed; at each number of closed-loop clients, at least {} requests (20 a client), first directly, then through the router.\n\n",
+        report::machine(),
+        args.requests
+    );
+    out.push_str("| clients | direct | direct p99 | through the router | router p99 |\n|---|---|---|---|---|\n");
+    for level in levels {
+        out.push_str(&format!(
+            "| {} | {:.0}/s | {:.3} ms | {:.0}/s | {:.3} ms |\n",
+            level.clients, level.direct.0, level.direct.1, level.routed.0, level.routed.1
+        ));
+    }
+    out.push_str(&format!(
+        "\nThe most requests a second with p99 ≤ {bound} ms: through the router {}; directly {}.\n\nRerun: `e2e/bench/router --part capacity` (`--p99-bound-ms`, `--requests`).\n",
+        best(|level| level.routed),
+        best(|level| level.direct),
+    ));
+    out
 }
 
 /// One router configuration's measurement against the same requests.
