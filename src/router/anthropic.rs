@@ -706,4 +706,18 @@ mod tests {
             (3, 4)
         );
     }
+
+    #[test]
+    fn an_event_without_its_name_line_is_named_by_its_type_and_a_broken_end_still_ends() {
+        let mut translator = StreamTranslator::new(7, false);
+        let delta =
+            r#"{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"Hi"}}"#;
+        let out = translator.translate(None, delta);
+        assert_eq!(out.len(), 1);
+        assert!(out[0].contains("\"content\":\"Hi\""), "{}", out[0]);
+        let end = translator.translate(Some("message_stop"), "not json");
+        assert_eq!(end.len(), 2, "{end:?}");
+        assert!(end[0].contains("\"finish_reason\":\"stop\""), "{}", end[0]);
+        assert_eq!(end[1], "data: [DONE]\n\n");
+    }
 }

@@ -395,8 +395,9 @@ fn event(name: &str, data: impl Serialize) -> String {
 
 /// What the translator reads of an OpenAI chunk. The rest of it is skipped as it is parsed,
 /// where a whole `Value` allocates a map for each object and a string for each member. Each
-/// field read stays a `Value`, so only a chunk whose `choices` or `delta` is not of the API's
-/// shape reads differently: it is skipped, as a chunk that is not JSON is.
+/// field read stays a `Value`, so a chunk reads as its `Value` did but in two cases: one whose
+/// `choices` or `delta` is not of the API's shape is skipped, as a chunk that is not JSON is,
+/// and a chunk with `"error": null` is read as content, not as an error.
 #[derive(Deserialize)]
 struct ChunkIn {
     error: Option<Value>,
@@ -705,5 +706,28 @@ mod tests {
         assert!(events[7].contains("\"stop_reason\":\"tool_use\""));
         assert!(events[7].contains("\"output_tokens\":4"));
         assert!(translator.finish().is_empty(), "the end is sent once");
+    }
+
+    #[test]
+    fn a_chunk_with_a_null_error_is_content_and_one_with_an_error_ends_the_stream() {
+        let mut translator = StreamTranslator::default();
+        let events = translator.translate(
+            r#"{"id":"c1","error":null,"choices":[{"index":0,"delta":{"content":"Hi"}}]}"#,
+        );
+        assert!(
+            events.iter().any(|e| e.contains("\"text\":\"Hi\"")),
+            "{events:?}"
+        );
+        let failed = translator.translate(r#"{"error":{"message":"overloaded"}}"#);
+        assert_eq!(failed.len(), 1);
+        assert!(
+            failed[0].starts_with("event: error\n") && failed[0].contains("overloaded"),
+            "{}",
+            failed[0]
+        );
+        assert!(
+            translator.translate("[DONE]").is_empty(),
+            "nothing after an error"
+        );
     }
 }
